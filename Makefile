@@ -1,0 +1,44 @@
+# make demo: the whole pipeline offline on synthetic data, in a scratch copy (.demo/)
+# make test: the test suite; make repro: dvc repro on params.yaml as it stands
+PYTHON ?= python3
+TORCH ?= torch==2.13.0
+VENV := .venv
+BIN := $(abspath $(VENV)/bin)
+STAMP := $(VENV)/.installed
+RUN := PATH="$(BIN):$$PATH"
+
+# Overrides of params.yaml for the demo: the synthetic stand-in instead of the 1 GB download.
+DEMO_DIR ?= .demo
+DEMO_PARAMS ?= data.source=synthetic data.pkl=data/raw/synthetic_2d.pkl synthetic.clips_per_group=[2,3]
+
+.PHONY: install test demo repro bench accuracy lint clean
+
+install: $(STAMP)
+
+# torch first and pinned: a looser requirement would pull several GB of CUDA wheels.
+$(STAMP): pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q "$(TORCH)"
+	$(VENV)/bin/pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(RUN) python -m pytest
+
+demo: $(STAMP)
+	$(RUN) python -m pipeline.demo $(DEMO_DIR) $(DEMO_PARAMS)
+
+repro: $(STAMP)
+	$(RUN) dvc repro
+
+bench: $(STAMP)
+	$(RUN) python -m bench
+
+accuracy: $(STAMP)
+	$(RUN) python -m bench.accuracy
+
+lint: $(STAMP)
+	$(RUN) ruff check pipeline tests bench
+
+clean:
+	rm -rf $(DEMO_DIR) .pytest_cache .ruff_cache

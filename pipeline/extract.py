@@ -1,0 +1,167 @@
+"""Stage `extract`: the chosen classes of one split, checked, with a validation carve-out.
+
+Reads `data.pkl` through the restricted loader, keeps `data.classes` from the train and test
+splits, holds out validation clips from train (whole groups by default, so an actor or scene is
+never on both sides), and writes the compact subset of `pipeline.subset`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.model_selection import GroupShuffleSplit, train_test_split
+
+from pipeline import classnames, params, pklio, subset
+from pipeline.errors import cli, fail
+from pipeline.paths import SUBSET_DIR
+
+
+def carve_validation(
+    train: list[str], labels: list[int], all_train: list[str], cfg: Mapping[str, Any], source: str
+) -> tuple[set[str], str]:
+    """The frame_dirs held out for validation, and how they were chosen.
+
+    `clip` reproduces the notebook: a random split of the whole train list (every class), later
+    filtered to the chosen classes. `group` holds out whole groups parsed with `group_pattern`,
+    or falls back to a class-stratified clip split when no name carries a group.
+    """
+    fraction, seed = cfg["val_fraction"], cfg["seed"]
+    if cfg["val_by"] == "clip":
+        _, val = train_test_split(all_train, test_size=fraction, random_state=seed, shuffle=True)
+        return set(val), "clip"
+    regex = re.compile(cfg["group_pattern"])
+    found = [regex.search(name) for name in train]
+    if not any(found):
+        _, val = train_test_split(
+            train, test_size=fraction, random_state=seed, shuffle=True, stratify=labels
+        )
+        return set(val), "clip-stratified (no group in the names)"
+    missing = [name for name, m in zip(train, found, strict=True) if not m]
+    if missing:
+        raise fail(source, f"clip {missing[0]!r} has no group matching data.group_pattern")
+    groups = [m.group(1) for m in found]
+    if len(set(groups)) < 2:
+        raise fail(source, f"validation by group needs 2 or more groups in train, found {groups[0]!r}")
+    splitter = GroupShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
+    _, val_idx = next(splitter.split(train, groups=groups))
+    return {train[i] for i in val_idx}, "group"
+
+
+def _catalogue(annotations: list[Any], source: str) -> dict[str, int]:
+    """frame_dir -> position, with the light checks that selection needs on every clip."""
+    where: dict[str, int] = {}
+    for i, ann in enumerate(annotations):
+        if not isinstance(ann, Mapping) or not isinstance(ann.get("frame_dir"), str):
+            raise fail(source, f"annotations[{i}]: expected a dict with a string frame_dir")
+        if "label" not in ann:
+            raise fail(source, f"clip {ann['frame_dir']!r}: missing key 'label'")
+        if ann["frame_dir"] in where:
+            raise fail(source, f"clip {ann['frame_dir']!r} appears twice")
+        where[ann["frame_dir"]] = i
+    return where
+
+
+def extract(cfg: Mapping[str, Any], pkl: str | Path, out_dir: str | Path) -> dict[str, Any]:
+    """Run the stage; return the counts written to meta.json."""
+    source = str(pkl)
+    splits, annotations = pklio.check_dataset(pklio.load_pickle(pkl), source)
+    train_name, test_name = params.split_names(cfg)
+    for name in (train_name, test_name):
+        if name not in splits:
+            raise fail(source, f"split {name!r} not found (the file has {sorted(splits)})")
+    where = _catalogue(annotations, source)
+
+    def label_of(name: str, split: str) -> int:
+        if name not in where:
+            raise fail(source, f"split {split!r} names clip {name!r}, which has no annotation")
+        label = pklio._int(annotations[where[name]]["label"])
+        if label is None or label < 0:
+            raise fail(source, f"clip {name!r}: label must be an integer >= 0")
+        return label
+
+    train_all = list(splits[train_name])
+    train_labels = {n: label_of(n, train_name) for n in train_all}
+    test_labels = {n: label_of(n, test_name) for n in splits[test_name]}
+    present = sorted(set(train_labels.values()))
+    if cfg["classes"] == "all":
+        chosen = present
+    else:
+        chosen = sorted(cfg["classes"])
+        absent = [c for c in chosen if c not in set(present)]
+        if absent:
+            raise fail(
+                source,
+                f"data.classes: label {absent[0]} has no clip in split {train_name!r} "
+                f"(labels there: {present[0]}..{present[-1]})",
+            )
+    keep = set(chosen)
+    train = [n for n in train_all if train_labels[n] in keep]
+    test = [n for n in splits[test_name] if test_labels[n] in keep]
+    if not test:
+        raise fail(source, f"split {test_name!r} has no clip of the chosen classes")
+    val, val_method = carve_validation(
+        train, [train_labels[n] for n in train], train_all, cfg, source
+    )
+    target = {label: i for i, label in enumerate(chosen)}
+    names = classnames.resolve(
+        chosen, ((n, train_labels[n]) for n in train), cfg["class_pattern"], cfg["label_map"]
+    )
+    group_re = re.compile(cfg["group_pattern"])
+
+    rows: list[dict[str, Any]] = []
+    kept: list[Mapping[str, Any]] = []
+    skipped: list[str] = []
+    labelled = [(n, "val" if n in val else "train") for n in train] + [(n, "test") for n in test]
+    for name, split in sorted(labelled, key=lambda item: subset.SPLITS.index(item[1])):
+        ann = annotations[where[name]]
+        persons = pklio.check_annotation(ann, source, where[name])
+        if persons == 0:
+            skipped.append(name)
+            continue
+        label = pklio._int(ann["label"])
+        group = group_re.search(name)
+        h, w = (int(s) for s in ann["img_shape"])
+        rows.append({
+            "frame_dir": name, "label": label, "target": target[label],
+            "class_name": names[target[label]], "group": group.group(1) if group else "",
+            "split": split, "frames": int(ann["keypoint"].shape[1]), "persons": persons,
+            "img_h": h, "img_w": w,
+        })  # fmt: skip
+        kept.append(ann)
+    counts = {s: sum(r["split"] == s for r in rows) for s in subset.SPLITS}
+    for split, count in counts.items():
+        if count == 0:
+            raise fail(source, f"the selection leaves no {split} clip (check data.classes and splits)")
+    meta = {
+        "source": source,
+        "splits": {"train": train_name, "test": test_name},
+        "labels": chosen,
+        "classes": names,
+        "validation": val_method,
+        "counts": counts,
+        "skipped_no_person": len(skipped),
+        "skipped": skipped,
+    }
+    del splits, annotations, where  # let the unselected clips go before writing
+    subset.write(out_dir, rows, kept, meta)
+    return meta
+
+
+@cli
+def main() -> None:
+    cfg = params.load("data")["data"]
+    meta = extract(cfg, cfg["pkl"], SUBSET_DIR)
+    c = meta["counts"]
+    print(
+        f"extract: {len(meta['classes'])} classes, train {c['train']}, val {c['val']} "
+        f"({meta['validation']}), test {c['test']} clips; "
+        f"skipped {meta['skipped_no_person']} with no person -> {SUBSET_DIR}"
+    )
+
+
+if __name__ == "__main__":
+    main()

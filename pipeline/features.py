@@ -1,0 +1,128 @@
+"""Model inputs from normalized skeleton batches: joint/bone/motion streams and augmentation.
+
+A batch is `x` [B, T, P, V, 3] holding (x, y, score) per joint, zero-padded after each clip's
+length, with `lengths` [B]. A joint whose three values are exactly zero is missing; every stream
+and every augmentation keeps missing joints and padding exactly zero, so models can tell them apart
+from real data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from pipeline.errors import PipelineError
+from pipeline.skeleton import FLIP_INDEX, PARENTS
+
+STREAMS = ("joint", "bone", "motion")
+
+
+def in_channels(streams: Sequence[str], score: bool) -> int:
+    """Channels per joint that `build_input` produces: (x, y[, score]) for each stream."""
+    return len(streams) * (3 if score else 2)
+
+
+def _present(x: Tensor) -> Tensor:
+    """[..., V] True where a joint has any non-zero value (missing joints are all zero)."""
+    return (x != 0).any(dim=-1)
+
+
+def _difference(a: Tensor, b: Tensor, valid: Tensor) -> Tensor:
+    """(a - b) on x, y and min of the scores, zeroed wherever `valid` is False."""
+    out = torch.cat([a[..., :2] - b[..., :2], torch.minimum(a[..., 2:3], b[..., 2:3])], dim=-1)
+    return out * valid.unsqueeze(-1)
+
+
+def _bone(x: Tensor) -> Tensor:
+    parents = torch.tensor(PARENTS, device=x.device)
+    parent = x[..., parents, :]
+    present = _present(x)
+    # The root is its own parent: it has no bone, so all three channels are zero, as for a
+    # missing joint (min(score, score) would otherwise leave a bare score there).
+    not_root = parents != torch.arange(len(PARENTS), device=x.device)
+    return _difference(x, parent, present & present[..., parents] & not_root)
+
+
+def _motion(x: Tensor, lengths: Tensor) -> Tensor:
+    nxt = torch.cat([x[:, 1:], torch.zeros_like(x[:, :1])], dim=1)
+    steps = torch.arange(x.shape[1], device=x.device)
+    # Frame length-1 has no successor inside the clip; zeroing it and the padding means the
+    # drop to the zero padding never shows up as a jump.
+    in_clip = steps[None, :] < (lengths.to(x.device)[:, None] - 1)
+    valid = in_clip[:, :, None, None] & _present(x) & _present(nxt)
+    return _difference(nxt, x, valid)
+
+
+def build_input(x: Tensor, lengths: Tensor, streams: Sequence[str], score: bool) -> Tensor:
+    """The requested streams of `x` [B, T, P, V, 3], concatenated on the channel axis.
+
+    Returns [B, T, P, V, in_channels(streams, score)], streams in the order given.
+    """
+    parts = []
+    for name in streams:
+        if name == "joint":
+            part = x
+        elif name == "bone":
+            part = _bone(x)
+        elif name == "motion":
+            part = _motion(x, lengths)
+        else:
+            raise PipelineError(f"streams: expected names from {list(STREAMS)}, found {name!r}")
+        parts.append(part if score else part[..., :2])
+    return torch.cat(parts, dim=-1)
+
+
+def augment(
+    x: Tensor, lengths: Tensor, cfg: Mapping[str, Any], generator: torch.Generator
+) -> Tensor:
+    """Randomly rescale, rotate, mirror and re-time each clip of `x` [B, T, P, V, 3].
+
+    `cfg` holds the params `augment` keys (scale, rotate, flip, temporal); all zero returns `x`
+    itself. Lengths and padding are unchanged, missing joints stay exactly zero, and the result
+    depends only on the inputs and the generator's state.
+    """
+    scale, rotate = float(cfg["scale"]), float(cfg["rotate"])
+    flip, temporal = float(cfg["flip"]), float(cfg["temporal"])
+    if scale == rotate == flip == temporal == 0.0:
+        return x
+    batch = x.shape[0]
+    # One fixed draw per sample for every knob, so changing one knob leaves the others' draws
+    # (and thus the rest of a run) as they were.
+    u = torch.rand((batch, 5), generator=generator, device=generator.device).to(x.device)
+
+    if temporal > 0:
+        x = _resample(x, lengths.to(x.device), temporal, u[:, 0], u[:, 1])
+
+    flipped = u[:, 2] < flip
+    mirrored = x[..., list(FLIP_INDEX), :] * x.new_tensor([-1.0, 1.0, 1.0])
+    x = torch.where(flipped[:, None, None, None, None], mirrored, x)
+    present = _present(x)  # -0.0 == 0, so a mirrored missing joint still counts as missing
+
+    factor = 1.0 + scale * (2.0 * u[:, 3] - 1.0)
+    angle = torch.deg2rad(rotate * (2.0 * u[:, 4] - 1.0))
+    cos = (factor * torch.cos(angle))[:, None, None, None]
+    sin = (factor * torch.sin(angle))[:, None, None, None]
+    px, py = x[..., 0], x[..., 1]
+    x = torch.stack([cos * px - sin * py, sin * px + cos * py, x[..., 2]], dim=-1)
+    # Also turns the -0.0 that mirroring leaves in missing joints into a plain zero.
+    return torch.where(present.unsqueeze(-1), x, torch.zeros_like(x))
+
+
+def _resample(
+    x: Tensor, lengths: Tensor, strength: float, u_size: Tensor, u_start: Tensor
+) -> Tensor:
+    """Crop a random window of ceil(U(1-strength, 1) * len) frames and stretch it to len frames."""
+    window = torch.ceil((1.0 - strength * u_size) * lengths).long()
+    window = torch.minimum(torch.clamp(window, min=1), lengths)
+    start = torch.floor(u_start * (lengths - window + 1)).long()
+    start = torch.minimum(start, lengths - window)
+    steps = torch.arange(x.shape[1], device=x.device)[None, :]
+    # Nearest source frame for the centre of each output frame: floor((t + 1/2) * window / len).
+    source = start[:, None] + ((2 * steps + 1) * window[:, None]) // (2 * lengths[:, None])
+    # Padding frames map to themselves and so stay the zeros they were.
+    source = torch.where(steps < lengths[:, None], source, steps)
+    index = source[:, :, None, None, None].expand_as(x)
+    return torch.gather(x, 1, index)

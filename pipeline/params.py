@@ -1,0 +1,258 @@
+"""Read params.yaml and check each section a stage uses, so bad values stop before any work.
+
+The schema below is the single statement of what every knob accepts; a value of the wrong type
+or range ends in one line naming `params.yaml`, the dotted key, what was expected and what was
+found (exit code 2 through `errors.cli`).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline.errors import PipelineError, fail
+
+PARAMS_FILE = "params.yaml"
+MODEL_SECTIONS = ("baseline", "model")  # stage name -> section: baseline -> baseline, improved -> model
+STAGE_SECTION = {"baseline": "baseline", "improved": "model"}
+
+Check = Callable[[Any], str | None]  # returns a description of what was expected, or None if fine
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return (_is_int(v) or isinstance(v, float)) and math.isfinite(v)
+
+
+def integer(lo: int | None = None, hi: int | None = None) -> Check:
+    def check(v: Any) -> str | None:
+        ok = _is_int(v) and (lo is None or v >= lo) and (hi is None or v <= hi)
+        return None if ok else f"an integer{_range(lo, hi)}"
+
+    return check
+
+
+def number(lo: float | None = None, hi: float | None = None, hi_open: bool = False) -> Check:
+    def check(v: Any) -> str | None:
+        ok = _is_num(v) and (lo is None or v >= lo)
+        ok = ok and (hi is None or (v < hi if hi_open else v <= hi))
+        return None if ok else f"a number{_range(lo, hi, hi_open)}"
+
+    return check
+
+
+def _range(lo: float | None, hi: float | None, hi_open: bool = False) -> str:
+    if lo is not None and hi is not None:
+        return f" in [{lo}, {hi}{')' if hi_open else ']'}"
+    if lo is not None:
+        return f" >= {lo}"
+    if hi is not None:
+        return f" <= {hi}"
+    return ""
+
+
+def one_of(*choices: Any) -> Check:
+    def check(v: Any) -> str | None:
+        return None if v in choices and type(v) is type(choices[0]) else f"one of {list(choices)}"
+
+    return check
+
+
+def string(nullable: bool = False) -> Check:
+    def check(v: Any) -> str | None:
+        if v is None and nullable:
+            return None
+        return None if isinstance(v, str) and v else "a non-empty string" + (" or null" * nullable)
+
+    return check
+
+
+def boolean(v: Any) -> str | None:
+    return None if isinstance(v, bool) else "true or false"
+
+
+def hex_digest(length: int) -> Check:
+    def check(v: Any) -> str | None:
+        if v is None or (isinstance(v, str) and re.fullmatch(f"[0-9a-fA-F]{{{length}}}", v)):
+            return None
+        return f"null or a {length}-digit hex digest"
+
+    return check
+
+
+def regex_with_group(v: Any) -> str | None:
+    try:
+        ok = isinstance(v, str) and re.compile(v).groups >= 1
+    except re.error:
+        ok = False
+    return None if ok else "a regular expression with one capture group"
+
+
+def classes(v: Any) -> str | None:
+    ok = v == "all" or (
+        isinstance(v, list) and v and all(_is_int(x) and x >= 0 for x in v) and len(set(v)) == len(v)
+    )
+    return None if ok else '"all" or a non-empty list of distinct labels >= 0'
+
+
+def int_range(v: Any) -> str | None:
+    ok = isinstance(v, list) and len(v) == 2 and all(_is_int(x) and x >= 1 for x in v)
+    return None if ok and v[0] <= v[1] else "[min, max] with 1 <= min <= max"
+
+
+def streams(v: Any) -> str | None:
+    allowed = {"joint", "bone", "motion"}
+    ok = isinstance(v, list) and v and set(v) <= allowed and len(set(v)) == len(v)
+    return None if ok else f"a non-empty list drawn from {sorted(allowed)}"
+
+
+def split_name(v: Any) -> str | None:
+    return None if v is None or (isinstance(v, str) and v) else "null or a split name"
+
+
+AUGMENT = {
+    "scale": number(0.0, 1.0, hi_open=True),
+    "rotate": number(0.0, 180.0),
+    "flip": number(0.0, 1.0),
+    "temporal": number(0.0, 1.0, hi_open=True),
+}
+EVAL = {"clips": integer(1, 100), "flip": boolean}
+MODEL = {
+    "arch": one_of("lstm", "tcn", "stgcn"),
+    "hidden": integer(1, 4096),
+    "layers": integer(1, 32),
+    "dropout": number(0.0, 1.0, hi_open=True),
+    "pool": one_of("packed", "padded"),
+    "streams": streams,
+    "score": boolean,
+    "epochs": integer(1, 10000),
+    "optimizer": one_of("adam", "adamw", "sgd"),
+    "lr": number(1e-8, 10.0),
+    "weight_decay": number(0.0, 1.0),
+    "schedule": one_of("constant", "cosine"),
+    "warmup_epochs": integer(0, 10000),
+    "label_smoothing": number(0.0, 1.0, hi_open=True),
+    "select": one_of("best", "last"),
+    "augment": AUGMENT,
+    "eval": EVAL,
+}
+SCHEMA: dict[str, dict[str, Any]] = {
+    "data": {
+        "source": one_of("ucf101", "synthetic"),
+        "pkl": string(),
+        "url": string(),
+        "md5": hex_digest(32),
+        "sha256": hex_digest(64),
+        "split": integer(1, 99),
+        "train_split": split_name,
+        "test_split": split_name,
+        "classes": classes,
+        "class_pattern": regex_with_group,
+        "label_map": string(nullable=True),
+        "val_by": one_of("group", "clip"),
+        "group_pattern": regex_with_group,
+        "val_fraction": number(0.01, 0.99),
+        "seed": integer(0),
+    },
+    "fetch": {"retries": integer(0, 100), "backoff": number(0.0, 600.0), "timeout": number(0.1, 3600.0)},
+    "synthetic": {
+        "clips_per_group": int_range,
+        "frames": int_range,
+        "mirror": string(nullable=True),
+        "seed": integer(0),
+    },
+    "shards": {
+        "frames": integer(1, 100000),
+        "sampling": one_of("uniform", "head"),
+        "normalize": one_of("image", "video_mean", "body"),
+        "persons": integer(1, 2),
+        "person_order": one_of("score", "first"),
+        "min_score": number(0.0, 1.0),
+        "test_views": integer(1, 100),
+        "seed": integer(0),
+        "size": integer(1),
+        "workers": integer(0, 512),
+    },
+    "train": {
+        "device": one_of("auto", "cpu", "cuda"),
+        "seed": integer(0),
+        "batch_size": integer(1, 1 << 20),
+        "threads": integer(0, 1024),
+        "amp": boolean,
+        "drop_last": boolean,
+    },
+    "baseline": MODEL,
+    "model": MODEL,
+}
+
+
+def _check(section: Mapping[str, Any], schema: Mapping[str, Any], prefix: str, source: str) -> None:
+    if not isinstance(section, Mapping):
+        raise fail(source, f"{prefix}: expected a mapping, found {type(section).__name__}")
+    for key, rule in schema.items():
+        where = f"{prefix}.{key}"
+        if key not in section:
+            raise fail(source, f"{where} is missing")
+        value = section[key]
+        if isinstance(rule, Mapping):
+            _check(value, rule, where, source)
+            continue
+        expected = rule(value)
+        if expected is not None:
+            raise fail(source, f"{where}: expected {expected}, found {value!r}")
+    unknown = sorted(set(section) - set(schema))
+    if unknown:
+        raise fail(source, f"{prefix}: unknown key {unknown[0]!r} (known: {', '.join(schema)})")
+
+
+def read(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
+    """The whole params file, unchecked."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise fail(str(path), "params file not found (run from the project root)") from None
+    except yaml.YAMLError as exc:
+        raise fail(str(path), f"not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise fail(str(path), "expected a mapping of sections at top level")
+    return data
+
+
+def load(*sections: str, path: str | Path = PARAMS_FILE) -> dict[str, dict[str, Any]]:
+    """The named sections of params.yaml, each checked against SCHEMA."""
+    data = read(path)
+    out = {}
+    for name in sections:
+        if name not in data:
+            raise fail(str(path), f"section {name!r} is missing")
+        _check(data[name], SCHEMA[name], name, str(path))
+        out[name] = data[name]
+    return out
+
+
+def validate(section: str, values: Mapping[str, Any], source: str = PARAMS_FILE) -> None:
+    """Check one section's values (e.g. a config stored in a checkpoint)."""
+    _check(values, SCHEMA[section], section, source)
+
+
+def model_section(stage: str) -> str:
+    """The params section of a model stage name (`baseline` or `improved`)."""
+    if stage not in STAGE_SECTION:
+        raise PipelineError(f"model name: expected one of {list(STAGE_SECTION)}, found {stage!r}")
+    return STAGE_SECTION[stage]
+
+
+def split_names(data: Mapping[str, Any]) -> tuple[str, str]:
+    """The train and test split names the data section selects."""
+    train = data["train_split"] or f"train{data['split']}"
+    test = data["test_split"] or f"test{data['split']}"
+    return train, test

@@ -1,0 +1,17 @@
+"""Where each stage reads and writes, relative to the project root (dvc runs stages from there)."""
+
+from pathlib import Path
+
+RAW_DIR = Path("data/raw")
+SUBSET_DIR = Path("data/subset")
+SHARDS_DIR = Path("data/shards")
+MODELS_DIR = Path("models")
+METRICS_DIR = Path("metrics")
+
+
+def model_path(name: str) -> Path:
+    return MODELS_DIR / f"{name}.pt"
+
+
+def resume_path(name: str) -> Path:
+    return MODELS_DIR / f"{name}.resume.pt"

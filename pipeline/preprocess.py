@@ -1,0 +1,110 @@
+"""Turning one ragged clip into fixed-size model input: frame sampling, persons, normalization.
+
+Each step is a small function over one clip so the shards stage, the tests and the notebook
+comparison all use the same code. Output layout: [views, frames, persons, 17, 3] float32 with
+channels (x, y, score), zero after the clip's sampled length and for absent persons.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from pipeline import skeleton
+
+CHANNELS = ("x", "y", "score")
+
+
+def frame_indices(
+    length: int, frames: int, sampling: str, views: int, rng: np.random.Generator | None
+) -> np.ndarray:
+    """Frame numbers to keep, [views, n] with n = min(length, frames).
+
+    `uniform` splits the clip into `frames` equal segments and takes each segment's middle frame
+    (view 0) or a random frame of each segment (views 1..), as PYSKL's UniformSample does at
+    test time; clips shorter than `frames` keep every frame instead of repeating any, so the
+    true length stays meaningful. `head` keeps the first frames, as the notebook did.
+    """
+    if sampling == "head" or length <= frames:
+        return np.broadcast_to(np.arange(min(length, frames)), (views, min(length, frames)))
+    edges = np.linspace(0.0, length, frames + 1)
+    starts, widths = edges[:-1], np.diff(edges)
+    offsets = np.full((views, frames), 0.5)
+    if views > 1:
+        offsets[1:] = rng.random((views - 1, frames))
+    return np.minimum((starts + offsets * widths).astype(np.int64), length - 1)
+
+
+def person_order(score: np.ndarray, persons: int, order: str) -> np.ndarray:
+    """Indices of the persons to keep: the most confident ones (`score`) or the first stored."""
+    if order == "first":
+        return np.arange(min(persons, score.shape[0]))
+    mean = score.reshape(score.shape[0], -1).astype(np.float32).mean(axis=1)
+    return np.argsort(-mean, kind="stable")[:persons]
+
+
+def _body_frame(xy: np.ndarray, score: np.ndarray, threshold: float) -> tuple[np.ndarray, float] | None:
+    """Centre (mean hip midpoint) and scale (median torso length) of one person, if visible."""
+    hips = (score[:, skeleton.LEFT_HIP] > threshold) & (score[:, skeleton.RIGHT_HIP] > threshold)
+    shoulders = (score[:, skeleton.LEFT_SHOULDER] > threshold) & (
+        score[:, skeleton.RIGHT_SHOULDER] > threshold
+    )
+    if not hips.any():
+        return None
+    hip_mid = (xy[:, skeleton.LEFT_HIP] + xy[:, skeleton.RIGHT_HIP]) / 2
+    centre = hip_mid[hips].mean(axis=0)
+    both = hips & shoulders
+    if not both.any():
+        return None
+    shoulder_mid = (xy[:, skeleton.LEFT_SHOULDER] + xy[:, skeleton.RIGHT_SHOULDER]) / 2
+    scale = float(np.median(np.linalg.norm(shoulder_mid[both] - hip_mid[both], axis=1)))
+    return (centre, scale) if scale > 1e-3 else None
+
+
+def normalize(
+    xy: np.ndarray, score: np.ndarray, mode: str, img_hw: tuple[int, int], threshold: float
+) -> np.ndarray:
+    """Normalize coordinates [P, T, 17, 2] float32 of one clip, computed over all its frames.
+
+    `image`: centre and half-size of the image, so coordinates fall in [-1, 1].
+    `video_mean`: minus each person's per-joint mean over the clip (the notebook's).
+    `body`: minus the main person's hip centre, divided by their torso length; clips where the
+    hips or shoulders are never seen fall back to `image`.
+    """
+    h, w = img_hw
+    half = np.array([w / 2, h / 2], dtype=np.float32)
+    if mode == "video_mean":
+        p, t = xy.shape[:2]
+        flat = xy.reshape(p, t, -1)  # the notebook's [T, 34] per person, same reduction order
+        return (flat - flat.mean(axis=1, keepdims=True)).reshape(xy.shape)
+    if mode == "body":
+        frame = _body_frame(xy[0], score[0], threshold)
+        if frame is not None:
+            centre, scale = frame
+            return (xy - centre.astype(np.float32)) / np.float32(scale)
+    return (xy - half) / half
+
+
+def build_clip(
+    keypoint: np.ndarray,
+    keypoint_score: np.ndarray,
+    img_hw: tuple[int, int],
+    cfg: Mapping[str, Any],
+    views: int,
+    rng: np.random.Generator | None = None,
+) -> tuple[np.ndarray, int]:
+    """One clip [M, T, 17, 2] + scores [M, T, 17] -> ([views, frames, persons, 17, 3], length)."""
+    keep = person_order(keypoint_score, cfg["persons"], cfg["person_order"])
+    xy = keypoint[keep].astype(np.float32)
+    score = keypoint_score[keep].astype(np.float32)
+    xy = normalize(xy, score, cfg["normalize"], img_hw, cfg["min_score"])
+    idx = frame_indices(xy.shape[1], cfg["frames"], cfg["sampling"], views, rng)
+    n, p = idx.shape[1], len(keep)
+    out = np.zeros((views, cfg["frames"], cfg["persons"], skeleton.NUM_JOINTS, 3), np.float32)
+    out[:, :n, :p, :, :2] = xy[:, idx].transpose(1, 2, 0, 3, 4)
+    out[:, :n, :p, :, 2] = score[:, idx].transpose(1, 2, 0, 3)
+    if cfg["min_score"] > 0:
+        out[out[..., 2] < cfg["min_score"]] = 0.0
+    return out, n

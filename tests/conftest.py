@@ -1,0 +1,176 @@
+"""Shared test helpers: tiny PYSKL datasets, params files, and running stages.
+
+- `make_dataset(...)` builds a small PYSKL-format dict in memory, deterministic from a seed;
+  `write_pkl(data, path)` pickles it.
+- `write_params(folder, overrides)` copies the project's params.yaml with dotted overrides.
+- `run_stage(stage, cwd)` runs `python -m pipeline.<stage>` as a subprocess; `call_stage` runs
+  the same `main()` in this process (much faster) and returns the same CompletedProcess shape.
+- `REALDATA` / `requires_realdata`: the real reference clips, present only beside the repo in CI.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import os
+import pickle
+import subprocess
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+PARAMS_YAML = REPO / "params.yaml"
+REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
+requires_realdata = pytest.mark.skipif(
+    not REALDATA.is_dir(),
+    reason=f"real reference data not found at {REALDATA} (it sits beside the repo only in CI)",
+)
+
+IMG_SHAPE = (240, 320)
+UCF_NAMES = (
+    "ApplyEyeMakeup", "ApplyLipstick", "Archery", "BabyCrawling",
+    "BalanceBeam", "BandMarching", "BaseballPitch", "Basketball",
+)  # fmt: skip
+DELETE = object()  # an override value that removes the key from params.yaml
+
+
+def class_name(label: int) -> str:
+    """The UCF101 name of the first labels, else `Action<label>` (still matches class_pattern)."""
+    return UCF_NAMES[label] if label < len(UCF_NAMES) else f"Action{label}"
+
+
+def ucf_name(label: int, group: int, clip: int) -> str:
+    return f"v_{class_name(label)}_g{group:02d}_c{clip:02d}"
+
+
+def _draw(rng: np.random.Generator, value: int | tuple[int, int]) -> int:
+    return int(rng.integers(value[0], value[1] + 1)) if isinstance(value, tuple) else int(value)
+
+
+def make_annotation(
+    frame_dir: str,
+    label: int,
+    persons: int = 1,
+    frames: int = 20,
+    seed: int = 0,
+    img_shape: tuple[int, int] = IMG_SHAPE,
+) -> dict[str, Any]:
+    """One PYSKL annotation with random in-image keypoints (float16) and scores in [0.5, 1]."""
+    rng = np.random.default_rng(seed)
+    h, w = img_shape
+    keypoint = rng.random((persons, frames, 17, 2)) * np.array([w, h])
+    score = 0.5 + 0.5 * rng.random((persons, frames, 17))
+    return {
+        "frame_dir": frame_dir,
+        "label": label,
+        "img_shape": tuple(img_shape),
+        "original_shape": tuple(img_shape),
+        "total_frames": frames,
+        "keypoint": keypoint.astype(np.float16),
+        "keypoint_score": score.astype(np.float16),
+    }
+
+
+def make_dataset(
+    labels: Iterable[int] = (0, 1),
+    groups: Iterable[int] = range(1, 7),
+    test_groups: Iterable[int] = (1, 2),
+    clips_per_group: int = 2,
+    persons: int | tuple[int, int] = 1,
+    frames: int | tuple[int, int] = (12, 30),
+    seed: int = 0,
+    split_names: tuple[str, str] = ("train1", "test1"),
+    name: Callable[[int, int, int], str] = ucf_name,
+    img_shape: tuple[int, int] = IMG_SHAPE,
+) -> dict[str, Any]:
+    """A tiny PYSKL dataset: every (label, group) has `clips_per_group` clips named by `name`.
+
+    Clips of `test_groups` go to the test split, the others to train (as UCF101 splits by group).
+    `persons` and `frames` are fixed or drawn per clip from an inclusive (min, max) range.
+    """
+    rng = np.random.default_rng(seed)
+    test_groups = set(test_groups)
+    annotations, train, test = [], [], []
+    for label in labels:
+        for group in groups:
+            for clip in range(1, clips_per_group + 1):
+                frame_dir = name(label, group, clip)
+                ann = make_annotation(
+                    frame_dir, label, _draw(rng, persons), _draw(rng, frames),
+                    int(rng.integers(2**31)), img_shape,
+                )  # fmt: skip
+                annotations.append(ann)
+                (test if group in test_groups else train).append(frame_dir)
+    return {"split": {split_names[0]: train, split_names[1]: test}, "annotations": annotations}
+
+
+def write_pkl(data: Any, path: str | os.PathLike[str], protocol: int = 4) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(pickle.dumps(data, protocol=protocol))
+    return path
+
+
+def write_params(folder: str | os.PathLike[str], overrides: Mapping[str, Any] | None = None) -> dict:
+    """Write folder/params.yaml: the project's params with dotted overrides; return the dict.
+
+    `{"data.classes": [0, 1]}` sets a value (a new key is created, for unknown-key tests) and
+    `{"data.seed": DELETE}` removes one.
+    """
+    values = yaml.safe_load(PARAMS_YAML.read_text())
+    for dotted, value in (overrides or {}).items():
+        *parents, last = dotted.split(".")
+        node = values
+        for key in parents:
+            node = node[key]
+        if value is DELETE:
+            del node[last]
+        else:
+            node[last] = value
+    Path(folder, "params.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
+    return values
+
+
+def run_stage(
+    stage: str, cwd: str | os.PathLike[str], *args: str, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """`python -m pipeline.<stage> args` in `cwd`, importing this checkout's `pipeline`."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return subprocess.run(
+        [sys.executable, "-m", f"pipeline.{stage}", *args],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False,
+    )  # fmt: skip
+
+
+def call_stage(stage: str, cwd: str | os.PathLike[str]) -> subprocess.CompletedProcess[str]:
+    """Run `pipeline.<stage>.main()` in this process from `cwd`, like `run_stage` but faster.
+
+    Exit codes come from SystemExit as the CLI would give them (0 when main returns).
+    """
+    module = importlib.import_module(f"pipeline.{stage}")
+    out, err = io.StringIO(), io.StringIO()
+    code: int | str | None = 0
+    with contextlib.chdir(cwd), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            module.main()
+        except SystemExit as exc:
+            code = exc.code
+    return subprocess.CompletedProcess([stage], code or 0, out.getvalue(), err.getvalue())
+
+
+def error_line(result: subprocess.CompletedProcess[str]) -> str:
+    """The single `error: ...` line of a failed stage; fails the test if it is not exactly that."""
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: "), lines[0]
+    return lines[0]
+

@@ -1,0 +1,156 @@
+"""Every architecture: shapes, padding invariance, the notebook's LSTM, learning and gradients."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from pipeline.errors import PipelineError
+from pipeline.models import build_model
+from pipeline.skeleton import NUM_JOINTS
+
+ARCHS = ["lstm", "tcn", "stgcn"]
+# The configs whose logits must ignore everything after a clip's length.
+MASKED = [("lstm", "packed"), ("tcn", "packed"), ("stgcn", "packed")]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def config(arch: str, pool: str = "packed", hidden: int = 16, layers: int = 2, dropout=0.0):
+    return {"arch": arch, "hidden": hidden, "layers": layers, "dropout": dropout, "pool": pool}
+
+
+def batch(lengths: list[int], frames: int = 16, persons: int = 1, channels: int = 2, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(len(lengths), frames, persons, NUM_JOINTS, channels, generator=gen)
+    lengths_t = torch.tensor(lengths)
+    return x * padding_mask(lengths_t, frames).logical_not(), lengths_t
+
+
+def padding_mask(lengths: torch.Tensor, frames: int) -> torch.Tensor:
+    """[B, T, 1, 1, 1], True after each clip's length."""
+    return (torch.arange(frames)[None, :] >= lengths[:, None])[:, :, None, None, None]
+
+
+class NotebookLSTM(nn.Module):
+    """SkeletonLSTM as the seed notebook wrote it (forward takes flattened frames only)."""
+
+    def __init__(self, input_size, num_classes, hidden_size=64, num_layers=1, dropout=0.0):
+        super().__init__()
+        self.lstm = nn.LSTM(
+            input_size=input_size,
+            hidden_size=hidden_size,
+            num_layers=num_layers,
+            batch_first=True,
+            dropout=dropout if num_layers > 1 else 0.0,
+        )
+        self.fc = nn.Linear(hidden_size, num_classes)
+
+    def forward(self, x):
+        _, (h_n, _) = self.lstm(x)
+        return self.fc(h_n[-1])
+
+
+@pytest.mark.parametrize("persons", [1, 2])
+@pytest.mark.parametrize("arch", ARCHS)
+def test_output_shape(arch, persons):
+    x, lengths = batch([16, 9, 1], persons=persons, channels=6)
+    model = build_model(config(arch), in_channels=6, persons=persons, num_classes=5)
+    assert model(x, lengths).shape == (3, 5)
+
+
+@pytest.mark.parametrize(("arch", "pool"), MASKED)
+def test_logits_ignore_padding(arch, pool):
+    x, lengths = batch([16, 11, 5, 1], persons=2)
+    model = build_model(config(arch, pool), in_channels=2, persons=2, num_classes=4)
+    _train_briefly(model, x, lengths)  # non-trivial BatchNorm statistics and weights
+    model.eval()
+    with torch.no_grad():
+        logits = model(x, lengths)
+        garbage = x + 5 * torch.randn_like(x) * padding_mask(lengths, x.shape[1])
+        torch.testing.assert_close(model(garbage, lengths), logits, rtol=1e-5, atol=1e-5)
+        # ... and equal the logits of the clip alone, cut to its length.
+        alone = model(x[2:3, :5], lengths[2:3])
+        torch.testing.assert_close(alone, logits[2:3], rtol=1e-5, atol=1e-5)
+
+
+def test_padded_lstm_sees_padding():
+    x, lengths = batch([16, 11, 5, 1])
+    model = build_model(config("lstm", "padded"), in_channels=2, persons=1, num_classes=4).eval()
+    with torch.no_grad():
+        garbage = x + torch.randn_like(x) * padding_mask(lengths, x.shape[1])
+        assert not torch.allclose(model(garbage, lengths), model(x, lengths), atol=1e-4)
+
+
+def test_baseline_lstm_is_the_notebook_model():
+    cfg = {"arch": "lstm", "hidden": 64, "layers": 1, "dropout": 0.0, "pool": "padded"}
+    model = build_model(cfg, in_channels=2, persons=1, num_classes=8)
+    notebook = NotebookLSTM(input_size=34, num_classes=8)
+    count = sum(p.numel() for p in model.parameters())
+    assert count == sum(p.numel() for p in notebook.parameters()) == 4 * 64 * (34 + 64 + 2) + 520
+    notebook.load_state_dict(model.state_dict())  # same names and shapes
+    x, lengths = batch([16, 11, 5])
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, lengths), notebook(x.flatten(2)))
+    packed = build_model({**cfg, "pool": "packed"}, in_channels=2, persons=1, num_classes=8)
+    assert sum(p.numel() for p in packed.parameters()) == count
+
+
+@pytest.mark.parametrize("arch", ["tcn", "stgcn"])
+def test_empty_person_slot_changes_nothing(arch):
+    one, lengths = batch([16, 9, 4])
+    model = build_model(config(arch), in_channels=2, persons=2, num_classes=4)
+    _train_briefly(model, one, lengths)
+    model.eval()
+    two = torch.cat([one, torch.zeros_like(one)], dim=2)
+    with torch.no_grad():
+        torch.testing.assert_close(model(two, lengths), model(one, lengths))
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_overfits_a_tiny_batch(arch):
+    torch.manual_seed(0)
+    x, lengths = batch([16, 14, 12, 10, 16, 8, 15, 11], seed=1)
+    labels = torch.arange(8) % 4
+    model = build_model(config(arch, hidden=32), in_channels=2, persons=1, num_classes=4)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(60):
+        loss = nn.functional.cross_entropy(model(x, lengths), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < 0.01
+    model.eval()  # BatchNorm's running statistics must have caught up too
+    with torch.no_grad():
+        assert torch.equal(model(x, lengths).argmax(1), labels)
+
+
+@pytest.mark.parametrize(("arch", "pool"), [*MASKED, ("lstm", "padded")])
+def test_backward_with_length_one(arch, pool):
+    x, lengths = batch([1, 1], frames=4, persons=2)
+    model = build_model(config(arch, pool, dropout=0.2), in_channels=2, persons=2, num_classes=3)
+    model(x, lengths).sum().backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert any(g.abs().sum() > 0 for g in grads)
+
+
+def test_unknown_arch_names_the_key():
+    with pytest.raises(PipelineError, match="arch"):
+        build_model(config("gru"), in_channels=2, persons=1, num_classes=4)
+
+
+def _train_briefly(model: nn.Module, x: torch.Tensor, lengths: torch.Tensor) -> None:
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    labels = torch.arange(len(lengths)) % 2
+    for _ in range(3):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(x, lengths), labels).backward()
+        optimizer.step()
