@@ -19,8 +19,19 @@ from typing import Any, BinaryIO
 import numpy as np
 
 
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+# mkstemp creates files readable by the owner only; outputs get the usual permissions instead.
+_FILE_MODE = 0o666 & ~_umask()
+
+
 def _tmp_name(path: Path) -> Path:
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, _FILE_MODE)
     os.close(fd)
     return Path(name)
 
@@ -68,11 +79,12 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp.chmod(0o777 & ~_umask())
     try:
         yield tmp
         old = None
         if path.exists():
-            old = path.parent / f".{path.name}.old.{os.getpid()}"
+            old = path.parent / f".{path.name}.old.{os.getpid()}.tmp"  # a leftover if killed
             os.replace(path, old)
         os.replace(tmp, path)
         if old is not None:

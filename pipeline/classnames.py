@@ -20,6 +20,8 @@ def read_label_map(path: str | Path) -> dict[int, str]:
         lines = [line.strip() for line in path.read_text().splitlines()]
     except OSError as exc:
         raise fail(str(path), f"cannot read the label map ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise fail(str(path), "the label map is not UTF-8 text") from None
     lines = [line for line in lines if line]
     pairs = [line.split(maxsplit=1) for line in lines]
     if lines and all(len(p) == 2 and p[0].isdigit() for p in pairs):

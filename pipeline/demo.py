@@ -25,8 +25,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"$ {' '.join(command)}", flush=True)
         if subprocess.run(command, cwd=dest).returncode != 0:
             raise SystemExit(f"demo: `{' '.join(command)}` failed in {dest}")
-    print(f"demo: done in {time.monotonic() - start:.0f} s; explore it with "
-          f"`cd {argv[0]} && dvc plots show` or `dvc exp run -S model.hidden=32`")
+    print(
+        f"demo: done in {time.monotonic() - start:.0f} s; explore it with "
+        f"`cd {argv[0]} && dvc plots show` or `dvc exp run -S model.hidden=32`"
+    )
 
 
 if __name__ == "__main__":

@@ -21,8 +21,11 @@ class PipelineError(Exception):
 
 
 def fail(where: str, message: str) -> PipelineError:
-    """Build a PipelineError whose text starts with the place it concerns (a file, key or clip)."""
-    return PipelineError(f"{where}: {message}")
+    """Build a PipelineError whose text starts with the place it concerns (a file, key or clip).
+
+    Line breaks (from a library's exception text, say) become spaces: messages are one line.
+    """
+    return PipelineError(" ".join(f"{where}: {message}".splitlines()))
 
 
 def cli(func: F) -> F:

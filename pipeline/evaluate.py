@@ -23,16 +23,39 @@ from pipeline.paths import METRICS_DIR, SHARDS_DIR, model_path
 from pipeline.shardset import ShardSet
 from pipeline.training import predict
 
+CHECKPOINT_KEYS = (
+    "model", "config", "classes", "in_channels", "persons", "joints", "epochs_run",
+    "selected_epoch", "val_acc", "device",
+)  # fmt: skip
+
+
+def _load_error(exc: Exception) -> str:
+    """The informative line of torch.load's error (which global was refused, say), not its
+    advice to retry with weights_only=False."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    refused = [line for line in lines if "GLOBAL" in line]
+    if refused:  # "Unsupported global: GLOBAL x.y was not an allowed global by default. ..."
+        return refused[0].removeprefix("WeightsUnpickler error: ").split(". ")[0].rstrip(".")
+    skip = ("Weights only load failed", "Check the documentation", "(")
+    useful = [line for line in lines if not line.startswith(skip)]
+    return (useful or lines or [type(exc).__name__])[0]
+
 
 def load_checkpoint(path: Any) -> dict[str, Any]:
     """A checkpoint written by the train stage; anything needing more than tensors is refused."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise fail(str(path), "model not found: run the train stage first (dvc repro)") from None
     except Exception as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise fail(str(path), f"refused to load the checkpoint ({reason})") from None
+        raise fail(str(path), f"refused to load the checkpoint ({_load_error(exc)})") from None
+    missing = [key for key in CHECKPOINT_KEYS if not isinstance(ckpt, dict) or key not in ckpt]
+    if missing:
+        raise fail(
+            str(path),
+            f"not a checkpoint of the train stage (no {missing[0]!r}): rerun it (dvc repro)",
+        )
+    return ckpt
 
 
 def prediction_table(test: ShardSet, probs: np.ndarray, classes: list[str]) -> pd.DataFrame:
@@ -56,21 +79,35 @@ def evaluate(name: str) -> dict[str, Any]:
     cfg, classes = ckpt["config"], ckpt["classes"]
     test = ShardSet(SHARDS_DIR, "test")
     if test.classes != classes:
-        raise fail(str(model_path(name)), "its classes differ from the shards': retrain (dvc repro)")
+        raise fail(
+            str(model_path(name)), "its classes differ from the shards': retrain (dvc repro)"
+        )
     if evaluation["clips"] > test.views:
-        raise fail(params.PARAMS_FILE, f"{section}.eval.clips: expected <= {test.views} "
-                   f"(the views stored per test clip, shards.test_views), found {evaluation['clips']}")
+        raise fail(
+            params.PARAMS_FILE,
+            f"{section}.eval.clips: expected <= {test.views} "
+            f"(the views stored per test clip, shards.test_views), found {evaluation['clips']}",
+        )
     model = build_model(cfg, ckpt["in_channels"], ckpt["persons"], len(classes), ckpt["joints"])
     model.load_state_dict(ckpt["model"])
     model.to(device)
-    probs = predict(model, test, cfg, device, train["batch_size"], evaluation["clips"],
-                    evaluation["flip"], train["amp"])
+    probs = predict(
+        model,
+        test,
+        cfg,
+        device,
+        train["batch_size"],
+        evaluation["clips"],
+        evaluation["flip"],
+        train["amp"],
+    )
     labels = list(range(len(classes)))
     pred = probs.argmax(1)
     metrics = {
         "accuracy": round(float(accuracy_score(test.targets, pred)), 6),
-        "macro_f1": round(float(f1_score(test.targets, pred, labels=labels, average="macro",
-                                         zero_division=0)), 6),
+        "macro_f1": round(
+            float(f1_score(test.targets, pred, labels=labels, average="macro", zero_division=0)), 6
+        ),
         "loss": round(float(log_loss(test.targets, np.clip(probs, 1e-12, 1), labels=labels)), 6),
         "test_clips": len(test),
         "classes": len(classes),
@@ -80,8 +117,9 @@ def evaluate(name: str) -> dict[str, Any]:
         "views": evaluation["clips"] * (2 if evaluation["flip"] else 1),
         "device": ckpt["device"],
     }
-    report = classification_report(test.targets, pred, labels=labels, target_names=classes,
-                                   output_dict=True, zero_division=0)
+    report = classification_report(
+        test.targets, pred, labels=labels, target_names=classes, output_dict=True, zero_division=0
+    )
     per_class = pd.DataFrame(report).T.loc[classes].rename_axis("class").reset_index()
     with atomic_dir(METRICS_DIR / name) as tmp:
         prediction_table(test, probs, classes).to_csv(tmp / "predictions.csv", index=False)
@@ -96,8 +134,10 @@ def main(argv: list[str] | None = None) -> None:
     if len(argv) != 1:
         raise SystemExit("usage: python -m pipeline.evaluate {baseline,improved}")
     m = evaluate(argv[0])
-    print(f"evaluate {argv[0]}: accuracy {m['accuracy']:.4f}, macro F1 {m['macro_f1']:.4f}, "
-          f"loss {m['loss']:.4f} on {m['test_clips']} test clips")
+    print(
+        f"evaluate {argv[0]}: accuracy {m['accuracy']:.4f}, macro F1 {m['macro_f1']:.4f}, "
+        f"loss {m['loss']:.4f} on {m['test_clips']} test clips"
+    )
 
 
 if __name__ == "__main__":

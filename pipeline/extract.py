@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from sklearn.model_selection import GroupShuffleSplit, train_test_split
 
 from pipeline import classnames, params, pklio, subset
@@ -45,7 +44,9 @@ def carve_validation(
         raise fail(source, f"clip {missing[0]!r} has no group matching data.group_pattern")
     groups = [m.group(1) for m in found]
     if len(set(groups)) < 2:
-        raise fail(source, f"validation by group needs 2 or more groups in train, found {groups[0]!r}")
+        raise fail(
+            source, f"validation by group needs 2 or more groups in train, found {groups[0]!r}"
+        )
     splitter = GroupShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
     _, val_idx = next(splitter.split(train, groups=groups))
     return {train[i] for i in val_idx}, "group"
@@ -65,10 +66,30 @@ def _catalogue(annotations: list[Any], source: str) -> dict[str, int]:
     return where
 
 
-def extract(cfg: Mapping[str, Any], pkl: str | Path, out_dir: str | Path) -> dict[str, Any]:
-    """Run the stage; return the counts written to meta.json."""
-    source = str(pkl)
-    splits, annotations = pklio.check_dataset(pklio.load_pickle(pkl), source)
+def _no_repeats(
+    train: list[str], test: list[str], train_name: str, test_name: str, source: str
+) -> None:
+    """Each clip once per split and never on both sides: a repeat would be written twice."""
+    for split, members in ((train_name, train), (test_name, test)):
+        seen: set[str] = set()
+        for name in members:
+            if name in seen:
+                raise fail(source, f"split {split!r} lists clip {name!r} twice")
+            seen.add(name)
+    both = set(train) & set(test)
+    if both:
+        raise fail(source, f"clip {min(both)!r} is in both split {train_name!r} and {test_name!r}")
+
+
+def select(
+    cfg: Mapping[str, Any], data: Any, source: str
+) -> tuple[list[dict[str, Any]], list[Mapping[str, Any]], dict[str, Any]]:
+    """The index rows, annotations and meta of the chosen clips of a loaded pickle.
+
+    Only the chosen clips are referenced by the result, so the rest of the pickle is freed
+    as soon as the caller drops `data`.
+    """
+    splits, annotations = pklio.check_dataset(data, source)
     train_name, test_name = params.split_names(cfg)
     for name in (train_name, test_name):
         if name not in splits:
@@ -84,6 +105,7 @@ def extract(cfg: Mapping[str, Any], pkl: str | Path, out_dir: str | Path) -> dic
         return label
 
     train_all = list(splits[train_name])
+    _no_repeats(train_all, splits[test_name], train_name, test_name, source)
     train_labels = {n: label_of(n, train_name) for n in train_all}
     test_labels = {n: label_of(n, test_name) for n in splits[test_name]}
     present = sorted(set(train_labels.values()))
@@ -93,19 +115,22 @@ def extract(cfg: Mapping[str, Any], pkl: str | Path, out_dir: str | Path) -> dic
         chosen = sorted(cfg["classes"])
         absent = [c for c in chosen if c not in set(present)]
         if absent:
+            there = f"labels there: {present[0]}..{present[-1]}" if present else "it is empty"
             raise fail(
                 source,
-                f"data.classes: label {absent[0]} has no clip in split {train_name!r} "
-                f"(labels there: {present[0]}..{present[-1]})",
+                f"data.classes: label {absent[0]} has no clip in split {train_name!r} ({there})",
             )
     keep = set(chosen)
     train = [n for n in train_all if train_labels[n] in keep]
     test = [n for n in splits[test_name] if test_labels[n] in keep]
     if not test:
         raise fail(source, f"split {test_name!r} has no clip of the chosen classes")
-    val, val_method = carve_validation(
-        train, [train_labels[n] for n in train], train_all, cfg, source
-    )
+    try:
+        val, val_method = carve_validation(
+            train, [train_labels[n] for n in train], train_all, cfg, source
+        )
+    except ValueError as exc:  # sklearn: too few clips, groups or per-class clips to split
+        raise fail(source, f"cannot carve data.val_fraction out of {train_name!r}: {exc}") from None
     target = {label: i for i, label in enumerate(chosen)}
     names = classnames.resolve(
         chosen, ((n, train_labels[n]) for n in train), cfg["class_pattern"], cfg["label_map"]
@@ -135,7 +160,9 @@ def extract(cfg: Mapping[str, Any], pkl: str | Path, out_dir: str | Path) -> dic
     counts = {s: sum(r["split"] == s for r in rows) for s in subset.SPLITS}
     for split, count in counts.items():
         if count == 0:
-            raise fail(source, f"the selection leaves no {split} clip (check data.classes and splits)")
+            raise fail(
+                source, f"the selection leaves no {split} clip (check data.classes and splits)"
+            )
     meta = {
         "source": source,
         "splits": {"train": train_name, "test": test_name},
@@ -146,7 +173,12 @@ def extract(cfg: Mapping[str, Any], pkl: str | Path, out_dir: str | Path) -> dic
         "skipped_no_person": len(skipped),
         "skipped": skipped,
     }
-    del splits, annotations, where  # let the unselected clips go before writing
+    return rows, kept, meta
+
+
+def extract(cfg: Mapping[str, Any], pkl: str | Path, out_dir: str | Path) -> dict[str, Any]:
+    """Run the stage; return the meta written to meta.json."""
+    rows, kept, meta = select(cfg, pklio.load_pickle(pkl), str(pkl))
     subset.write(out_dir, rows, kept, meta)
     return meta
 

@@ -78,20 +78,25 @@ def build_input(x: Tensor, lengths: Tensor, streams: Sequence[str], score: bool)
 def augment(
     x: Tensor, lengths: Tensor, cfg: Mapping[str, Any], generator: torch.Generator
 ) -> Tensor:
-    """Randomly rescale, rotate, mirror and re-time each clip of `x` [B, T, P, V, 3].
+    """Randomly rescale, rotate, mirror, re-time and hide joints of clips `x` [B, T, P, V, 3].
 
-    `cfg` holds the params `augment` keys (scale, rotate, flip, temporal); all zero returns `x`
+    `cfg` holds the params `augment` keys (scale, rotate, flip, temporal, drop); `drop` hides
+    each joint for a whole clip with that probability, so a model does not come to rely on
+    joints that the pose detector finds for some people or cameras and not others. All zero
+    returns `x`
     itself. Lengths and padding are unchanged, missing joints stay exactly zero, and the result
     depends only on the inputs and the generator's state.
     """
     scale, rotate = float(cfg["scale"]), float(cfg["rotate"])
-    flip, temporal = float(cfg["flip"]), float(cfg["temporal"])
-    if scale == rotate == flip == temporal == 0.0:
+    flip, temporal, drop = float(cfg["flip"]), float(cfg["temporal"]), float(cfg["drop"])
+    if scale == rotate == flip == temporal == drop == 0.0:
         return x
     batch = x.shape[0]
     # One fixed draw per sample for every knob, so changing one knob leaves the others' draws
     # (and thus the rest of a run) as they were.
     u = torch.rand((batch, 5), generator=generator, device=generator.device).to(x.device)
+    hidden = torch.rand((batch, x.shape[3]), generator=generator, device=generator.device)
+    hidden = (hidden < drop).to(x.device)[:, None, None, :]
 
     if temporal > 0:
         x = _resample(x, lengths.to(x.device), temporal, u[:, 0], u[:, 1])
@@ -99,7 +104,8 @@ def augment(
     flipped = u[:, 2] < flip
     mirrored = x[..., list(FLIP_INDEX), :] * x.new_tensor([-1.0, 1.0, 1.0])
     x = torch.where(flipped[:, None, None, None, None], mirrored, x)
-    present = _present(x)  # -0.0 == 0, so a mirrored missing joint still counts as missing
+    # -0.0 == 0, so a mirrored missing joint still counts as missing
+    present = _present(x) & ~hidden
 
     factor = 1.0 + scale * (2.0 * u[:, 3] - 1.0)
     angle = torch.deg2rad(rotate * (2.0 * u[:, 4] - 1.0))

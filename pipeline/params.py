@@ -18,7 +18,10 @@ import yaml
 from pipeline.errors import PipelineError, fail
 
 PARAMS_FILE = "params.yaml"
-MODEL_SECTIONS = ("baseline", "model")  # stage name -> section: baseline -> baseline, improved -> model
+MODEL_SECTIONS = (
+    "baseline",
+    "model",
+)  # stage name -> section: baseline -> baseline, improved -> model
 STAGE_SECTION = {"baseline": "baseline", "improved": "model"}
 
 Check = Callable[[Any], str | None]  # returns a description of what was expected, or None if fine
@@ -98,7 +101,10 @@ def regex_with_group(v: Any) -> str | None:
 
 def classes(v: Any) -> str | None:
     ok = v == "all" or (
-        isinstance(v, list) and v and all(_is_int(x) and x >= 0 for x in v) and len(set(v)) == len(v)
+        isinstance(v, list)
+        and v
+        and all(_is_int(x) and x >= 0 for x in v)
+        and len(set(v)) == len(v)
     )
     return None if ok else '"all" or a non-empty list of distinct labels >= 0'
 
@@ -123,6 +129,7 @@ AUGMENT = {
     "rotate": number(0.0, 180.0),
     "flip": number(0.0, 1.0),
     "temporal": number(0.0, 1.0, hi_open=True),
+    "drop": number(0.0, 1.0, hi_open=True),
 }
 EVAL = {"clips": integer(1, 100), "flip": boolean}
 MODEL = {
@@ -162,7 +169,11 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "val_fraction": number(0.01, 0.99),
         "seed": integer(0),
     },
-    "fetch": {"retries": integer(0, 100), "backoff": number(0.0, 600.0), "timeout": number(0.1, 3600.0)},
+    "fetch": {
+        "retries": integer(0, 100),
+        "backoff": number(0.0, 600.0),
+        "timeout": number(0.1, 3600.0),
+    },
     "synthetic": {
         "clips_per_group": int_range,
         "frames": int_range,
@@ -176,6 +187,8 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "persons": integer(1, 2),
         "person_order": one_of("score", "first"),
         "min_score": number(0.0, 1.0),
+        "min_joint_visibility": number(0.0, 1.0),
+        "train_views": integer(1, 100),
         "test_views": integer(1, 100),
         "seed": integer(0),
         "size": integer(1),

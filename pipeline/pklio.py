@@ -17,6 +17,8 @@ import numpy as np
 from pipeline.errors import PipelineError, fail
 from pipeline.skeleton import NUM_JOINTS
 
+FLOAT16_MAX = float(np.finfo(np.float16).max)
+
 # numpy moved its internals from numpy.core to numpy._core in 2.0; pickles name either.
 _NUMPY_GLOBALS = {
     (module, name)
@@ -89,7 +91,9 @@ def check_dataset(data: Any, source: str) -> tuple[dict[str, list[str]], list[Ma
     for name, members in splits.items():
         for item in members:
             if not isinstance(item, str):
-                raise fail(source, f"split {name!r}: expected frame_dir strings, found {_kind(item)}")
+                raise fail(
+                    source, f"split {name!r}: expected frame_dir strings, found {_kind(item)}"
+                )
     return dict(splits), list(annotations)
 
 
@@ -97,6 +101,14 @@ def _kind(value: Any) -> str:
     if isinstance(value, np.ndarray):
         return f"array of shape {value.shape} and dtype {value.dtype}"
     return type(value).__name__
+
+
+def _show(value: Any, limit: int = 60) -> str:
+    """A value for an error message: one line, short (arrays by shape and dtype)."""
+    if isinstance(value, np.ndarray):
+        return _kind(value)
+    text = " ".join(repr(value).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _int(value: Any) -> int | None:
@@ -115,22 +127,28 @@ def check_annotation(ann: Any, source: str, position: int) -> int:
     if not isinstance(ann, Mapping):
         raise fail(source, f"annotations[{position}]: expected a dict, found {_kind(ann)}")
     clip = ann.get("frame_dir")
-    if not isinstance(clip, str) or not clip:
-        raise fail(source, f"annotations[{position}].frame_dir: expected a non-empty string")
+    # index.csv must read back the same names: a carriage return or other control character
+    # would split a CSV row, so names are printable text (as every real frame_dir is).
+    if not isinstance(clip, str) or not clip or not clip.isprintable():
+        raise fail(
+            source,
+            f"annotations[{position}].frame_dir: expected a non-empty string of printable "
+            f"characters, found {_show(clip)}",
+        )
     where = f"clip {clip!r}"
     for key in ("label", "keypoint", "keypoint_score", "img_shape", "total_frames"):
         if key not in ann:
             raise fail(source, f"{where}: missing key {key!r}")
     label = _int(ann["label"])
     if label is None or label < 0:
-        raise fail(source, f"{where}: label must be an integer >= 0, found {ann['label']!r}")
+        raise fail(source, f"{where}: label must be an integer >= 0, found {_show(ann['label'])}")
     shape = ann["img_shape"]
     if not (
         isinstance(shape, tuple | list | np.ndarray)
         and len(shape) == 2
         and all((_int(s) or 0) > 0 for s in shape)
     ):
-        raise fail(source, f"{where}: img_shape must be (height, width) > 0, found {shape!r}")
+        raise fail(source, f"{where}: img_shape must be (height, width) > 0, found {_show(shape)}")
 
     kp, score = ann["keypoint"], ann["keypoint_score"]
     if not isinstance(kp, np.ndarray) or kp.dtype.kind != "f":
@@ -138,7 +156,8 @@ def check_annotation(ann: Any, source: str, position: int) -> int:
     if kp.ndim != 4 or kp.shape[2:] != (NUM_JOINTS, 2):
         raise fail(
             source,
-            f"{where}: keypoint must have shape [persons, frames, {NUM_JOINTS}, 2], found {kp.shape}",
+            f"{where}: keypoint must have shape [persons, frames, {NUM_JOINTS}, 2], "
+            f"found {kp.shape}",
         )
     persons, frames = kp.shape[:2]
     if not isinstance(score, np.ndarray) or score.dtype.kind != "f":
@@ -150,7 +169,8 @@ def check_annotation(ann: Any, source: str, position: int) -> int:
         )
     total = _int(ann["total_frames"])
     if total is None or total < 0:
-        raise fail(source, f"{where}: total_frames must be an integer >= 0, found {ann['total_frames']!r}")
+        found = _show(ann["total_frames"])
+        raise fail(source, f"{where}: total_frames must be an integer >= 0, found {found}")
     if persons == 0:
         return 0
     if frames == 0 or total == 0:
@@ -161,6 +181,14 @@ def check_annotation(ann: Any, source: str, position: int) -> int:
         raise fail(source, f"{where}: keypoint holds NaN or infinite coordinates")
     if not np.isfinite(score).all():
         raise fail(source, f"{where}: keypoint_score holds NaN or infinite values")
+    for field, values in (("keypoint", kp), ("keypoint_score", score)):
+        largest = float(np.abs(values).max())
+        if largest > FLOAT16_MAX:  # the subset stores float16: larger values would become inf
+            raise fail(
+                source,
+                f"{where}: {field} holds {largest:g}, beyond the float16 range "
+                f"(+-{FLOAT16_MAX:g}) the subset stores",
+            )
     return persons
 
 

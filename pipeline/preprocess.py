@@ -45,7 +45,9 @@ def person_order(score: np.ndarray, persons: int, order: str) -> np.ndarray:
     return np.argsort(-mean, kind="stable")[:persons]
 
 
-def _body_frame(xy: np.ndarray, score: np.ndarray, threshold: float) -> tuple[np.ndarray, float] | None:
+def _body_frame(
+    xy: np.ndarray, score: np.ndarray, threshold: float
+) -> tuple[np.ndarray, float] | None:
     """Centre (mean hip midpoint) and scale (median torso length) of one person, if visible."""
     hips = (score[:, skeleton.LEFT_HIP] > threshold) & (score[:, skeleton.RIGHT_HIP] > threshold)
     shoulders = (score[:, skeleton.LEFT_SHOULDER] > threshold) & (
@@ -87,6 +89,17 @@ def normalize(
     return (xy - half) / half
 
 
+def rare_joints(visible: np.ndarray, seen: int, min_visibility: float) -> list[int]:
+    """Joints detected in fewer than `min_visibility` of the `seen` training person-frames.
+
+    A model cannot learn a joint the training data hardly shows; where another split shows it
+    (other people, another camera), it would only add inputs the model never learned to read.
+    """
+    if seen == 0:
+        return []
+    return [int(j) for j in np.flatnonzero(visible / seen < min_visibility)]
+
+
 def build_clip(
     keypoint: np.ndarray,
     keypoint_score: np.ndarray,
@@ -94,17 +107,38 @@ def build_clip(
     cfg: Mapping[str, Any],
     views: int,
     rng: np.random.Generator | None = None,
+    hidden_joints: list[int] | None = None,
+    out: np.ndarray | None = None,
 ) -> tuple[np.ndarray, int]:
-    """One clip [M, T, 17, 2] + scores [M, T, 17] -> ([views, frames, persons, 17, 3], length)."""
+    """One clip [M, T, 17, 2] + scores [M, T, 17] -> ([views, frames, persons, 17, 3], length).
+
+    `hidden_joints` are zeroed everywhere, as if never detected. `out`, a float32 array of
+    that shape, is filled and returned instead of a new one: the shards stage reuses one
+    buffer for all its clips, sparing an allocation (and its page faults) per clip."""
     keep = person_order(keypoint_score, cfg["persons"], cfg["person_order"])
     xy = keypoint[keep].astype(np.float32)
     score = keypoint_score[keep].astype(np.float32)
     xy = normalize(xy, score, cfg["normalize"], img_hw, cfg["min_score"])
+    # Zero undetected and hidden joints before sampling frames rather than in the output:
+    # the same values end up zero, but with 10 test views the output is several times larger.
+    if cfg["min_score"] > 0:
+        low = score < cfg["min_score"]
+        np.copyto(xy, 0.0, where=low[..., None])
+        np.copyto(score, 0.0, where=low)
+    if hidden_joints:
+        xy[:, :, hidden_joints] = 0.0
+        score[:, :, hidden_joints] = 0.0
     idx = frame_indices(xy.shape[1], cfg["frames"], cfg["sampling"], views, rng)
     n, p = idx.shape[1], len(keep)
-    out = np.zeros((views, cfg["frames"], cfg["persons"], skeleton.NUM_JOINTS, 3), np.float32)
+    shape = (views, cfg["frames"], cfg["persons"], skeleton.NUM_JOINTS, 3)
+    if out is None:
+        out = np.zeros(shape, np.float32)
+    else:
+        if out.shape != shape or out.dtype != np.float32:
+            raise ValueError(f"out: expected float32 {shape}, found {out.dtype} {out.shape}")
+        # only what the clip does not fill below: frames past its length, absent persons
+        out[:, n:] = 0.0
+        out[:, :n, p:] = 0.0
     out[:, :n, :p, :, :2] = xy[:, idx].transpose(1, 2, 0, 3, 4)
     out[:, :n, :p, :, 2] = score[:, idx].transpose(1, 2, 0, 3)
-    if cfg["min_score"] > 0:
-        out[out[..., 2] < cfg["min_score"]] = 0.0
     return out, n

@@ -17,8 +17,10 @@ from pipeline.params import PARAMS_FILE
 def resolve_device(name: str) -> torch.device:
     """`auto` takes CUDA when present; asking for `cuda` without one is an error, not a fallback."""
     if name == "cuda" and not torch.cuda.is_available():
-        raise fail(PARAMS_FILE, "train.device: cuda was asked for, but no CUDA device is available "
-                   "(use auto or cpu)")
+        raise fail(
+            PARAMS_FILE,
+            "train.device: cuda was asked for, but no CUDA device is available (use auto or cpu)",
+        )
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(name)

@@ -15,11 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from pipeline import params, preprocess, skeleton
 from pipeline.atomic import atomic_dir, write_json
-from pipeline.errors import cli
+from pipeline.errors import cli, fail
 from pipeline.paths import SHARDS_DIR, SUBSET_DIR
 from pipeline.subset import SPLITS, Subset
 
@@ -34,31 +33,89 @@ def _worker_subset(folder: str) -> Subset:
 
 
 def build_shard(
-    folder: str, rows: np.ndarray, cfg: Mapping[str, Any], views: int, out: str
+    folder: str,
+    rows: np.ndarray,
+    cfg: Mapping[str, Any],
+    views: int,
+    out: str,
+    hidden_joints: list[int] | None = None,
 ) -> np.ndarray:
-    """Build and save one shard of subset rows; return their sampled lengths."""
+    """Build and save one shard of subset rows; return their sampled lengths.
+
+    The file is what np.save writes, streamed clip by clip behind its header, so a worker
+    holds one clip at a time rather than the whole shard (1024 test clips of 10 views are
+    267 MB)."""
     data = _worker_subset(folder)
     img = data.index[["img_h", "img_w"]].to_numpy()
-    shape = (len(rows), views, cfg["frames"], cfg["persons"], skeleton.NUM_JOINTS, 3)
-    batch = np.empty(shape, np.float32)
+    clip_shape = (views, cfg["frames"], cfg["persons"], skeleton.NUM_JOINTS, 3)
+    buffer = np.empty(clip_shape, np.float32)
     lengths = np.empty(len(rows), np.int64)
-    for k, row in enumerate(rows):
-        keypoint, score = data.clip(int(row))
-        rng = np.random.default_rng([cfg["seed"], int(row)]) if views > 1 else None
-        batch[k], lengths[k] = preprocess.build_clip(
-            keypoint, score, tuple(img[row]), cfg, views, rng
-        )
-    np.save(out, batch)
+    header = {"descr": buffer.dtype.str, "fortran_order": False, "shape": (len(rows), *clip_shape)}
+    with open(out, "wb") as handle:
+        np.lib.format.write_array_header_1_0(handle, header)
+        for k, row in enumerate(rows):
+            keypoint, score = data.clip(int(row))
+            rng = np.random.default_rng([cfg["seed"], int(row)]) if views > 1 else None
+            _, lengths[k] = preprocess.build_clip(
+                keypoint, score, tuple(img[row]), cfg, views, rng, hidden_joints, out=buffer
+            )
+            handle.write(buffer.data)
     return lengths
 
 
+def train_visibility(data: Subset, threshold: float) -> tuple[np.ndarray, int]:
+    """Per joint, in how many person-frames of the train split it was detected; and of how many.
+
+    Reads the scores in large runs of rows rather than clip by clip: train clips lie back to
+    back in the subset, so this is a few big reads instead of thousands of small ones."""
+    visible = np.zeros(skeleton.NUM_JOINTS, np.int64)
+    seen = 0
+    rows = data.rows("train")
+    starts = data.index["offset"].to_numpy()[rows]
+    stops = starts + (data.index["persons"].to_numpy() * data.index["frames"].to_numpy())[rows]
+    for start, stop in _runs(starts, stops):
+        for first in range(start, stop, _CHUNK_ROWS):
+            score = data.scores.rows(first, min(stop, first + _CHUNK_ROWS))
+            visible += (score > threshold).sum(axis=0)
+        seen += stop - start
+    return visible, seen
+
+
+_CHUNK_ROWS = 1 << 18  # person-frames per read in train_visibility: 8.5 MB of float16 scores
+
+
+def _runs(starts: np.ndarray, stops: np.ndarray) -> list[tuple[int, int]]:
+    """Row ranges [start, stop) merged where one ends exactly where the next begins."""
+    runs: list[tuple[int, int]] = []
+    for start, stop in sorted(zip(starts.tolist(), stops.tolist(), strict=True)):
+        if runs and runs[-1][1] == start:
+            runs[-1] = (runs[-1][0], stop)
+        elif stop > start:
+            runs.append((start, stop))
+    return runs
+
+
 def views_for(split: str, cfg: Mapping[str, Any]) -> int:
-    """Test clips keep several sampled views for test-time averaging; head sampling has one."""
-    return cfg["test_views"] if split == "test" and cfg["sampling"] == "uniform" else 1
+    """Sampled views stored per clip: several of train (a different one each epoch) and test
+    (averaged at test time), one of val; head sampling has only one."""
+    if cfg["sampling"] != "uniform":
+        return 1
+    return {"train": cfg["train_views"], "test": cfg["test_views"]}.get(split, 1)
+
+
+def _drop_worker_subset() -> None:
+    """Forget the cached subset: a folder of the same name may since have been rewritten."""
+    global _subset
+    if _subset is not None:
+        _subset.close()
+        _subset = None
 
 
 def shards(cfg: Mapping[str, Any], subset_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
     """Run the stage; return the manifest."""
+    if not (Path(subset_dir) / "index.csv").is_file():
+        raise fail(str(subset_dir), "no subset found (run `python -m pipeline.extract` first)")
+    _drop_worker_subset()  # forked workers inherit it; a stale one would serve old clips
     data = Subset(subset_dir)
     jobs = []
     for split in SPLITS:
@@ -66,6 +123,10 @@ def shards(cfg: Mapping[str, Any], subset_dir: str | Path, out_dir: str | Path) 
         for number, start in enumerate(range(0, len(rows), cfg["size"])):
             jobs.append((split, number, rows[start : start + cfg["size"]]))
     workers = min(cfg["workers"] or os.cpu_count() or 1, len(jobs))
+    hidden: list[int] = []
+    if cfg["min_joint_visibility"] > 0:
+        visible, seen = train_visibility(data, cfg["min_score"])
+        hidden = preprocess.rare_joints(visible, seen, cfg["min_joint_visibility"])
     manifest: dict[str, Any] = {
         "classes": data.classes,
         "channels": list(preprocess.CHANNELS),
@@ -75,16 +136,22 @@ def shards(cfg: Mapping[str, Any], subset_dir: str | Path, out_dir: str | Path) 
         "splits": {},
         "data": {"source": data.meta["source"], **data.meta["splits"]},
         "params": dict(cfg),
+        "hidden_joints": [skeleton.JOINTS[j] for j in hidden],
     }
     with atomic_dir(out_dir) as tmp:
         names = [f"{split}-{number:05d}.npy" for split, number, _ in jobs]
         args = [
-            (str(subset_dir), rows, dict(cfg), views_for(split, cfg), str(tmp / name))
+            (str(subset_dir), rows, dict(cfg), views_for(split, cfg), str(tmp / name), hidden)
             for (split, _, rows), name in zip(jobs, names, strict=True)
         ]
         if workers > 1:
+            # largest shards first (test clips carry many views), so no worker is left
+            # with a big one at the end while the others idle
+            order = sorted(range(len(args)), key=lambda i: -len(args[i][1]) * args[i][3])
             with ProcessPoolExecutor(workers) as pool:
-                lengths = list(pool.map(build_shard, *zip(*args, strict=True)))
+                built = pool.map(build_shard, *zip(*(args[i] for i in order), strict=True))
+                by_job = dict(zip(order, built, strict=True))
+            lengths = [by_job[i] for i in range(len(args))]
         else:
             lengths = [build_shard(*a) for a in args]
         columns = ["frame_dir", "label", "target", "class_name"]
@@ -100,6 +167,7 @@ def shards(cfg: Mapping[str, Any], subset_dir: str | Path, out_dir: str | Path) 
             }
         write_json(tmp / "manifest.json", manifest)
     data.close()
+    _drop_worker_subset()
     return manifest
 
 
@@ -108,7 +176,9 @@ def main() -> None:
     cfg = params.load("shards")["shards"]
     manifest = shards(cfg, SUBSET_DIR, SHARDS_DIR)
     counts = ", ".join(f"{s} {v['clips']}" for s, v in manifest["splits"].items())
-    print(f"shards: {counts} clips of shape {manifest['shape']} -> {SHARDS_DIR}")
+    hidden = ", ".join(manifest["hidden_joints"]) or "none"
+    print(f"shards: {counts} clips of shape {manifest['shape']} -> {SHARDS_DIR}; "
+          f"joints rarely seen in train, zeroed: {hidden}")
 
 
 if __name__ == "__main__":

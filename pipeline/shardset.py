@@ -40,7 +40,10 @@ class ShardSet:
         self.lengths = self.table["length"].to_numpy(np.int64)
         self.targets = self.table["target"].to_numpy(np.int64)
         if self._starts[-1] != len(self.table):
-            raise fail(str(folder), f"{split}.csv lists {len(self.table)} clips, shards hold {self._starts[-1]}")
+            raise fail(
+                str(folder),
+                f"{split}.csv lists {len(self.table)} clips, shards hold {self._starts[-1]}",
+            )
 
     def __len__(self) -> int:
         return len(self.table)
@@ -53,9 +56,10 @@ class ShardSet:
     def persons(self) -> int:
         return int(self.manifest["shape"][1])
 
-    def gather(self, idx: np.ndarray, view: int = 0) -> np.ndarray:
-        """Clips `idx` at one view: float32 [len(idx), frames, persons, 17, 3]."""
+    def gather(self, idx: np.ndarray, view: int | np.ndarray = 0) -> np.ndarray:
+        """Clips `idx` at one view (or one view each): float32 [len(idx), frames, persons, 17, 3]."""
         idx = np.asarray(idx, np.int64)
+        views = np.broadcast_to(np.asarray(view, np.int64), idx.shape)
         shard = np.searchsorted(self._starts, idx, side="right") - 1
         local = idx - self._starts[shard]
         out = np.empty((len(idx), *self.shards[0].shape[2:]), np.float32)
@@ -63,7 +67,7 @@ class ShardSet:
             mine = shard == s
             order = np.argsort(local[mine])  # sorted reads walk the file forwards
             rows = np.flatnonzero(mine)[order]
-            out[rows] = self.shards[s][local[mine][order], view]
+            out[rows] = self.shards[s][local[mine][order], views[mine][order]]
         return out
 
     def batches(

@@ -28,7 +28,9 @@ INDEX_COLUMNS = [
 SPLITS = ("train", "val", "test")
 
 
-def _write_flat(path: Path, dtype: str, shape: tuple[int, ...], parts: Iterable[np.ndarray]) -> None:
+def _write_flat(
+    path: Path, dtype: str, shape: tuple[int, ...], parts: Iterable[np.ndarray]
+) -> None:
     """Write a .npy array of known shape piece by piece, so no full copy is ever in memory."""
     with open(path, "wb") as handle:
         header = {"descr": np.dtype(dtype).str, "fortran_order": False, "shape": shape}
@@ -89,7 +91,9 @@ class Subset:
     def __init__(self, folder: str | Path) -> None:
         folder = Path(folder)
         self.folder = folder
-        self.index = pd.read_csv(folder / "index.csv", keep_default_na=False, dtype={"group": str})
+        # names stay text even when they look like numbers ('007' is not 7)
+        text = {"frame_dir": str, "class_name": str, "group": str}
+        self.index = pd.read_csv(folder / "index.csv", keep_default_na=False, dtype=text)
         self.meta = json.loads((folder / "meta.json").read_text())
         self.keypoints = _FlatReader(folder / "keypoints.npy")
         self.scores = _FlatReader(folder / "scores.npy")

@@ -38,12 +38,15 @@ def summarize(baseline: dict[str, Any], improved: dict[str, Any], manifest: dict
 @cli
 def main() -> None:
     result = summarize(
-        _read(METRICS_DIR / "baseline.json"), _read(METRICS_DIR / "improved.json"),
+        _read(METRICS_DIR / "baseline.json"),
+        _read(METRICS_DIR / "improved.json"),
         read_manifest(SHARDS_DIR),
     )
     write_json(METRICS_DIR / "summary.json", result)
-    print(f"summary: baseline {result['baseline_accuracy']:.4f}, improved "
-          f"{result['improved_accuracy']:.4f}, error reduction {result['error_reduction']:.1%}")
+    print(
+        f"summary: baseline {result['baseline_accuracy']:.4f}, improved "
+        f"{result['improved_accuracy']:.4f}, error reduction {result['error_reduction']:.1%}"
+    )
 
 
 if __name__ == "__main__":

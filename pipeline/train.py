@@ -14,6 +14,7 @@ import torch
 from dvclive import Live
 
 from pipeline import features, params, runtime
+from pipeline.atomic import atomic_path
 from pipeline.errors import cli
 from pipeline.models import build_model
 from pipeline.paths import METRICS_DIR, SHARDS_DIR, model_path, resume_path
@@ -21,6 +22,25 @@ from pipeline.shardset import read_manifest
 from pipeline.training import Interrupted, fit, save_atomic
 
 CURVES = ("train_loss", "train_acc", "val_loss", "val_acc", "lr")
+
+
+class AtomicLive(Live):
+    """dvclive's Live, but metrics.json is replaced atomically: dvclive opens it with "w" and
+    then writes, so a run killed in between would leave it empty."""
+
+    _summary_target: str | None = None
+
+    @property
+    def metrics_file(self) -> str:
+        return self._summary_target or super().metrics_file
+
+    def make_summary(self) -> None:
+        with atomic_path(super().metrics_file) as tmp:
+            self._summary_target = str(tmp)
+            try:
+                super().make_summary()
+            finally:
+                self._summary_target = None
 
 
 def run(name: str) -> dict[str, Any]:
@@ -32,10 +52,14 @@ def run(name: str) -> dict[str, Any]:
     persons, joints = manifest["shape"][1], manifest["shape"][2]
     in_channels = features.in_channels(cfg["streams"], cfg["score"])
     model = build_model(cfg, in_channels, persons, len(manifest["classes"]), joints).to(device)
-    print(f"train {name}: {cfg['arch']} on {runtime.describe(device)}, "
-          f"{sum(p.numel() for p in model.parameters()):,} parameters")
+    print(
+        f"train {name}: {cfg['arch']} on {runtime.describe(device)}, "
+        f"{sum(p.numel() for p in model.parameters()):,} parameters"
+    )
 
-    live = Live(dir=str(METRICS_DIR / "train" / name), dvcyaml=False, save_dvc_exp=False, report=None)
+    live = AtomicLive(
+        dir=str(METRICS_DIR / "train" / name), dvcyaml=False, save_dvc_exp=False, report=None
+    )
     logged = 0
 
     def log(history: list[dict[str, float]]) -> None:
@@ -69,7 +93,10 @@ def run(name: str) -> dict[str, Any]:
     live.summary.update({"selected_epoch": int(row["epoch"]), "selected_val_acc": row["val_acc"]})
     live.end()
     resume_path(name).unlink(missing_ok=True)
-    print(f"train {name}: kept epoch {row['epoch']} (val acc {row['val_acc']:.3f}) -> {model_path(name)}")
+    print(
+        f"train {name}: kept epoch {row['epoch']} (val acc {row['val_acc']:.3f})"
+        f" -> {model_path(name)}"
+    )
     return checkpoint
 
 

@@ -8,7 +8,6 @@ the checkpoint of epoch k continues exactly as the uninterrupted run would have.
 from __future__ import annotations
 
 import contextlib
-import copy
 import hashlib
 import json
 import math
@@ -27,7 +26,7 @@ from pipeline.atomic import atomic_path
 from pipeline.errors import PipelineError
 from pipeline.shardset import ShardSet
 
-NO_AUGMENT = {"scale": 0.0, "rotate": 0.0, "flip": 0.0, "temporal": 0.0}
+NO_AUGMENT = {"scale": 0.0, "rotate": 0.0, "flip": 0.0, "temporal": 0.0, "drop": 0.0}
 FLIP = {**NO_AUGMENT, "flip": 1.0}
 
 
@@ -42,7 +41,9 @@ def epoch_seed(seed: int, epoch: int) -> int:
 def make_optimizer(model: nn.Module, cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
     lr, wd = cfg["lr"], cfg["weight_decay"]
     if cfg["optimizer"] == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=wd)
+        return torch.optim.SGD(
+            model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=wd
+        )
     kind = torch.optim.AdamW if cfg["optimizer"] == "adamw" else torch.optim.Adam
     return kind(model.parameters(), lr=lr, weight_decay=wd)
 
@@ -73,7 +74,9 @@ def to_input(
     lt = torch.from_numpy(lengths)
     if augment is not None and any(augment.values()):
         xt = features.augment(xt, lt, augment, generator)
-    xt = features.build_input(xt.to(device, non_blocking=True), lt.to(device), cfg["streams"], cfg["score"])
+    xt = features.build_input(
+        xt.to(device, non_blocking=True), lt.to(device), cfg["streams"], cfg["score"]
+    )
     return xt, lt.to(device)
 
 
@@ -144,8 +147,9 @@ def train_epoch(
     loss_sum, correct, seen = 0.0, 0, 0
     batches = list(data.batches(train["batch_size"], rng, train["drop_last"]))
     for idx in tqdm(batches, desc=desc, leave=False, disable=None):
+        views = rng.integers(data.views, size=len(idx))  # a fresh temporal sampling per epoch
         x, lengths = to_input(
-            data.gather(idx), data.lengths[idx], cfg, device, cfg["augment"], generator
+            data.gather(idx, views), data.lengths[idx], cfg, device, cfg["augment"], generator
         )
         y = torch.from_numpy(data.targets[idx]).to(device)
         optimizer.zero_grad(set_to_none=True)
@@ -186,10 +190,12 @@ def restore(path: Path, key: str) -> dict[str, Any] | None:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # a checkpoint from an older layout or a damaged file: start over
         return None
-    return state if state.get("fingerprint") == key else None
+    return state if isinstance(state, dict) and state.get("fingerprint") == key else None
 
 
-def history_row(epoch: int, train: tuple[float, float], val: tuple[float, float], lr: float) -> dict:
+def history_row(
+    epoch: int, train: tuple[float, float], val: tuple[float, float], lr: float
+) -> dict:
     return {
         "epoch": epoch, "train_loss": train[0], "train_acc": train[1],
         "val_loss": val[0], "val_acc": val[1], "lr": lr,
@@ -201,6 +207,16 @@ def better(row: Mapping[str, float], best: Mapping[str, float] | None) -> bool:
     if best is None:
         return True
     return (row["val_acc"], -row["val_loss"]) > (best["val_acc"], -best["val_loss"])
+
+
+def interrupted(name: str, epoch: int, saved: int, resume_file: Path) -> Interrupted:
+    """The message for Ctrl-C: what is saved and how to go on."""
+    how = f"run `dvc repro` (or python -m pipeline.train {name})"
+    if saved == 0:
+        return Interrupted(f"train {name}: interrupted in epoch {epoch}, before any epoch was "
+                           f"saved; {how} to start again")  # fmt: skip
+    return Interrupted(f"train {name}: interrupted in epoch {epoch}; epochs up to {saved} are "
+                       f"saved in {resume_file}; {how} to resume")  # fmt: skip
 
 
 def fit(
@@ -228,6 +244,8 @@ def fit(
         scheduler.load_state_dict(state["scheduler"])
         history, best, start = state["history"], state["best"], state["epoch"] + 1
         print(f"train {name}: resuming after epoch {state['epoch']} from {resume_file}")
+        if on_epoch is not None:  # log the restored epochs, even when none is left to run
+            on_epoch(history)
     stop = StopFlag()
     with stop.installed():
         for epoch in range(start, cfg["epochs"] + 1):
@@ -237,10 +255,7 @@ def fit(
                     stop, f"{name} {epoch}/{cfg['epochs']}",
                 )
             except Interrupted:
-                raise Interrupted(
-                    f"train {name}: interrupted in epoch {epoch}; epochs up to {epoch - 1} are saved "
-                    f"in {resume_file}; run `dvc repro` (or python -m pipeline.train {name}) to resume"
-                ) from None
+                raise interrupted(name, epoch, epoch - 1, resume_file) from None
             val_stats = evaluate_split(model, val, cfg, device, train["batch_size"], train["amp"])
             row = history_row(epoch, fit_stats, val_stats, scheduler.get_last_lr()[0])
             history.append(row)
@@ -257,5 +272,7 @@ def fit(
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "history": history, "best": best,
             }, resume_file)  # fmt: skip
+            if stop.raised:  # Ctrl-C during validation or saving: stop now that it is saved
+                raise interrupted(name, epoch, epoch, resume_file)
     chosen = best if cfg["select"] == "best" else {"row": history[-1], "model": copy_state(model)}
     return {"model": chosen["model"], "row": chosen["row"], "history": history}

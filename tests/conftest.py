@@ -5,6 +5,8 @@
 - `write_params(folder, overrides)` copies the project's params.yaml with dotted overrides.
 - `run_stage(stage, cwd)` runs `python -m pipeline.<stage>` as a subprocess; `call_stage` runs
   the same `main()` in this process (much faster) and returns the same CompletedProcess shape.
+- `start_stage(stage, cwd, kill_at=...)` starts a stage as a process a test can signal (`stop`)
+  or have kill itself at a chosen call; `finish` waits for it with a time limit.
 - `REALDATA` / `requires_realdata`: the real reference clips, present only beside the repo in CI.
 """
 
@@ -15,6 +17,7 @@ import importlib
 import io
 import os
 import pickle
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterable, Mapping
@@ -118,7 +121,9 @@ def write_pkl(data: Any, path: str | os.PathLike[str], protocol: int = 4) -> Pat
     return path
 
 
-def write_params(folder: str | os.PathLike[str], overrides: Mapping[str, Any] | None = None) -> dict:
+def write_params(
+    folder: str | os.PathLike[str], overrides: Mapping[str, Any] | None = None
+) -> dict:
     """Write folder/params.yaml: the project's params with dotted overrides; return the dict.
 
     `{"data.classes": [0, 1]}` sets a value (a new key is created, for unknown-key tests) and
@@ -174,3 +179,86 @@ def error_line(result: subprocess.CompletedProcess[str]) -> str:
     assert lines[0].startswith("error: "), lines[0]
     return lines[0]
 
+
+# A stage run that SIGKILLs itself at a chosen moment: the n-th time it calls `function`, a
+# dotted name like "json.dump" (for os.replace, only onto a name matching the glob `match`). Killing
+# from inside hits exactly the moment that matters (everything written under a temporary name,
+# nothing renamed yet), which polling from outside would catch only by luck on small data.
+_KILL_AT = """
+import fnmatch, os, runpy, signal, sys
+function, match, nth, stage, *args = sys.argv[1:]
+calls = 0
+def wrap(owner, name, hits=lambda *a, **k: True):
+    real = getattr(owner, name)
+    def patched(*a, **k):
+        global calls
+        if hits(*a, **k):
+            calls += 1
+            if calls == int(nth):
+                os.kill(os.getpid(), signal.SIGKILL)
+        return real(*a, **k)
+    setattr(owner, name, patched)
+if function == "os.replace":
+    name_of = lambda path: os.path.basename(os.fspath(path))
+    wrap(os, "replace", lambda src, dst, *a, **k: fnmatch.fnmatch(name_of(dst), match))
+else:  # a dotted name: module.function or module.Class.method
+    import importlib
+    parts = function.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        try:
+            owner = importlib.import_module(".".join(parts[:cut]))
+            break
+        except ImportError:
+            continue
+    for part in parts[cut:-1]:
+        owner = getattr(owner, part)
+    wrap(owner, parts[-1])
+sys.argv = [f"pipeline.{stage}", *args]
+runpy.run_module(f"pipeline.{stage}", run_name="__main__", alter_sys=True)
+"""
+
+
+def stage_env() -> dict[str, str]:
+    """The environment for a stage subprocess: this checkout's `pipeline` importable."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return env
+
+
+def start_stage(
+    stage: str,
+    cwd: str | os.PathLike[str],
+    *args: str,
+    kill_at: tuple[str, str, int] | None = None,
+) -> subprocess.Popen[str]:
+    """Start `python -m pipeline.<stage> args` in its own session (so `stop` can end it and any
+    worker it started); `kill_at=(function, match, n)` makes it SIGKILL itself, see _KILL_AT."""
+    if kill_at is None:
+        command = [sys.executable, "-m", f"pipeline.{stage}", *args]
+    else:
+        function, match, nth = kill_at
+        command = [sys.executable, "-c", _KILL_AT, function, match, str(nth), stage, *args]
+    return subprocess.Popen(
+        command, cwd=cwd, env=stage_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, start_new_session=True,
+    )  # fmt: skip
+
+
+def stop(process: subprocess.Popen[str], sig: int = signal.SIGKILL) -> None:
+    """Send `sig` to a process from `start_stage` and everything in its session (its pool
+    workers too); nothing happens if the group is already gone."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, sig)
+
+
+def finish(process: subprocess.Popen[str], timeout: float = 120) -> tuple[int, str, str]:
+    """Wait for a started stage (killing its session if it overruns); (code, stdout, stderr)."""
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        stop(process)
+        out, err = process.communicate()
+        raise AssertionError(f"the stage ran for more than {timeout} s:\n{out}\n{err}") from None
+    finally:
+        stop(process)  # a pool worker orphaned by a kill must not outlive the test
+    return process.returncode, out, err

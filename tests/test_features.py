@@ -11,8 +11,8 @@ from pipeline.errors import PipelineError
 from pipeline.features import augment, build_input, in_channels
 from pipeline.skeleton import FLIP_INDEX, NUM_JOINTS, J
 
-OFF = {"scale": 0.0, "rotate": 0.0, "flip": 0.0, "temporal": 0.0}
-ALL = {"scale": 0.3, "rotate": 40.0, "flip": 0.5, "temporal": 0.4}
+OFF = {"scale": 0.0, "rotate": 0.0, "flip": 0.0, "temporal": 0.0, "drop": 0.0}
+ALL = {"scale": 0.3, "rotate": 40.0, "flip": 0.5, "temporal": 0.4, "drop": 0.0}
 
 
 def clip_batch(lengths: list[int], frames: int = 12, persons: int = 2, seed: int = 0):
@@ -112,6 +112,16 @@ def test_augment_keeps_shape_padding_and_missing_joints_zero():
     assert torch.equal((out != 0).any(-1).sum(), valid_joints.sum())
 
 
+def test_flip_moves_missing_joints_with_their_side_and_leaves_plain_zeros():
+    x, lengths = clip_batch([12, 7])
+    gen = torch.Generator().manual_seed(0)
+    missing = torch.rand(x.shape[:-1], generator=gen) < 0.3
+    x[missing] = 0
+    out = augment(x, lengths, {**OFF, "flip": 1.0}, gen)
+    assert torch.equal(out == 0, (x == 0)[..., list(FLIP_INDEX), :])
+    assert not torch.signbit(out).any(-1)[out.eq(0).all(-1)].any()  # 0.0, not -0.0
+
+
 def test_augment_is_deterministic_per_seed():
     x, lengths = clip_batch([12, 7, 3])
     a = augment(x, lengths, ALL, torch.Generator().manual_seed(11))
@@ -173,3 +183,15 @@ def test_temporal_resamples_a_window_and_keeps_lengths():
         assert math.ceil((1 - strength) * length) <= window <= length
         changed |= not torch.equal(source, torch.arange(length))
     assert changed
+
+
+def test_drop_hides_whole_joints_for_the_whole_clip() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(64, 6, 1, 17, 3)
+    lengths = torch.full((64,), 6)
+    out = augment(x, lengths, {**OFF, "drop": 0.3}, torch.Generator().manual_seed(1))
+    hidden = (out == 0).all(dim=-1)  # [B, T, P, V]
+    per_clip = hidden.all(dim=1)  # a hidden joint is hidden in every frame
+    assert torch.equal(hidden, per_clip[:, None].expand_as(hidden))
+    assert 0.2 < per_clip.float().mean() < 0.4
+    assert torch.equal(out[~hidden], x[~hidden])  # joints kept are untouched

@@ -1,0 +1,69 @@
+"""Benchmark 4: evaluation throughput on the test split of the 101-class shards, batch 256.
+
+A freshly initialised model of each params section (the speed of a forward pass does not
+depend on the weights) goes through the evaluate stage's own `training.predict`, with the
+test-time views and flips of that section's `eval` params, after a one-batch warm-up.
+There is no target; the figure is for the record.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from typing import Any
+
+from bench import shards as bench_shards
+from bench import train as bench_train
+from bench.common import Context, Row, measure
+
+BATCH = 256
+MODELS = (("baseline", "baseline"), ("improved", "model"))
+
+
+def child_evaluate(
+    shards: str, section: str, batches: int = 0, threads: int | None = None
+) -> dict[str, Any]:
+    """Seconds to predict the test split (its first `batches` batches; 0 = all)."""
+    import torch
+
+    from pipeline import features, training
+    from pipeline.models import build_model
+    from pipeline.shardset import ShardSet
+
+    cfg, train, device = bench_train.setup(section, threads=threads)
+    test = ShardSet(shards, "test")
+    joints = test.manifest["shape"][2]
+    model = build_model(cfg, features.in_channels(cfg["streams"], cfg["score"]), test.persons,
+                        len(test.classes), joints).to(device)  # fmt: skip
+    views, flip = cfg["eval"]["clips"], cfg["eval"]["flip"]
+    every = test.batches
+    limit = batches or len(range(0, len(test), BATCH))
+
+    def predict(count: int) -> tuple[float, int]:
+        test.batches = lambda *a, **k: itertools.islice(every(*a, **k), count)
+        start = time.perf_counter()
+        probs = training.predict(model, test, cfg, device, BATCH, views, flip, train["amp"])
+        return time.perf_counter() - start, len(probs)
+
+    predict(1)
+    seconds, clips = predict(limit)
+    return {"seconds": seconds, "clips": clips, "views": views * (2 if flip else 1),
+            "threads": torch.get_num_threads()}  # fmt: skip
+
+
+def run(ctx: Context) -> list[Row]:
+    shards = str(bench_shards.ensure_shards(ctx))
+    rows = []
+    for threads in ctx.thread_counts():
+        for name, section in MODELS:
+            got = measure("bench.evaluate:child_evaluate",
+                          {"shards": shards, "section": section, "threads": threads,
+                           "batches": 2 if ctx.quick else 0})  # fmt: skip
+            r = got.result
+            rows.append(Row(
+                name=f"evaluate {name} (CPU, {r['threads']} threads)", wall_s=r["seconds"],
+                rss_bytes=got.rss_bytes, throughput=r["clips"] / r["seconds"],
+                note=f"{r['clips']:,} test clips at batch {BATCH}, {r['views']} view(s) each, "
+                     "fresh weights",
+            ))  # fmt: skip
+    return rows

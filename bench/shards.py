@@ -1,0 +1,86 @@
+"""Benchmark 2: the shards stage on all 101 classes, 64 frames, 2 persons (params otherwise).
+
+Reads the 101-class subset the extract benchmark wrote (built here if absent, untimed) and
+leaves the shards for the training, evaluation and GPU benchmarks. Peak RSS is that of the
+stage's whole process tree (the pool of workers included). Targets: >= 5,000 clips/s on
+2 cores; peak RSS <= 1.5x the shards' size on disk.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import extract as bench_extract
+from bench.common import (
+    Check,
+    Context,
+    Row,
+    folder_bytes,
+    fresh,
+    load_params,
+    measure,
+    measure_best,
+)
+
+OVERRIDES = {"frames": 64, "persons": 2}
+MIN_CLIPS_PER_S = 5000.0
+
+
+def config() -> dict[str, Any]:
+    return {**load_params("shards")["shards"], **OVERRIDES}
+
+
+def child_shards(subset: str, out: str) -> dict[str, Any]:
+    from pipeline import shards
+
+    cfg = config()
+    start = time.perf_counter()
+    manifest = shards.shards(cfg, subset, out)
+    seconds = time.perf_counter() - start
+    clips = sum(s["clips"] for s in manifest["splits"].values())
+    return {"seconds": seconds, "clips": clips, "workers": cfg["workers"] or os.cpu_count()}
+
+
+def shards_dir(ctx: Context) -> Path:
+    return ctx.work / "shards-all"
+
+
+def ensure_subset(ctx: Context) -> Path:
+    subset = bench_extract.subset_dir(ctx)
+    if not (subset / "meta.json").exists():
+        ctx.log("bench: building the 101-class subset first (not timed)")
+        measure("bench.extract:child_extract",
+                {"pkl": str(ctx.mirror()), "out": str(subset), "classes": "all"})  # fmt: skip
+    return subset
+
+
+def ensure_shards(ctx: Context) -> Path:
+    """The 101-class shards, built (untimed) when a benchmark needs them and they are absent."""
+    out = shards_dir(ctx)
+    if not (out / "manifest.json").exists():
+        subset = ensure_subset(ctx)
+        ctx.log("bench: building the 101-class shards first (not timed)")
+        measure("bench.shards:child_shards", {"subset": str(subset), "out": str(out)})
+    return out
+
+
+def run(ctx: Context) -> list[Row]:
+    subset, out = ensure_subset(ctx), shards_dir(ctx)
+    got = measure_best(ctx, "bench.shards:child_shards", {"subset": str(subset), "out": str(out)},
+                       prepare=lambda: fresh(out))  # fmt: skip
+    seconds, clips = got.result["seconds"], got.result["clips"]
+    size = folder_bytes(out)
+    rate = clips / seconds
+    cfg = config()
+    return [Row(
+        name="shards, 101 classes", wall_s=seconds, rss_bytes=got.rss_bytes, throughput=rate,
+        reference=f"shards on disk {size / 2**30:.2f} GB", ratio=got.rss_bytes / size,
+        checks=[Check("clips/s", rate, MIN_CLIPS_PER_S, at_most=False),
+                Check("RSS/disk", got.rss_bytes / size, 1.5, unit="x")],
+        note=f"{clips:,} clips, {got.result['workers']} workers on {os.cpu_count()} cores, "
+             f"{cfg['frames']} frames, {cfg['persons']} persons, {cfg['test_views']} test views; "
+             "ratio = peak RSS / size on disk",
+    )]  # fmt: skip

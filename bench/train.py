@@ -1,0 +1,205 @@
+"""Benchmark 3: training throughput of baseline and improved on the 101-class shards (CPU).
+
+Ours is the pipeline's own `training.train_epoch` (params.yaml sections as they stand), cut to a
+fixed number of batches after a short warm-up; `ShardSet.gather` and `training.to_input` are
+wrapped with a stopwatch, so the data-handling share is the time spent gathering batches and
+building the model input over the epoch's time. After timing, the rest of the train split is
+gathered and the validation split predicted (untimed), so the peak RSS is that of a whole
+epoch with its validation, memory-mapped shard pages included.
+
+The reference is the seed notebook's loop written out here: its per-clip `SkeletonDataset`
+(person 0, float32, reshape, minus the clip mean, pad or cut to 64 frames) behind
+`DataLoader(batch_size, shuffle=True)`, over the same train clips of the same mirror pickle,
+into the same model architecture and batch size. Its input is the notebook's (one person,
+x and y: [B, 64, 1, 17, 2]); ours carries what params.yaml asks for (2 persons, the
+configured streams), so the throughput ratio is, if anything, unfair to ours.
+Targets: data handling <= 5% of epoch time; peak RSS < 2 GB.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import shards as bench_shards
+from bench.common import GB, Check, Context, Row, Stopwatch, load_params, measure
+
+MODELS = (("baseline", "baseline"), ("improved", "model"))  # stage name -> params section
+WARMUP = 2  # batches before timing: first calls allocate and pick kernels
+MAX_SHARE, MAX_RSS = 0.05, 2 * GB
+
+
+def setup(
+    section: str, device: str = "cpu", amp: bool | None = None, threads: int | None = None
+) -> tuple[dict, dict, Any]:
+    """A model section and `train` as params.yaml has them, with the benchmark's overrides
+    applied, and the device (torch threads and seeds set by the pipeline's own runtime)."""
+    from pipeline import runtime
+
+    loaded = load_params("train", section)
+    cfg, train = loaded[section], {**loaded["train"], "device": device}
+    if amp is not None:
+        train["amp"] = amp
+    if threads is not None:
+        train["threads"] = threads
+    return cfg, train, runtime.setup(train)
+
+
+def child_ours(shards: str, section: str, batches: int, device: str = "cpu",
+               amp: bool | None = None, threads: int | None = None,
+               settle: bool = True) -> dict[str, Any]:
+    """Our loop; `batches` 0 = one whole epoch. Returns seconds, clips and the data share."""
+    import torch
+    from torch import nn
+
+    from pipeline import features, training
+    from pipeline.models import build_model
+    from pipeline.shardset import ShardSet
+
+    cfg, train, dev = setup(section, device, amp, threads)
+    data, val = ShardSet(shards, "train"), ShardSet(shards, "val")
+    joints = data.manifest["shape"][2]
+    model = build_model(cfg, features.in_channels(cfg["streams"], cfg["score"]), data.persons,
+                        len(data.classes), joints).to(dev)  # fmt: skip
+    optimizer = training.make_optimizer(model, cfg)
+    steps = len(list(data.batches(train["batch_size"], None, train["drop_last"])))
+    scheduler = training.make_schedule(optimizer, cfg, steps)
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg["label_smoothing"])
+
+    watch = Stopwatch()
+    all_batches, gather, to_input = data.batches, data.gather, training.to_input
+    limit = min(batches, steps) if batches else steps
+    data.gather = watch.wrap(gather)  # the instance attribute shadows the method
+    training.to_input = watch.wrap(to_input)  # train_epoch looks it up in its module
+    try:
+        def epoch(number: int, count: int) -> float:
+            data.batches = lambda *a, **k: itertools.islice(all_batches(*a, **k), count)
+            watch.seconds = 0.0
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            training.train_epoch(model, data, cfg, train, dev, optimizer, scheduler, criterion,
+                                 number, training.StopFlag(), "bench")  # fmt: skip
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            return time.perf_counter() - start
+
+        epoch(1, min(WARMUP, limit))
+        seconds = epoch(2, limit)
+        share = watch.seconds / seconds
+    finally:
+        data.batches, data.gather, training.to_input = all_batches, gather, to_input
+    clips = sum(len(i) for i in itertools.islice(
+        data.batches(train["batch_size"], None, train["drop_last"]), limit))  # fmt: skip
+    if settle:
+        # untimed: touch what the rest of a real epoch and its validation would
+        for idx in data.batches(train["batch_size"]):
+            data.gather(idx)
+        training.evaluate_split(model, val, cfg, dev, train["batch_size"], train["amp"])
+    return {"seconds": seconds, "clips": clips, "share": share, "batches": limit,
+            "steps": steps, "batch_size": train["batch_size"],
+            "threads": torch.get_num_threads()}  # fmt: skip
+
+
+def _train_names(shards: str) -> list[str]:
+    with open(Path(shards) / "train.csv", newline="") as handle:
+        return [row["frame_dir"] for row in csv.DictReader(handle)]
+
+
+def child_notebook(
+    pkl: str, shards: str, section: str, batches: int, threads: int | None = None
+) -> dict[str, Any]:
+    """The notebook's Dataset + DataLoader loop on the same clips, into the same model."""
+    import pickle
+
+    import numpy as np
+    import torch
+    from torch import nn
+    from torch.utils.data import DataLoader, Dataset
+
+    from pipeline import training
+    from pipeline.models import build_model
+
+    cfg, train, _ = setup(section, threads=threads)
+    max_len = 64
+    with open(pkl, "rb") as handle:
+        data = pickle.load(handle, encoding="latin1")
+    wanted = set(_train_names(shards))
+    anns = [a for a in data["annotations"] if a["frame_dir"] in wanted]
+    del data
+    label_map = {old: i for i, old in enumerate(sorted({a["label"] for a in anns}))}
+
+    class SkeletonDataset(Dataset):  # the notebook's, as it was
+        def __init__(self, samples: list[dict]) -> None:
+            self.samples = samples
+
+        def __len__(self) -> int:
+            return len(self.samples)
+
+        def __getitem__(self, idx: int) -> tuple[Any, Any, Any]:
+            ann = self.samples[idx]
+            label = label_map[ann["label"]]
+            kp = ann["keypoint"][0]
+            t = kp.shape[0]
+            seq = kp.astype(np.float32).reshape(t, -1)
+            seq = seq - seq.mean(axis=0, keepdims=True)
+            if t >= max_len:
+                seq, seq_len = seq[:max_len], max_len
+            else:
+                pad = np.zeros((max_len - t, seq.shape[1]), dtype=np.float32)
+                seq, seq_len = np.concatenate([seq, pad], axis=0), t
+            return torch.from_numpy(seq), torch.tensor(label).long(), torch.tensor(seq_len).long()
+
+    loader = DataLoader(SkeletonDataset(anns), batch_size=train["batch_size"], shuffle=True)
+    model = build_model(cfg, 2, 1, len(label_map), 17)  # the notebook's input: person 0, x y
+    optimizer = training.make_optimizer(model, cfg)
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg["label_smoothing"])
+    watch = Stopwatch()
+    model.train()
+
+    def run(count: int) -> tuple[float, int]:
+        watch.seconds, seen = 0.0, 0
+        start = time.perf_counter()
+        for seq, labels, seq_len in itertools.islice(watch.iterate(loader), count):
+            seq = seq.view(seq.shape[0], max_len, 1, 17, 2)
+            optimizer.zero_grad(set_to_none=True)
+            loss = criterion(model(seq, seq_len), labels)
+            loss.backward()
+            optimizer.step()
+            loss.item()
+            seen += len(labels)
+        return time.perf_counter() - start, seen
+
+    torch.manual_seed(train["seed"])
+    limit = min(batches, len(loader)) if batches else len(loader)
+    run(min(WARMUP, limit))
+    seconds, clips = run(limit)
+    return {"seconds": seconds, "clips": clips, "share": watch.seconds / seconds}
+
+
+def run(ctx: Context) -> list[Row]:
+    shards = str(bench_shards.ensure_shards(ctx))
+    pkl = str(ctx.mirror())
+    rows = []
+    for threads in ctx.thread_counts():
+        for name, section in MODELS:
+            common = {"shards": shards, "section": section, "batches": ctx.batches,
+                      "threads": threads}  # fmt: skip
+            ours = measure("bench.train:child_ours", common)
+            ref = measure("bench.train:child_notebook", {**common, "pkl": pkl})
+            o, r = ours.result, ref.result
+            rate, ref_rate = o["clips"] / o["seconds"], r["clips"] / r["seconds"]
+            rows.append(Row(
+                name=f"train {name} (CPU, {o['threads']} threads)", wall_s=o["seconds"],
+                rss_bytes=ours.rss_bytes, throughput=rate,
+                reference=f"notebook loop {ref_rate:,.0f} clips/s", ratio=rate / ref_rate,
+                checks=[Check("data share", 100 * o["share"], 100 * MAX_SHARE, unit="%"),
+                        Check("RSS", ours.rss_bytes / GB, MAX_RSS / GB, unit=" GB")],
+                note=f"{o['batches']} of {o['steps']} batches of {o['batch_size']} after "
+                     f"{WARMUP} warm-up; notebook loop: data share {100 * r['share']:.0f}%, "
+                     f"peak RSS {ref.rss_bytes / GB:.2f} GB",
+            ))  # fmt: skip
+    return rows

@@ -1,0 +1,133 @@
+"""Smoke test of `python -m bench --quick`: every benchmark runs and reports its figures.
+
+One quick run on a tiny clip list written here (10 classes, the groups --quick keeps) feeds
+every test. Timings are never asserted: only that each row is there, with positive numbers.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from bench import common, demo, gpu
+from bench.__main__ import BENCHMARKS, main
+from pipeline import ucf101
+
+CLASSES = 10
+
+
+def write_clip_list(path: Path) -> Path:
+    """Clip 1 of every --quick group for the first CLASSES classes; short clips, 1-3 persons."""
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["frame_dir", "label", "total_frames", "persons"])
+        for label in range(CLASSES):
+            for i, group in enumerate(common.QUICK_GROUPS):
+                frames, persons = 20 + 7 * ((label + i) % 6), 1 + (label + i) % 3
+                writer.writerow([ucf101.frame_dir(label, group, 1), label, frames, persons])
+    return path
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    tmp = tmp_path_factory.mktemp("bench")
+    clips = write_clip_list(tmp / "clips.csv")
+    results = tmp / "results"
+    args = ["--quick", "--csv", str(clips)]
+    # The demo (half the time, all in its own workspace) runs beside the others: timings do
+    # not matter here, and the smoke run stays within its time budget.
+    with ThreadPoolExecutor(2) as pool:
+        demo_run = pool.submit(main, [*args, "--only", "demo", "--results", str(tmp / "demo")])
+        rest = main([*args, "--only", *(b for b in BENCHMARKS if b != "demo"),
+                     "--results", str(results)])  # fmt: skip
+        rows = rest + demo_run.result()
+    return {"rows": {r.name: r for r in rows}, "results": results, "clips": clips,
+            "benchmarks": len(rest)}  # fmt: skip
+
+
+def positive(value: float | None) -> bool:
+    return value is not None and math.isfinite(value) and value > 0
+
+
+def rows_named(run: dict, prefix: str) -> list[common.Row]:
+    found = [row for name, row in run["rows"].items() if name.startswith(prefix)]
+    assert found, f"no row starting {prefix!r} in {list(run['rows'])}"
+    for row in found:
+        assert row.skipped is None, row.skipped
+        assert positive(row.wall_s) and positive(row.rss_bytes), row
+    return found
+
+
+def test_extract_rows_against_pickle_load(run: dict) -> None:
+    rows = rows_named(run, "extract")
+    assert [r.name for r in rows] == ["extract, 8 classes", "extract, 101 classes"]
+    for row in rows:
+        assert positive(row.ratio) and positive(row.throughput)
+        assert {c.label for c in row.checks} == {"time", "RSS/file"}
+        assert all(positive(c.value) for c in row.checks)
+
+
+def test_shards_row(run: dict) -> None:
+    (row,) = rows_named(run, "shards")
+    assert positive(row.throughput) and positive(row.ratio)
+    assert "workers" in row.note
+
+
+def test_train_rows_for_both_models_with_the_notebook_reference(run: dict) -> None:
+    rows = rows_named(run, "train")
+    assert {r.name.split(" (")[0] for r in rows} == {"train baseline", "train improved"}
+    for row in rows:
+        assert positive(row.throughput) and positive(row.ratio)
+        share = next(c for c in row.checks if c.label == "data share")
+        assert 0 < share.value < 100
+        assert "notebook loop" in row.reference
+
+
+def test_evaluate_rows(run: dict) -> None:
+    for row in rows_named(run, "evaluate"):
+        assert positive(row.throughput)
+
+
+def test_demo_and_noop_repro_rows(run: dict) -> None:
+    (made,) = rows_named(run, "make demo")
+    (noop,) = rows_named(run, "no-op dvc repro")
+    assert "8 stages" in made.note
+    rerun = next(c for c in noop.checks if c.label == "stages rerun")
+    assert rerun.value == 0
+
+
+def test_demo_params_come_from_the_makefile() -> None:
+    params = demo.demo_params()
+    assert "data.source=synthetic" in params and all("=" in p for p in params)
+
+
+def test_gpu_row_is_skipped_with_a_reason_or_measured(run: dict) -> None:
+    (row,) = [r for name, r in run["rows"].items() if name.lower().startswith(("gpu", "epoch"))]
+    if row.skipped is not None:
+        assert "torch.cuda.is_available() is False" in row.skipped
+    else:
+        assert positive(row.wall_s) and positive(row.throughput)
+
+
+def test_gpu_benchmark_code_path_on_cpu(run: dict) -> None:
+    ctx = common.Context(csv=run["clips"], results=run["results"], quick=True, batches=1)
+    (row,) = gpu.run(ctx, devices=("cpu",))
+    assert row.name == "epoch improved, cpu"
+    assert positive(row.wall_s) and positive(row.throughput) and positive(row.rss_bytes)
+
+
+def test_table_and_saved_results(run: dict) -> None:
+    text = (run["results"] / "bench.md").read_text()
+    lines = [line for line in text.splitlines() if line.startswith("|")]
+    assert lines[0].startswith("| benchmark | wall | peak RSS | throughput |")
+    assert len(lines) == 2 + run["benchmarks"]
+    assert "load average" in text
+
+
+def test_a_missing_clip_list_skips_with_a_message(tmp_path: Path, capsys) -> None:
+    assert main(["--quick", "--csv", str(tmp_path / "absent.csv")]) == []
+    assert "skipped: the clip list" in capsys.readouterr().out
