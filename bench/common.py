@@ -29,7 +29,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CSV = ROOT.parent / "shared" / "realdata" / "ucf101_clips.csv"
 RESULTS = ROOT / "bench" / "results"
-GB = 1024**3
+GB = 1024**3  # sizes print in GiB and MiB
 MB = 1024**2
 
 # --quick keeps the first clip of a few groups of every class: one test1 group and three
@@ -156,7 +156,8 @@ class Context:
                 "import sys; from pipeline import synthetic; "
                 "synthetic.write(sys.argv[1], mirror=sys.argv[2])"
             )
-            run_checked([sys.executable, "-c", code, str(path), str(clips)], "the mirror")
+            run_checked([sys.executable, "-c", code, str(path), str(clips)], "the mirror",
+                        env=child_env())  # fmt: skip
         self._mirror = path
         return path
 
@@ -382,6 +383,19 @@ def fresh(path: Path) -> Path:
     return path
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and its waited-for children: steadier than wall time on a
+    busy machine, where a child's wall time is mostly waiting for a core."""
+    import resource
+
+    own, kids = (resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def load_average() -> str:
     try:
         return " ".join(Path("/proc/loadavg").read_text().split()[:3])
@@ -405,7 +419,7 @@ def _figure(value: float) -> str:
 def _bytes(n: int | None) -> str:
     if n is None:
         return "—"
-    return f"{n / GB:.2f} GB" if n >= GB else f"{n / MB:.0f} MB"
+    return f"{n / GB:.2f} GiB" if n >= GB else f"{n / MB:.0f} MiB"
 
 
 def table(rows: Sequence[Row]) -> str:

@@ -15,9 +15,11 @@ from typing import Any
 
 from bench import extract as bench_extract
 from bench.common import (
+    GB,
     Check,
     Context,
     Row,
+    cpu_seconds,
     folder_bytes,
     fresh,
     load_params,
@@ -37,11 +39,12 @@ def child_shards(subset: str, out: str) -> dict[str, Any]:
     from pipeline import shards
 
     cfg = config()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), cpu_seconds()
     manifest = shards.shards(cfg, subset, out)
     seconds = time.perf_counter() - start
     clips = sum(s["clips"] for s in manifest["splits"].values())
-    return {"seconds": seconds, "clips": clips, "workers": cfg["workers"] or os.cpu_count()}
+    return {"seconds": seconds, "cpu": cpu_seconds() - cpu, "clips": clips,
+            "workers": cfg["workers"] or os.cpu_count()}  # fmt: skip
 
 
 def shards_dir(ctx: Context) -> Path:
@@ -77,10 +80,11 @@ def run(ctx: Context) -> list[Row]:
     cfg = config()
     return [Row(
         name="shards, 101 classes", wall_s=seconds, rss_bytes=got.rss_bytes, throughput=rate,
-        reference=f"shards on disk {size / 2**30:.2f} GB", ratio=got.rss_bytes / size,
+        reference=f"shards on disk {size / GB:.2f} GiB", ratio=got.rss_bytes / size,
         checks=[Check("clips/s", rate, MIN_CLIPS_PER_S, at_most=False),
                 Check("RSS/disk", got.rss_bytes / size, 1.5, unit="x")],
-        note=f"{clips:,} clips, {got.result['workers']} workers on {os.cpu_count()} cores, "
-             f"{cfg['frames']} frames, {cfg['persons']} persons, {cfg['test_views']} test views; "
+        note=f"{got.result['cpu']:.1f} s CPU; {clips:,} clips, {got.result['workers']} workers "
+             f"on {os.cpu_count()} cores; {cfg['frames']} frames, {cfg['persons']} persons, "
+             f"{cfg.get('train_views', 1)}/{cfg['test_views']} train/test views; "
              "ratio = peak RSS / size on disk",
     )]  # fmt: skip

@@ -130,12 +130,10 @@ def evaluate(name: str) -> dict[str, Any]:
 
 @cli
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        raise SystemExit("usage: python -m pipeline.evaluate {baseline,improved}")
-    m = evaluate(argv[0])
+    name = params.model_argument(sys.argv[1:] if argv is None else argv, "pipeline.evaluate")
+    m = evaluate(name)
     print(
-        f"evaluate {argv[0]}: accuracy {m['accuracy']:.4f}, macro F1 {m['macro_f1']:.4f}, "
+        f"evaluate {name}: accuracy {m['accuracy']:.4f}, macro F1 {m['macro_f1']:.4f}, "
         f"loss {m['loss']:.4f} on {m['test_clips']} test clips"
     )
 

@@ -264,6 +264,13 @@ def model_section(stage: str) -> str:
     return STAGE_SECTION[stage]
 
 
+def model_argument(argv: list[str], module: str) -> str:
+    """The one command-line argument of a model stage: `baseline` or `improved`."""
+    if len(argv) != 1 or argv[0] not in STAGE_SECTION:
+        raise PipelineError(f"usage: python -m {module} {{{','.join(STAGE_SECTION)}}}")
+    return argv[0]
+
+
 def split_names(data: Mapping[str, Any]) -> tuple[str, str]:
     """The train and test split names the data section selects."""
     train = data["train_split"] or f"train{data['split']}"

@@ -57,7 +57,7 @@ class ShardSet:
         return int(self.manifest["shape"][1])
 
     def gather(self, idx: np.ndarray, view: int | np.ndarray = 0) -> np.ndarray:
-        """Clips `idx` at one view (or one view each): float32 [len(idx), frames, persons, 17, 3]."""
+        """Clips `idx` at one view, or one view each: float32 [len(idx), frames, persons, 17, 3]."""
         idx = np.asarray(idx, np.int64)
         views = np.broadcast_to(np.asarray(view, np.int64), idx.shape)
         shard = np.searchsorted(self._starts, idx, side="right") - 1

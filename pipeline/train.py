@@ -102,11 +102,9 @@ def run(name: str) -> dict[str, Any]:
 
 @cli
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        raise SystemExit("usage: python -m pipeline.train {baseline,improved}")
+    name = params.model_argument(sys.argv[1:] if argv is None else argv, "pipeline.train")
     try:
-        run(argv[0])
+        run(name)
     except Interrupted as exc:
         print(str(exc), file=sys.stderr)
         raise SystemExit(130) from None

@@ -31,6 +31,7 @@ TINY = {
     "baseline.hidden": 8,
     "model.epochs": 2,
     "model.hidden": 16,
+    "model.eval.clips": 2,
 }
 
 

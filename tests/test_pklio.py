@@ -219,3 +219,13 @@ def test_check_annotation_returns_persons_and_zero_for_an_empty_clip():
 def test_check_annotation_rejects_a_non_dict():
     with pytest.raises(PipelineError, match=r"annotations\[3\]: expected a dict, found list"):
         pklio.check_annotation([1], "f.pkl", 3)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_finiteness_check_agrees_with_isfinite_on_special_values(dtype):
+    specials = [0.0, -0.0, 1.0, -65504.0, 65504.0, 6e-8, np.inf, -np.inf, np.nan]
+    for value in specials:
+        array = np.array([[1.0, value], [2.0, 3.0]], dtype=dtype)
+        assert pklio._all_finite(array) == bool(np.isfinite(array).all()), value
+        assert pklio._all_finite(array[:, ::-1]) == bool(np.isfinite(array).all())  # strided
+    assert pklio._all_finite(np.zeros((0, 17), dtype))
