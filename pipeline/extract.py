@@ -99,7 +99,7 @@ def select(
     def label_of(name: str, split: str) -> int:
         if name not in where:
             raise fail(source, f"split {split!r} names clip {name!r}, which has no annotation")
-        label = pklio._int(annotations[where[name]]["label"])
+        label = pklio.as_int(annotations[where[name]]["label"])
         if label is None or label < 0:
             raise fail(source, f"clip {name!r}: label must be an integer >= 0")
         return label
@@ -147,7 +147,7 @@ def select(
         if persons == 0:
             skipped.append(name)
             continue
-        label = pklio._int(ann["label"])
+        label = pklio.as_int(ann["label"])
         group = group_re.search(name)
         h, w = (int(s) for s in ann["img_shape"])
         rows.append({

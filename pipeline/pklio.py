@@ -111,7 +111,7 @@ def _show(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _int(value: Any) -> int | None:
+def as_int(value: Any) -> int | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int | np.integer):
@@ -148,14 +148,14 @@ def check_annotation(ann: Any, source: str, position: int) -> int:
     for key in ("label", "keypoint", "keypoint_score", "img_shape", "total_frames"):
         if key not in ann:
             raise fail(source, f"{where}: missing key {key!r}")
-    label = _int(ann["label"])
+    label = as_int(ann["label"])
     if label is None or label < 0:
         raise fail(source, f"{where}: label must be an integer >= 0, found {_show(ann['label'])}")
     shape = ann["img_shape"]
     if not (
         isinstance(shape, tuple | list | np.ndarray)
         and len(shape) == 2
-        and all((_int(s) or 0) > 0 for s in shape)
+        and all((as_int(s) or 0) > 0 for s in shape)
     ):
         raise fail(source, f"{where}: img_shape must be (height, width) > 0, found {_show(shape)}")
 
@@ -176,7 +176,7 @@ def check_annotation(ann: Any, source: str, position: int) -> int:
             source,
             f"{where}: keypoint_score shape {score.shape} does not match keypoint {kp.shape[:3]}",
         )
-    total = _int(ann["total_frames"])
+    total = as_int(ann["total_frames"])
     if total is None or total < 0:
         found = _show(ann["total_frames"])
         raise fail(source, f"{where}: total_frames must be an integer >= 0, found {found}")

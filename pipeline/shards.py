@@ -9,7 +9,7 @@ in parallel processes, each reading its own clips from the subset.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from pipeline import params, preprocess, skeleton
 from pipeline.atomic import atomic_dir, write_json
 from pipeline.errors import cli, fail
 from pipeline.paths import SHARDS_DIR, SUBSET_DIR
-from pipeline.subset import SPLITS, Subset
+from pipeline.subset import SPLITS, Subset, write_npy
 
 _subset: Subset | None = None  # one open subset per worker process
 
@@ -50,16 +50,17 @@ def build_shard(
     clip_shape = (views, cfg["frames"], cfg["persons"], skeleton.NUM_JOINTS, 3)
     buffer = np.empty(clip_shape, np.float32)
     lengths = np.empty(len(rows), np.int64)
-    header = {"descr": buffer.dtype.str, "fortran_order": False, "shape": (len(rows), *clip_shape)}
-    with open(out, "wb") as handle:
-        np.lib.format.write_array_header_1_0(handle, header)
+
+    def clips() -> Iterator[np.ndarray]:
         for k, row in enumerate(rows):
             keypoint, score = data.clip(int(row))
             rng = np.random.default_rng([cfg["seed"], int(row)]) if views > 1 else None
             _, lengths[k] = preprocess.build_clip(
                 keypoint, score, tuple(img[row]), cfg, views, rng, hidden_joints, out=buffer
             )
-            handle.write(buffer.data)
+            yield buffer
+
+    write_npy(Path(out), "<f4", (len(rows), *clip_shape), clips())
     return lengths
 
 
@@ -177,8 +178,10 @@ def main() -> None:
     manifest = shards(cfg, SUBSET_DIR, SHARDS_DIR)
     counts = ", ".join(f"{s} {v['clips']}" for s, v in manifest["splits"].items())
     hidden = ", ".join(manifest["hidden_joints"]) or "none"
-    print(f"shards: {counts} clips of shape {manifest['shape']} -> {SHARDS_DIR}; "
-          f"joints rarely seen in train, zeroed: {hidden}")
+    print(
+        f"shards: {counts} clips of shape {manifest['shape']} -> {SHARDS_DIR}; "
+        f"joints rarely seen in train, zeroed: {hidden}"
+    )
 
 
 if __name__ == "__main__":

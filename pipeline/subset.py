@@ -28,9 +28,7 @@ INDEX_COLUMNS = [
 SPLITS = ("train", "val", "test")
 
 
-def _write_flat(
-    path: Path, dtype: str, shape: tuple[int, ...], parts: Iterable[np.ndarray]
-) -> None:
+def write_npy(path: Path, dtype: str, shape: tuple[int, ...], parts: Iterable[np.ndarray]) -> None:
     """Write a .npy array of known shape piece by piece, so no full copy is ever in memory."""
     with open(path, "wb") as handle:
         header = {"descr": np.dtype(dtype).str, "fortran_order": False, "shape": shape}
@@ -51,11 +49,11 @@ def write(
         row["offset"] = int(offset)
     total = int(offsets[-1])
     with atomic_dir(out_dir) as tmp:
-        _write_flat(
+        write_npy(
             tmp / "keypoints.npy", "<f2", (total, NUM_JOINTS, 2),
             (a["keypoint"].reshape(-1, NUM_JOINTS, 2) for a in annotations),
         )  # fmt: skip
-        _write_flat(
+        write_npy(
             tmp / "scores.npy", "<f2", (total, NUM_JOINTS),
             (a["keypoint_score"].reshape(-1, NUM_JOINTS) for a in annotations),
         )  # fmt: skip

@@ -147,7 +147,8 @@ def train_epoch(
     loss_sum, correct, seen = 0.0, 0, 0
     batches = list(data.batches(train["batch_size"], rng, train["drop_last"]))
     for idx in tqdm(batches, desc=desc, leave=False, disable=None):
-        views = rng.integers(data.views, size=len(idx))  # a fresh temporal sampling per epoch
+        # a fresh temporal sampling of each clip every epoch, when the shards hold several
+        views = rng.integers(data.views, size=len(idx)) if data.views > 1 else 0
         x, lengths = to_input(
             data.gather(idx, views), data.lengths[idx], cfg, device, cfg["augment"], generator
         )
@@ -230,7 +231,8 @@ def fit(
     """
     data, val = ShardSet(shards_dir, "train"), ShardSet(shards_dir, "val")
     optimizer = make_optimizer(model, cfg)
-    steps = len(list(data.batches(train["batch_size"], None, train["drop_last"])))
+    size = train["batch_size"]
+    steps = len(data) // size if train["drop_last"] else -(-len(data) // size)
     scheduler = make_schedule(optimizer, cfg, steps)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg["label_smoothing"])
     key = fingerprint(dict(cfg), dict(train), data.manifest, data.table.to_csv(index=False))

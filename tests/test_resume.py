@@ -182,16 +182,25 @@ def test_two_runs_with_the_same_params_give_identical_metrics(prepared, referenc
 # --- SIGKILL and SIGINT mid-run ----------------------------------------------------------------
 
 
+def signal_mid_run(ws, signum: int, after_epoch: int) -> tuple[int, str, str, float]:
+    """Train in a subprocess, send `signum` once epoch `after_epoch` is saved; return its exit
+    code, output and the seconds it took to stop after the signal."""
+    process = start_stage("train", ws, "improved")
+    try:
+        wait_until(lambda: resume_epoch(ws) >= after_epoch, process)
+        sent = time.monotonic()
+        process.send_signal(signum)
+        code, out, err = finish(process, timeout=30)
+    finally:
+        finish(process)
+    return code, out, err, time.monotonic() - sent
+
+
 def test_killed_mid_run_the_rerun_resumes_and_matches_the_uninterrupted_run(
     prepared, reference, tmp_path
 ):
     ws = workspace(prepared, tmp_path / "ws")
-    process = start_stage("train", ws, "improved")
-    try:
-        wait_until(lambda: resume_epoch(ws) >= 2, process)
-        process.send_signal(signal.SIGKILL)
-    finally:
-        code, _, _ = finish(process)
+    code, _, _, _ = signal_mid_run(ws, signal.SIGKILL, after_epoch=2)
     assert code == -signal.SIGKILL
     saved = resume_epoch(ws)
     assert 2 <= saved < EPOCHS, f"killed after epoch {saved}: not mid-run"
@@ -210,15 +219,8 @@ def test_sigint_stops_soon_saying_how_to_resume_and_the_rerun_completes(
     prepared, reference, tmp_path
 ):
     ws = workspace(prepared, tmp_path / "ws")
-    process = start_stage("train", ws, "improved")
-    try:
-        wait_until(lambda: resume_epoch(ws) >= 1, process)
-        sent = time.monotonic()
-        process.send_signal(signal.SIGINT)
-        code, out, err = finish(process, timeout=30)
-    finally:
-        finish(process)
-    assert time.monotonic() - sent < 10, "Ctrl-C took more than 10 s to stop training"
+    code, out, err, seconds = signal_mid_run(ws, signal.SIGINT, after_epoch=1)
+    assert seconds < 10, "Ctrl-C took more than 10 s to stop training"
     assert code == 130, (code, err)
     message = err.strip().splitlines()[-1]
     assert message.startswith("train improved: interrupted in epoch "), err
