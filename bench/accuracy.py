@@ -25,6 +25,7 @@ import yaml
 
 from pipeline import workspace
 from pipeline.atomic import write_text
+from pipeline.training import NO_AUGMENT
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PKL = ROOT.parent / "shared" / "realdata" / "mime5_2d.pkl"
@@ -40,7 +41,6 @@ DATASET = {
     "data.group_pattern": r"^p(\d+)_",
     "data.class_pattern": r"^p\d+_([a-z]+)_",
 }
-NO_AUGMENT = {"scale": 0.0, "rotate": 0.0, "flip": 0.0, "temporal": 0.0, "drop": 0.0}
 
 # name -> (stage, overrides on top of params.yaml, how many of the seeds). Each ablation turns
 # one ingredient of the improved model off; `baseline` is the notebook's LSTM as params.yaml
@@ -53,6 +53,7 @@ SETUPS: dict[str, tuple[str, dict[str, Any], int]] = {
     "- rare-joint filter": ("improved", {"shards.min_joint_visibility": 0.0}, 2),
     "- bone + motion streams": ("improved", {"model.streams": ["joint"]}, 2),
     "- augmentation": ("improved", {"model.augment": NO_AUGMENT}, 2),
+    "- stretch (x, y scaled apart)": ("improved", {"model.augment.stretch": 0.0}, 2),
     "- label smoothing": ("improved", {"model.label_smoothing": 0.0}, 2),
     "- cosine schedule + warm-up": (
         "improved",

@@ -78,23 +78,26 @@ def build_input(x: Tensor, lengths: Tensor, streams: Sequence[str], score: bool)
 def augment(
     x: Tensor, lengths: Tensor, cfg: Mapping[str, Any], generator: torch.Generator
 ) -> Tensor:
-    """Randomly rescale, rotate, mirror, re-time and hide joints of clips `x` [B, T, P, V, 3].
+    """Randomly rescale, stretch, rotate, mirror, re-time and hide joints of `x` [B, T, P, V, 3].
 
-    `cfg` holds the params `augment` keys (scale, rotate, flip, temporal, drop); `drop` hides
-    each joint for a whole clip with that probability, so a model does not come to rely on
-    joints that the pose detector finds for some people or cameras and not others. All zero
-    returns `x`
-    itself. Lengths and padding are unchanged, missing joints stay exactly zero, and the result
+    `cfg` holds the params `augment` keys (scale, rotate, flip, temporal, drop, stretch).
+    `stretch` scales x and y by independent factors in 1 +- stretch (on top of `scale`): people
+    of another build, or seen from a little higher or to the side, look wider or shorter along
+    one axis only, which body normalization (by torso length) cannot undo. `drop` hides each
+    joint for a whole clip with that probability, so a model does not come to rely on joints
+    that the pose detector finds for some people or cameras and not others. All zero returns
+    `x` itself. Lengths and padding are unchanged, missing joints stay exactly zero, and the result
     depends only on the inputs and the generator's state.
     """
     scale, rotate = float(cfg["scale"]), float(cfg["rotate"])
     flip, temporal, drop = float(cfg["flip"]), float(cfg["temporal"]), float(cfg["drop"])
-    if scale == rotate == flip == temporal == drop == 0.0:
+    stretch = float(cfg["stretch"])
+    if scale == rotate == flip == temporal == drop == stretch == 0.0:
         return x
     batch = x.shape[0]
     # One fixed draw per sample for every knob, so changing one knob leaves the others' draws
     # (and thus the rest of a run) as they were.
-    u = torch.rand((batch, 5), generator=generator, device=generator.device).to(x.device)
+    u = torch.rand((batch, 7), generator=generator, device=generator.device).to(x.device)
     hidden = torch.rand((batch, x.shape[3]), generator=generator, device=generator.device)
     hidden = (hidden < drop).to(x.device)[:, None, None, :]
 
@@ -109,9 +112,11 @@ def augment(
 
     factor = 1.0 + scale * (2.0 * u[:, 3] - 1.0)
     angle = torch.deg2rad(rotate * (2.0 * u[:, 4] - 1.0))
-    cos = (factor * torch.cos(angle))[:, None, None, None]
-    sin = (factor * torch.sin(angle))[:, None, None, None]
-    px, py = x[..., 0], x[..., 1]
+    cos = torch.cos(angle)[:, None, None, None]
+    sin = torch.sin(angle)[:, None, None, None]
+    fx = (factor * (1.0 + stretch * (2.0 * u[:, 5] - 1.0)))[:, None, None, None]
+    fy = (factor * (1.0 + stretch * (2.0 * u[:, 6] - 1.0)))[:, None, None, None]
+    px, py = fx * x[..., 0], fy * x[..., 1]
     x = torch.stack([cos * px - sin * py, sin * px + cos * py, x[..., 2]], dim=-1)
     # Also turns the -0.0 that mirroring leaves in missing joints into a plain zero.
     return torch.where(present.unsqueeze(-1), x, torch.zeros_like(x))

@@ -130,6 +130,7 @@ AUGMENT = {
     "flip": number(0.0, 1.0),
     "temporal": number(0.0, 1.0, hi_open=True),
     "drop": number(0.0, 1.0, hi_open=True),
+    "stretch": number(0.0, 1.0, hi_open=True),
 }
 EVAL = {"clips": integer(1, 100), "flip": boolean}
 MODEL = {

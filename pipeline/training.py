@@ -26,7 +26,9 @@ from pipeline.atomic import atomic_path
 from pipeline.errors import PipelineError
 from pipeline.shardset import ShardSet
 
-NO_AUGMENT = {"scale": 0.0, "rotate": 0.0, "flip": 0.0, "temporal": 0.0, "drop": 0.0}
+NO_AUGMENT = {
+    "scale": 0.0, "rotate": 0.0, "flip": 0.0, "temporal": 0.0, "drop": 0.0, "stretch": 0.0
+}  # fmt: skip
 FLIP = {**NO_AUGMENT, "flip": 1.0}
 
 

@@ -11,8 +11,8 @@ from pipeline.errors import PipelineError
 from pipeline.features import augment, build_input, in_channels
 from pipeline.skeleton import FLIP_INDEX, NUM_JOINTS, J
 
-OFF = {"scale": 0.0, "rotate": 0.0, "flip": 0.0, "temporal": 0.0, "drop": 0.0}
-ALL = {"scale": 0.3, "rotate": 40.0, "flip": 0.5, "temporal": 0.4, "drop": 0.0}
+OFF = {"scale": 0.0, "rotate": 0.0, "flip": 0.0, "temporal": 0.0, "drop": 0.0, "stretch": 0.0}
+ALL = {"scale": 0.3, "rotate": 40.0, "flip": 0.5, "temporal": 0.4, "drop": 0.0, "stretch": 0.2}
 
 
 def clip_batch(lengths: list[int], frames: int = 12, persons: int = 2, seed: int = 0):
@@ -160,6 +160,23 @@ def test_scale_is_one_factor_per_clip_within_range():
         torch.testing.assert_close(ratio, torch.full_like(ratio, ratio[0, 0].item()))
         assert 0.75 <= ratio[0, 0].item() <= 1.25
         assert torch.equal(out[b][valid][:, 2], x[b][valid][:, 2])
+
+
+def test_stretch_scales_x_and_y_by_independent_factors_within_range():
+    x, lengths = clip_batch([12, 6, 2, 9, 12, 12, 12, 12])
+    out = augment(x, lengths, {**OFF, "stretch": 0.2}, torch.Generator().manual_seed(0))
+    differ = False
+    for b in range(x.shape[0]):
+        valid = (x[b] != 0).any(-1)
+        fx = out[b][valid][:, 0] / x[b][valid][:, 0]
+        fy = out[b][valid][:, 1] / x[b][valid][:, 1]
+        torch.testing.assert_close(fx, torch.full_like(fx, fx[0].item()))
+        torch.testing.assert_close(fy, torch.full_like(fy, fy[0].item()))
+        assert 0.8 <= fx[0].item() <= 1.2 and 0.8 <= fy[0].item() <= 1.2
+        differ |= abs(fx[0].item() - fy[0].item()) > 1e-3
+        assert torch.equal(out[b][valid][:, 2], x[b][valid][:, 2])
+        assert torch.equal(out[b][~valid], x[b][~valid])
+    assert differ  # not one shared factor, as `scale` draws
 
 
 def test_temporal_resamples_a_window_and_keeps_lengths():
