@@ -16,8 +16,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import numpy as np
-
 
 def _umask() -> int:
     current = os.umask(0)
@@ -66,11 +64,6 @@ def write_text(path: str | os.PathLike[str], text: str) -> None:
 
 def write_json(path: str | os.PathLike[str], data: Any) -> None:
     write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
-
-
-def save_npy(path: str | os.PathLike[str], array: np.ndarray) -> None:
-    with atomic_open(path) as handle:
-        np.save(handle, array, allow_pickle=False)
 
 
 @contextlib.contextmanager

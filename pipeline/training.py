@@ -21,14 +21,12 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from pipeline import features
+from pipeline import features, params
 from pipeline.atomic import atomic_path
 from pipeline.errors import PipelineError
 from pipeline.shardset import ShardSet
 
-NO_AUGMENT = {
-    "scale": 0.0, "rotate": 0.0, "flip": 0.0, "temporal": 0.0, "drop": 0.0, "stretch": 0.0
-}  # fmt: skip
+NO_AUGMENT = dict.fromkeys(params.AUGMENT, 0.0)  # every knob of params' `augment`, off
 FLIP = {**NO_AUGMENT, "flip": 1.0}
 
 
@@ -74,7 +72,7 @@ def to_input(
     """A gathered batch as model input on `device`: optional augmentation, then the streams."""
     xt = torch.from_numpy(x)
     lt = torch.from_numpy(lengths)
-    if augment is not None and any(augment.values()):
+    if augment is not None:  # augment returns the batch itself when every knob is off
         xt = features.augment(xt, lt, augment, generator)
     xt = features.build_input(
         xt.to(device, non_blocking=True), lt.to(device), cfg["streams"], cfg["score"]

@@ -10,8 +10,9 @@ import torch
 from pipeline.errors import PipelineError
 from pipeline.features import augment, build_input, in_channels
 from pipeline.skeleton import FLIP_INDEX, NUM_JOINTS, J
+from pipeline.training import NO_AUGMENT
 
-OFF = {"scale": 0.0, "rotate": 0.0, "flip": 0.0, "temporal": 0.0, "drop": 0.0, "stretch": 0.0}
+OFF = NO_AUGMENT
 ALL = {"scale": 0.3, "rotate": 40.0, "flip": 0.5, "temporal": 0.4, "drop": 0.0, "stretch": 0.2}
 
 

@@ -2,27 +2,23 @@
 
 from __future__ import annotations
 
-import os
 import pickle
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from conftest import REALDATA, make_annotation, make_dataset, requires_realdata, write_pkl
+from conftest import (
+    REALDATA,
+    ShellPayload,
+    make_annotation,
+    make_dataset,
+    requires_realdata,
+    write_pkl,
+)
 
 from pipeline import pklio
 from pipeline.errors import PipelineError
-
-
-class Evil:
-    """Unpickling this would run a shell command that creates a marker file."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (os.system, (f"touch {self.marker}",))
 
 
 class EvalEvil:
@@ -63,7 +59,8 @@ def test_real_mini_file_loads_and_every_clip_passes_the_checks():
 def test_pickle_calling_os_system_is_refused_before_it_runs(tmp_path, protocol):
     marker = tmp_path / "MARKER"
     path = tmp_path / "evil.pkl"
-    path.write_bytes(pickle.dumps({"split": {}, "annotations": [Evil(marker)]}, protocol=protocol))
+    payload = {"split": {}, "annotations": [ShellPayload(marker)]}
+    path.write_bytes(pickle.dumps(payload, protocol=protocol))
     with pytest.raises(PipelineError, match="refused to load global") as excinfo:
         pklio.load_pickle(path)
     assert "system" in one_line_error(excinfo, str(path))

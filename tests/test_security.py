@@ -22,7 +22,15 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import REPO, call_stage, error_line, make_dataset, run_stage, write_params
+from conftest import (
+    REPO,
+    ShellPayload,
+    call_stage,
+    error_line,
+    make_dataset,
+    run_stage,
+    write_params,
+)
 
 from pipeline import evaluate, pklio, training
 from pipeline.errors import PipelineError
@@ -317,16 +325,6 @@ def test_the_project_has_no_other_pickle_reader_by_grep():
 # --- checkpoints ----------------------------------------------------------------------------------
 
 
-class Touch:
-    """An object whose unpickling runs a shell command (pickled as posix.system)."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (os.system, (f"touch {self.marker}",))
-
-
 class Sneaky:
     """A custom class instance: unpickling it calls __setstate__, which creates the marker."""
 
@@ -340,7 +338,7 @@ class Sneaky:
 def hostile_checkpoints(marker: Path) -> dict[str, Any]:
     good = {key: 0 for key in evaluate.CHECKPOINT_KEYS} | {"model": {"w": torch.zeros(2)}}
     return {
-        "os.system payload": {**good, "extra": Touch(marker)},
+        "os.system payload": {**good, "extra": ShellPayload(marker)},
         "custom class instance": {**good, "config": Sneaky(marker)},
         "function reference": {**good, "hook": os.system},
     }
@@ -409,7 +407,7 @@ def test_a_hostile_resume_file_is_ignored_and_never_runs(tmp_path, kind):
     if kind == "not a dict":
         torch.save([1, 2], path)
     else:
-        payload = Touch(marker) if kind == "os.system payload" else Sneaky(marker)
+        payload = ShellPayload(marker) if kind == "os.system payload" else Sneaky(marker)
         torch.save({"fingerprint": "k", "epoch": 3, "extra": payload}, path)
     assert training.restore(path, "k") is None
     assert not marker.exists()
