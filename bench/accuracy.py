@@ -5,6 +5,14 @@ several seeds, and writes metrics/accuracy/results.csv (one row per run) and
 metrics/accuracy/summary.md (mean ± std per setup), the table the README quotes.
 
 Usage: python -m bench.accuracy [--pkl PATH] [--seeds 0 1 2] [--only NAME ...] [--dest DIR]
+                                [--set KEY=VALUE ...] [--out DIR]
+
+`--set` tries an idea under the same protocol: its overrides apply to every setup (each
+ablation still turns its own ingredient off on top), e.g.
+`python -m bench.accuracy --only improved --set model.lr=0.004 --out /tmp/lr`. Point `--out`
+elsewhere for such trials, so the table the README quotes stays as measured. Every run's
+misclassified clips go to errors.csv, with the group (subject) each belongs to: averages hide
+that errors come in whole blocks of one subject and one class.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import yaml
 
 from pipeline import workspace
 from pipeline.atomic import write_text
+from pipeline.errors import cli
 from pipeline.training import NO_AUGMENT
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,6 +88,14 @@ def run_stage(repo: Path, *args: str) -> float:
     return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
+def errors(predictions: pd.DataFrame, group_pattern: str) -> pd.DataFrame:
+    """The misclassified clips of one run's predictions.csv, with each clip's group."""
+    wrong = predictions.loc[predictions["actual"] != predictions["predicted"]]
+    group = wrong["frame_dir"].str.extract(group_pattern, expand=False)
+    columns = ["frame_dir", "actual", "predicted", "confidence"]
+    return wrong[columns].assign(group=group).reset_index(drop=True)
+
+
 def configure(repo: Path, base: Mapping[str, Any], overrides: Mapping[str, Any]) -> bool:
     """Write params.yaml; return whether the shards section changed (so shards must be rebuilt)."""
     params = workspace.apply_overrides(json.loads(json.dumps(base)), overrides)
@@ -123,13 +140,20 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     return table.loc[order]
 
 
+@cli
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pkl", type=Path, default=DEFAULT_PKL)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--only", nargs="+", help="run only these setups (names as listed)")
     parser.add_argument("--dest", type=Path, default=ROOT / "bench" / "results" / "accuracy")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="params overrides for every setup, as in dvc exp run -S")
+    parser.add_argument("--out", type=Path, default=OUT_DIR, help="where the results go")
     args = parser.parse_args(argv)
+    extra = workspace.parse_overrides(args.set)
+    # a misspelt key fails now, not after the workspace is built
+    workspace.apply_overrides(yaml.safe_load((ROOT / "params.yaml").read_text()), extra)
     if not args.pkl.is_file():
         raise SystemExit(f"{args.pkl}: not found (the mime5 pickle lives in ../shared/realdata/)")
     setups = {k: v for k, v in SETUPS.items() if not args.only or k in args.only}
@@ -139,17 +163,21 @@ def main(argv: list[str] | None = None) -> None:
     base = yaml.safe_load((repo / "params.yaml").read_text())
     run_stage(repo, "pipeline.extract")
     run_stage(repo, "pipeline.shards")
-    rows = []
+    rows, wrong = [], []
     # Seeds outermost, so an evaluation-only setup finds its seed's improved model in place.
     for seed in args.seeds:
         for name, (stage, overrides, seeds) in setups.items():
             if seed not in args.seeds[:seeds]:
                 continue
-            if configure(repo, base, {**overrides, "train.seed": seed}):
+            # the setup's own overrides last, so an ablation still turns its ingredient off
+            if configure(repo, base, {**extra, **overrides, "train.seed": seed}):
                 run_stage(repo, "pipeline.shards")
             reuse = eval_only(overrides) and "improved" in setups
             row = {"setup": name, **measure(repo, stage, seed, train=not reuse)}
             rows.append(row)
+            predictions = pd.read_csv(repo / "metrics" / stage / "predictions.csv")
+            run_errors = errors(predictions, DATASET["data.group_pattern"])
+            wrong.append(run_errors.assign(setup=name, seed=seed))
             print(
                 f"{name:32s} seed {seed}: test {row['test_accuracy']:.3f} "
                 f"val {row['val_accuracy']:.3f} ({row['train_cpu_s']:.0f} CPU s)",
@@ -157,13 +185,15 @@ def main(argv: list[str] | None = None) -> None:
             )
     runs = pd.DataFrame(rows)
     table = summarize(runs)
-    OUT_DIR.mkdir(parents=True, exist_ok=True)
-    write_text(OUT_DIR / "results.csv", runs.to_csv(index=False))
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_text(args.out / "results.csv", runs.to_csv(index=False))
+    write_text(args.out / "errors.csv", pd.concat(wrong).to_csv(index=False))
+    extras = f", with {' '.join(args.set)}" if args.set else ""
     header = (
         f"mime5 test accuracy, mean ± std over seeds {args.seeds} "
-        f"({len(runs)} runs, stage commands of this pipeline, CPU)\n\n"
+        f"({len(runs)} runs, stage commands of this pipeline, CPU{extras})\n\n"
     )
-    write_text(OUT_DIR / "summary.md", header + table.to_markdown() + "\n")
+    write_text(args.out / "summary.md", header + table.to_markdown() + "\n")
     print()
     print(header + table.to_markdown())
 

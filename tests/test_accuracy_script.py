@@ -1,0 +1,58 @@
+"""`bench.accuracy` (make accuracy) without the mime5 data: its error table and its --set checks.
+
+The full run needs ../shared/realdata/mime5_2d.pkl and minutes per setup, so it is a benchmark,
+not a test; these cover what it adds on top of the pipeline's own stages.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bench import accuracy
+
+
+def test_errors_keeps_only_misclassified_clips_with_their_group() -> None:
+    predictions = pd.DataFrame({
+        "frame_dir": ["p25_guitar_01", "p25_drums_02", "p3_boxing_01", "p33_drums_04"],
+        "actual": ["guitar", "drums", "boxing", "drums"],
+        "predicted": ["drums", "drums", "boxing", "boxing"],
+        "confidence": [0.9, 0.8, 0.7, 0.6],
+        "top3": ["drums|guitar|violin"] * 4,
+    })  # fmt: skip
+    wrong = accuracy.errors(predictions, r"^p(\d+)_")
+    assert wrong["frame_dir"].tolist() == ["p25_guitar_01", "p33_drums_04"]
+    assert wrong["group"].tolist() == ["25", "33"]
+    assert wrong["predicted"].tolist() == ["drums", "boxing"]
+    assert wrong["confidence"].tolist() == [0.9, 0.6]
+    assert "top3" not in wrong.columns
+
+
+def test_errors_of_a_perfect_run_is_an_empty_table_with_the_columns() -> None:
+    predictions = pd.DataFrame({
+        "frame_dir": ["p1_rowing_01"], "actual": ["rowing"], "predicted": ["rowing"],
+        "confidence": [0.99], "top3": ["rowing|boxing|drums"],
+    })  # fmt: skip
+    wrong = accuracy.errors(predictions, r"^p(\d+)_")
+    assert wrong.empty
+    assert list(wrong.columns) == ["frame_dir", "actual", "predicted", "confidence", "group"]
+
+
+@pytest.mark.parametrize(
+    ("item", "expected"),
+    [("model.hiden=128", "model.hiden: no such key"), ("model.hidden", "expected key=value")],
+)
+def test_a_bad_set_stops_with_one_line_before_any_work(
+    item: str, expected: str, tmp_path: Path, capsys
+) -> None:
+    pkl = tmp_path / "mime5_2d.pkl"
+    pkl.write_bytes(b"not read: the overrides are checked first")
+    dest, out = tmp_path / "ws", tmp_path / "out"
+    with pytest.raises(SystemExit) as exc:
+        accuracy.main(["--pkl", str(pkl), "--dest", str(dest), "--out", str(out), "--set", item])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and expected in err
+    assert not dest.exists() and not out.exists()
