@@ -7,8 +7,8 @@ metrics/accuracy/summary.md (mean ± std per setup), the table the README quotes
 Usage: python -m bench.accuracy [--pkl PATH] [--seeds 0 1 2] [--only NAME ...] [--dest DIR]
                                 [--set KEY=VALUE ...] [--out DIR]
 
-`--set` tries an idea under the same protocol: its overrides apply to every setup (each
-ablation still turns its own ingredient off on top), e.g.
+`--set` tries an idea under the same protocol: its overrides go into the base params of every
+setup, data.* included (each ablation still turns its own ingredient off on top), e.g.
 `python -m bench.accuracy --only improved --set model.lr=0.004 --out /tmp/lr`. Point `--out`
 elsewhere for such trials, so the table the README quotes stays as measured. Every run's
 misclassified clips go to errors.csv, with the group (subject) each belongs to: averages hide
@@ -88,12 +88,12 @@ def run_stage(repo: Path, *args: str) -> float:
     return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def errors(predictions: pd.DataFrame, group_pattern: str) -> pd.DataFrame:
-    """The misclassified clips of one run's predictions.csv, with each clip's group."""
+def errors(predictions: pd.DataFrame, groups: pd.DataFrame) -> pd.DataFrame:
+    """The misclassified clips of one run's predictions.csv, with each clip's group as the
+    extract stage recorded it (`groups`: frame_dir, group, from data/subset/index.csv)."""
     wrong = predictions.loc[predictions["actual"] != predictions["predicted"]]
-    group = wrong["frame_dir"].str.extract(group_pattern, expand=False)
     columns = ["frame_dir", "actual", "predicted", "confidence"]
-    return wrong[columns].assign(group=group).reset_index(drop=True)
+    return wrong[columns].merge(groups, on="frame_dir", how="left")
 
 
 def configure(repo: Path, base: Mapping[str, Any], overrides: Mapping[str, Any]) -> bool:
@@ -160,24 +160,25 @@ def main(argv: list[str] | None = None) -> None:
 
     repo = workspace.create(args.dest, DATASET)
     shutil.copy2(args.pkl, repo / DATASET["data.pkl"])
-    base = yaml.safe_load((repo / "params.yaml").read_text())
+    # --set goes into the base before extract, so data.* overrides reach the subset too
+    base = workspace.apply_overrides(yaml.safe_load((repo / "params.yaml").read_text()), extra)
+    configure(repo, base, {})
     run_stage(repo, "pipeline.extract")
     run_stage(repo, "pipeline.shards")
+    groups = pd.read_csv(repo / "data" / "subset" / "index.csv", usecols=["frame_dir", "group"])
     rows, wrong = [], []
     # Seeds outermost, so an evaluation-only setup finds its seed's improved model in place.
     for seed in args.seeds:
         for name, (stage, overrides, seeds) in setups.items():
             if seed not in args.seeds[:seeds]:
                 continue
-            # the setup's own overrides last, so an ablation still turns its ingredient off
-            if configure(repo, base, {**extra, **overrides, "train.seed": seed}):
+            if configure(repo, base, {**overrides, "train.seed": seed}):
                 run_stage(repo, "pipeline.shards")
             reuse = eval_only(overrides) and "improved" in setups
             row = {"setup": name, **measure(repo, stage, seed, train=not reuse)}
             rows.append(row)
             predictions = pd.read_csv(repo / "metrics" / stage / "predictions.csv")
-            run_errors = errors(predictions, DATASET["data.group_pattern"])
-            wrong.append(run_errors.assign(setup=name, seed=seed))
+            wrong.append(errors(predictions, groups).assign(setup=name, seed=seed))
             print(
                 f"{name:32s} seed {seed}: test {row['test_accuracy']:.3f} "
                 f"val {row['val_accuracy']:.3f} ({row['train_cpu_s']:.0f} CPU s)",

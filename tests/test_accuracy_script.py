@@ -14,7 +14,7 @@ import pytest
 from bench import accuracy
 
 
-def test_errors_keeps_only_misclassified_clips_with_their_group() -> None:
+def test_errors_keeps_only_misclassified_clips_with_the_group_extract_recorded() -> None:
     predictions = pd.DataFrame({
         "frame_dir": ["p25_guitar_01", "p25_drums_02", "p3_boxing_01", "p33_drums_04"],
         "actual": ["guitar", "drums", "boxing", "drums"],
@@ -22,9 +22,13 @@ def test_errors_keeps_only_misclassified_clips_with_their_group() -> None:
         "confidence": [0.9, 0.8, 0.7, 0.6],
         "top3": ["drums|guitar|violin"] * 4,
     })  # fmt: skip
-    wrong = accuracy.errors(predictions, r"^p(\d+)_")
+    groups = pd.DataFrame({
+        "frame_dir": ["p3_boxing_01", "p33_drums_04", "p25_guitar_01", "p25_drums_02"],
+        "group": [3, 33, 25, 25],
+    })  # fmt: skip
+    wrong = accuracy.errors(predictions, groups)
     assert wrong["frame_dir"].tolist() == ["p25_guitar_01", "p33_drums_04"]
-    assert wrong["group"].tolist() == ["25", "33"]
+    assert wrong["group"].tolist() == [25, 33]
     assert wrong["predicted"].tolist() == ["drums", "boxing"]
     assert wrong["confidence"].tolist() == [0.9, 0.6]
     assert "top3" not in wrong.columns
@@ -35,7 +39,8 @@ def test_errors_of_a_perfect_run_is_an_empty_table_with_the_columns() -> None:
         "frame_dir": ["p1_rowing_01"], "actual": ["rowing"], "predicted": ["rowing"],
         "confidence": [0.99], "top3": ["rowing|boxing|drums"],
     })  # fmt: skip
-    wrong = accuracy.errors(predictions, r"^p(\d+)_")
+    groups = pd.DataFrame({"frame_dir": ["p1_rowing_01"], "group": [1]})
+    wrong = accuracy.errors(predictions, groups)
     assert wrong.empty
     assert list(wrong.columns) == ["frame_dir", "actual", "predicted", "confidence", "group"]
 
