@@ -249,7 +249,9 @@ def apply(mutations: list[tuple], abs_name: str) -> Any:
             new = abs_name if args[1] == ABS else args[1]
             old = ann.get("frame_dir")
             ann["frame_dir"] = new
-            if args[2] and isinstance(splits, dict):  # keep the splits consistent
+            # keep the splits consistent; only a string name can be listed there (and `==` on
+            # an array-valued frame_dir would be elementwise)
+            if args[2] and isinstance(splits, dict) and isinstance(old, str):
                 for members in splits.values():
                     if isinstance(members, list):
                         members[:] = [new if m == old else m for m in members]
