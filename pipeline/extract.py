@@ -12,7 +12,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from sklearn.model_selection import GroupShuffleSplit, train_test_split
+from sklearn.model_selection import (
+    GroupKFold,
+    GroupShuffleSplit,
+    KFold,
+    StratifiedKFold,
+    train_test_split,
+)
 
 from pipeline import classnames, params, pklio, subset
 from pipeline.errors import cli, fail
@@ -26,19 +32,29 @@ def carve_validation(
 
     `clip` reproduces the notebook: a random split of the whole train list (every class), later
     filtered to the chosen classes. `group` holds out whole groups parsed with `group_pattern`,
-    or falls back to a class-stratified clip split when no name carries a group.
+    or falls back to a class-stratified clip split when no name carries a group. With
+    `folds` = k the held-out part is fold `fold` of a k-fold split of the same kind instead of
+    a `val_fraction` share, so k runs validate every train clip exactly once.
     """
-    fraction, seed = cfg["val_fraction"], cfg["seed"]
+    fraction, seed, folds = cfg["val_fraction"], cfg["seed"], cfg["folds"]
+    suffix = f", fold {cfg['fold']} of {folds}" if folds else ""
     if cfg["val_by"] == "clip":
+        if folds:
+            splitter = KFold(folds, shuffle=True, random_state=seed)
+            return _held_out(splitter, cfg["fold"], all_train), "clip" + suffix
         _, val = train_test_split(all_train, test_size=fraction, random_state=seed, shuffle=True)
         return set(val), "clip"
     regex = re.compile(cfg["group_pattern"])
     found = [regex.search(name) for name in train]
     if not any(found):
+        method = "clip-stratified (no group in the names)" + suffix
+        if folds:
+            splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
+            return _held_out(splitter, cfg["fold"], train, labels), method
         _, val = train_test_split(
             train, test_size=fraction, random_state=seed, shuffle=True, stratify=labels
         )
-        return set(val), "clip-stratified (no group in the names)"
+        return set(val), method
     missing = [name for name, m in zip(train, found, strict=True) if not m]
     if missing:
         raise fail(source, f"clip {missing[0]!r} has no group matching data.group_pattern")
@@ -47,9 +63,29 @@ def carve_validation(
         raise fail(
             source, f"validation by group needs 2 or more groups in train, found {groups[0]!r}"
         )
+    if folds:
+        splitter = GroupKFold(folds, shuffle=True, random_state=seed)
+        return _held_out(splitter, cfg["fold"], train, None, groups), "group" + suffix
     splitter = GroupShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
     _, val_idx = next(splitter.split(train, groups=groups))
     return {train[i] for i in val_idx}, "group"
+
+
+def _held_out(splitter: Any, fold: int, names: list[str], *split_args: Any) -> set[str]:
+    """The names in fold `fold` of `splitter`'s k-fold split of `names`."""
+    _, val_idx = list(splitter.split(names, *split_args))[fold]
+    return {names[i] for i in val_idx}
+
+
+def check_folds(cfg: Mapping[str, Any]) -> None:
+    """`data.fold` must name one of the `data.folds` folds; checked before the pickle is read."""
+    folds, fold = cfg["folds"], cfg["fold"]
+    if folds and fold >= folds:
+        raise fail(
+            params.PARAMS_FILE,
+            f"data.fold: expected an integer in [0, {folds - 1}] (data.folds is {folds}), "
+            f"found {fold}",
+        )
 
 
 def _catalogue(annotations: list[Any], source: str) -> dict[str, int]:
@@ -130,7 +166,8 @@ def select(
             train, [train_labels[n] for n in train], train_all, cfg, source
         )
     except ValueError as exc:  # sklearn: too few clips, groups or per-class clips to split
-        raise fail(source, f"cannot carve data.val_fraction out of {train_name!r}: {exc}") from None
+        what = f"{cfg['folds']} data.folds" if cfg["folds"] else "data.val_fraction"
+        raise fail(source, f"cannot carve {what} out of {train_name!r}: {exc}") from None
     target = {label: i for i, label in enumerate(chosen)}
     names = classnames.resolve(
         chosen, ((n, train_labels[n]) for n in train), cfg["class_pattern"], cfg["label_map"]
@@ -178,6 +215,7 @@ def select(
 
 def extract(cfg: Mapping[str, Any], pkl: str | Path, out_dir: str | Path) -> dict[str, Any]:
     """Run the stage; return the meta written to meta.json."""
+    check_folds(cfg)
     rows, kept, meta = select(cfg, pklio.load_pickle(pkl), str(pkl))
     subset.write(out_dir, rows, kept, meta)
     return meta

@@ -120,6 +120,10 @@ def streams(v: Any) -> str | None:
     return None if ok else f"a non-empty list drawn from {sorted(allowed)}"
 
 
+def folds(v: Any) -> str | None:
+    return None if v is None or (_is_int(v) and v >= 2) else "null or an integer >= 2"
+
+
 def split_name(v: Any) -> str | None:
     return None if v is None or (isinstance(v, str) and v) else "null or a split name"
 
@@ -168,6 +172,8 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "val_by": one_of("group", "clip"),
         "group_pattern": regex_with_group,
         "val_fraction": number(0.01, 0.99),
+        "folds": folds,
+        "fold": integer(0),
         "seed": integer(0),
     },
     "fetch": {

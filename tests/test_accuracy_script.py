@@ -1,4 +1,5 @@
-"""`bench.accuracy` (make accuracy) without the mime5 data: its error table and its --set checks.
+"""`bench.accuracy` (make accuracy) without the mime5 data: its error table, its --set checks and
+its cross-validation by subject (on a tiny dataset named as mime5 is, one epoch per run).
 
 The full run needs ../shared/realdata/mime5_2d.pkl and minutes per setup, so it is a benchmark,
 not a test; these cover what it adds on top of the pipeline's own stages.
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import make_dataset, write_pkl
 
 from bench import accuracy
 
@@ -61,3 +63,33 @@ def test_a_bad_set_stops_with_one_line_before_any_work(
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and expected in err
     assert not dest.exists() and not out.exists()
+
+
+def test_folds_hold_out_every_train_subject_once(tmp_path: Path) -> None:
+    # mime5's naming (p<subject>_<class>_<nn>, splits train/test), 5 train subjects
+    classes = ("boxing", "drums")
+    data = make_dataset(labels=(0, 1), groups=range(1, 8), test_groups=(1, 2), frames=(12, 20),
+                        split_names=("train", "test"),
+                        name=lambda label, g, c: f"p{g}_{classes[label]}_{c:02d}")  # fmt: skip
+    pkl = write_pkl(data, tmp_path / "mime5_2d.pkl")
+    dest, out = tmp_path / "ws", tmp_path / "out"
+    tiny = ["model.epochs=1", "model.hidden=8", "shards.test_views=2", "model.eval.clips=2"]
+    accuracy.main(["--pkl", str(pkl), "--dest", str(dest), "--out", str(out), "--only", "improved",
+                   "--seeds", "0", "--folds", "2", "--set", *tiny])  # fmt: skip
+    runs = pd.read_csv(out / "results.csv")
+    assert runs["fold"].tolist() == [0, 1]
+    assert runs["val_clips"].sum() == 5 * 2 * 2  # every train clip validated exactly once
+    assert (runs["val_clips"] > 0).all()
+    index = pd.read_csv(dest / "data" / "subset" / "index.csv")
+    assert index.loc[index["split"] != "test", "group"].nunique() == 5
+    summary = (out / "summary.md").read_text()
+    assert "2-fold cross-validation by subject" in summary
+    assert summary.splitlines()[2].rstrip(" |").endswith("folds")
+    assert {"seed", "fold", "group"} <= set(pd.read_csv(out / "errors.csv").columns)
+
+
+def test_fewer_than_two_folds_is_a_usage_error(tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        accuracy.main(["--pkl", str(tmp_path / "absent.pkl"), "--folds", "1"])
+    assert exc.value.code == 2
+    assert "--folds: expected an integer >= 2, found '1'" in capsys.readouterr().err

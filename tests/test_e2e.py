@@ -146,3 +146,13 @@ def test_queued_sweep_runs_with_queue_start(repo: dict) -> None:
         for exp in (group.get("revs") or [])
     }
     assert {"h10", "notebook"} <= names, names
+
+
+def test_exp_run_on_another_fold_reruns_from_extract(repo: dict) -> None:
+    path = repo["path"]
+    out = dvc(path, "exp", "run", "-S", "data.folds=3", "-S", "data.fold=2").stdout
+    assert ran(out) == ALL_STAGES - {"fetch"}
+    meta = json.loads((path / "data" / "subset" / "meta.json").read_text())
+    assert meta["validation"] == "group, fold 2 of 3"
+    summary = json.loads((path / "metrics" / "summary.json").read_text())
+    assert summary["test_split"] == "test1"

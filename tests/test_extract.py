@@ -127,7 +127,7 @@ def test_group_validation_never_puts_a_group_on_both_sides():
     for seed in (0, 1, 42):
         for fraction in (0.1, 0.2, 0.35, 0.5):
             cfg = {"val_by": "group", "group_pattern": r"_g(\d+)_", "seed": seed,
-                   "val_fraction": fraction}  # fmt: skip
+                   "val_fraction": fraction, "folds": None, "fold": 0}  # fmt: skip
             val, method = extract.carve_validation(names, labels, names, cfg, "f.pkl")
             assert method == "group"
             val_groups = {n.split("_g")[1][:2] for n in val}
@@ -137,6 +137,78 @@ def test_group_validation_never_puts_a_group_on_both_sides():
             assert len(val) == 9 * len(val_groups)
             chosen_sets.add(frozenset(val_groups))
     assert len(chosen_sets) > 3  # the seed and fraction change which groups are held out
+
+
+def folds_of(names, labels, all_train, k: int, **cfg) -> list[set[str]]:
+    cfg = {"val_by": "group", "group_pattern": r"_g(\d+)_", "seed": 0, "val_fraction": 0.2,
+           "folds": k, **cfg}  # fmt: skip
+    held = [extract.carve_validation(names, labels, all_train, {**cfg, "fold": f}, "f.pkl")
+            for f in range(k)]  # fmt: skip
+    assert {method for _, method in held} == {
+        f"{held[0][1].split(', fold')[0]}, fold {f} of {k}" for f in range(k)
+    }
+    return [val for val, _ in held]
+
+
+def assert_partition(folds: list[set[str]], names: list[str]) -> None:
+    """Every name is held out by exactly one fold, and no fold is empty."""
+    assert all(folds)
+    assert sorted(n for fold in folds for n in fold) == sorted(names)
+
+
+def test_group_folds_hold_out_every_group_exactly_once():
+    names = [ucf_name(label, g, c) for label in (0, 1, 2) for g in range(3, 13) for c in (1, 2, 3)]
+    labels = [int(label) for label in np.repeat([0, 1, 2], 30)]
+    assignments = set()
+    for k in (2, 3, 5):
+        for seed in (0, 42):
+            folds = folds_of(names, labels, names, k, seed=seed)
+            assert_partition(folds, names)
+            for fold in folds:  # whole groups: all 9 clips (3 classes x 3) of each held-out group
+                groups = {n.split("_g")[1][:2] for n in fold}
+                assert len(fold) == 9 * len(groups)
+            assignments.add(tuple(frozenset(f) for f in folds))
+    assert len(assignments) == 6  # the seed changes which groups share a fold
+
+
+def test_clip_folds_split_the_whole_train_list_and_stratify_without_groups():
+    names = [f"clip{label}x{c}" for label in (0, 1) for c in range(12)]
+    labels = [0] * 12 + [1] * 12
+    # val_by clip: folds of the whole train list, as the notebook's random split is
+    folds = folds_of(names[:12], labels[:12], names, 4, val_by="clip")
+    assert_partition(folds, names)
+    # no group in the names: class-stratified folds of the chosen clips
+    folds = folds_of(names, labels, names, 4)
+    assert_partition(folds, names)
+    assert all(sorted(int(n[4]) for n in fold) == [0, 0, 0, 1, 1, 1] for fold in folds)
+
+
+def test_a_fold_through_the_stage(tmp_path):
+    data = make_dataset(labels=(0, 1), groups=range(1, 10), frames=(4, 6), clips_per_group=2)
+    sub = ok_subset(tmp_path, run_extract(tmp_path, data, {**GROUPED, "data.folds": 3,
+                                                            "data.fold": 2}))  # fmt: skip
+    assert sub.meta["validation"] == "group, fold 2 of 3"
+    sides = sub.index.groupby("group")["split"].agg(set)
+    assert all(len(s) == 1 for s in sides), sides
+    assert {"train", "val"} <= set(sub.index["split"])
+    sub.close()
+
+
+def test_a_fold_past_the_last_is_an_error_before_the_pickle_is_read(tmp_path):
+    overrides = {**GROUPED, "data.folds": 3, "data.fold": 3, "data.pkl": "absent.pkl"}
+    write_params(tmp_path, {"data.classes": "all", **overrides})
+    line = error_line(call_stage("extract", tmp_path))
+    assert line == (
+        "error: params.yaml: data.fold: expected an integer in [0, 2] (data.folds is 3), found 3"
+    )
+    assert_no_output(tmp_path)
+
+
+def test_more_folds_than_groups_is_an_error(tmp_path):
+    data = make_dataset(labels=(0, 1), groups=(1, 2, 3), test_groups=(1,), frames=(4, 6))
+    line = error_line(run_extract(tmp_path, data, {**GROUPED, "data.folds": 5}))
+    assert "data.pkl: cannot carve 5 data.folds out of 'train1'" in line
+    assert_no_output(tmp_path)
 
 
 def test_group_validation_through_the_stage_keeps_groups_whole(tmp_path):

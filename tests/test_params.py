@@ -44,6 +44,9 @@ def test_load_returns_only_the_sections_asked_for():
         ("shards.persons", 3, r"an integer in \[1, 2\]"),
         ("shards.persons", True, "an integer"),
         ("data.seed", -1, "an integer >= 0"),
+        ("data.fold", -1, "an integer >= 0"),
+        ("data.folds", 1, "null or an integer >= 2"),
+        ("data.folds", 2.0, "null or an integer >= 2"),
         ("train.batch_size", None, "an integer"),
         # number(lo, hi, hi_open)
         ("data.val_fraction", 1.5, r"a number in \[0.01, 0.99\]"),
