@@ -16,13 +16,24 @@ from sklearn.model_selection import (
     GroupKFold,
     GroupShuffleSplit,
     KFold,
+    ShuffleSplit,
     StratifiedKFold,
-    train_test_split,
+    StratifiedShuffleSplit,
 )
 
 from pipeline import classnames, params, pklio, subset
 from pipeline.errors import cli, fail
 from pipeline.paths import SUBSET_DIR
+
+# The single split of `val_fraction` and the k-fold split of each kind of validation: sklearn
+# pairs them, so `data.folds` switches between the two without another code path.
+# (ShuffleSplit and StratifiedShuffleSplit draw exactly what train_test_split draws with the same
+# seed, so the notebook's split is unchanged.)
+SPLITTERS = {
+    "clip": (ShuffleSplit, KFold),
+    "stratified": (StratifiedShuffleSplit, StratifiedKFold),
+    "group": (GroupShuffleSplit, GroupKFold),
+}
 
 
 def carve_validation(
@@ -36,25 +47,14 @@ def carve_validation(
     `folds` = k the held-out part is fold `fold` of a k-fold split of the same kind instead of
     a `val_fraction` share, so k runs validate every train clip exactly once.
     """
-    fraction, seed, folds = cfg["val_fraction"], cfg["seed"], cfg["folds"]
-    suffix = f", fold {cfg['fold']} of {folds}" if folds else ""
+    suffix = f", fold {cfg['fold']} of {cfg['folds']}" if cfg["folds"] else ""
     if cfg["val_by"] == "clip":
-        if folds:
-            splitter = KFold(folds, shuffle=True, random_state=seed)
-            return _held_out(splitter, cfg["fold"], all_train), "clip" + suffix
-        _, val = train_test_split(all_train, test_size=fraction, random_state=seed, shuffle=True)
-        return set(val), "clip"
+        return _held_out("clip", cfg, all_train), "clip" + suffix
     regex = re.compile(cfg["group_pattern"])
     found = [regex.search(name) for name in train]
     if not any(found):
-        method = "clip-stratified (no group in the names)" + suffix
-        if folds:
-            splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
-            return _held_out(splitter, cfg["fold"], train, labels), method
-        _, val = train_test_split(
-            train, test_size=fraction, random_state=seed, shuffle=True, stratify=labels
-        )
-        return set(val), method
+        method = "clip-stratified (no group in the names)"
+        return _held_out("stratified", cfg, train, labels), method + suffix
     missing = [name for name, m in zip(train, found, strict=True) if not m]
     if missing:
         raise fail(source, f"clip {missing[0]!r} has no group matching data.group_pattern")
@@ -63,29 +63,20 @@ def carve_validation(
         raise fail(
             source, f"validation by group needs 2 or more groups in train, found {groups[0]!r}"
         )
-    if folds:
-        splitter = GroupKFold(folds, shuffle=True, random_state=seed)
-        return _held_out(splitter, cfg["fold"], train, None, groups), "group" + suffix
-    splitter = GroupShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
-    _, val_idx = next(splitter.split(train, groups=groups))
-    return {train[i] for i in val_idx}, "group"
+    return _held_out("group", cfg, train, None, groups), "group" + suffix
 
 
-def _held_out(splitter: Any, fold: int, names: list[str], *split_args: Any) -> set[str]:
-    """The names in fold `fold` of `splitter`'s k-fold split of `names`."""
-    _, val_idx = list(splitter.split(names, *split_args))[fold]
+def _held_out(kind: str, cfg: Mapping[str, Any], names: list[str], *split_args: Any) -> set[str]:
+    """The names `kind`'s splitter holds out: a `val_fraction` share, or fold `fold` of k."""
+    single, k_fold = SPLITTERS[kind]
+    if cfg["folds"]:
+        splitter = k_fold(cfg["folds"], shuffle=True, random_state=cfg["seed"])
+        which = cfg["fold"]
+    else:
+        splitter = single(n_splits=1, test_size=cfg["val_fraction"], random_state=cfg["seed"])
+        which = 0
+    _, val_idx = list(splitter.split(names, *split_args))[which]
     return {names[i] for i in val_idx}
-
-
-def check_folds(cfg: Mapping[str, Any]) -> None:
-    """`data.fold` must name one of the `data.folds` folds; checked before the pickle is read."""
-    folds, fold = cfg["folds"], cfg["fold"]
-    if folds and fold >= folds:
-        raise fail(
-            params.PARAMS_FILE,
-            f"data.fold: expected an integer in [0, {folds - 1}] (data.folds is {folds}), "
-            f"found {fold}",
-        )
 
 
 def _catalogue(annotations: list[Any], source: str) -> dict[str, int]:
@@ -215,7 +206,6 @@ def select(
 
 def extract(cfg: Mapping[str, Any], pkl: str | Path, out_dir: str | Path) -> dict[str, Any]:
     """Run the stage; return the meta written to meta.json."""
-    check_folds(cfg)
     rows, kept, meta = select(cfg, pklio.load_pickle(pkl), str(pkl))
     subset.write(out_dir, rows, kept, meta)
     return meta

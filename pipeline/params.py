@@ -233,6 +233,26 @@ def _check(section: Mapping[str, Any], schema: Mapping[str, Any], prefix: str, s
         raise fail(source, f"{prefix}: unknown key {unknown[0]!r} (known: {', '.join(schema)})")
 
 
+def _fold_in_range(data: Mapping[str, Any]) -> str | None:
+    folds, fold = data["folds"], data["fold"]
+    if folds and fold >= folds:
+        expected = f"an integer in [0, {folds - 1}] (data.folds is {folds})"
+        return f"data.fold: expected {expected}, found {fold}"
+    return None
+
+
+# Rules between keys of one section, checked once each key has passed its own rule.
+RELATIONS: dict[str, list[Callable[[Mapping[str, Any]], str | None]]] = {"data": [_fold_in_range]}
+
+
+def _check_section(name: str, values: Any, source: str) -> None:
+    _check(values, SCHEMA[name], name, source)
+    for rule in RELATIONS.get(name, []):
+        problem = rule(values)
+        if problem is not None:
+            raise fail(source, problem)
+
+
 def read(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
     """The whole params file, unchecked."""
     path = Path(path)
@@ -254,14 +274,14 @@ def load(*sections: str, path: str | Path = PARAMS_FILE) -> dict[str, dict[str, 
     for name in sections:
         if name not in data:
             raise fail(str(path), f"section {name!r} is missing")
-        _check(data[name], SCHEMA[name], name, str(path))
+        _check_section(name, data[name], str(path))
         out[name] = data[name]
     return out
 
 
 def validate(section: str, values: Mapping[str, Any], source: str = PARAMS_FILE) -> None:
     """Check one section's values (e.g. a config stored in a checkpoint)."""
-    _check(values, SCHEMA[section], section, source)
+    _check_section(section, values, source)
 
 
 def model_section(stage: str) -> str:

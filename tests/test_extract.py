@@ -139,14 +139,13 @@ def test_group_validation_never_puts_a_group_on_both_sides():
     assert len(chosen_sets) > 3  # the seed and fraction change which groups are held out
 
 
-def folds_of(names, labels, all_train, k: int, **cfg) -> list[set[str]]:
+def folds_of(names, labels, all_train, k: int, method: str, **cfg) -> list[set[str]]:
+    """The k held-out sets of a k-fold carve-out; each must be reported as `method`, fold f."""
     cfg = {"val_by": "group", "group_pattern": r"_g(\d+)_", "seed": 0, "val_fraction": 0.2,
            "folds": k, **cfg}  # fmt: skip
     held = [extract.carve_validation(names, labels, all_train, {**cfg, "fold": f}, "f.pkl")
             for f in range(k)]  # fmt: skip
-    assert {method for _, method in held} == {
-        f"{held[0][1].split(', fold')[0]}, fold {f} of {k}" for f in range(k)
-    }
+    assert [how for _, how in held] == [f"{method}, fold {f} of {k}" for f in range(k)]
     return [val for val, _ in held]
 
 
@@ -162,7 +161,7 @@ def test_group_folds_hold_out_every_group_exactly_once():
     assignments = set()
     for k in (2, 3, 5):
         for seed in (0, 42):
-            folds = folds_of(names, labels, names, k, seed=seed)
+            folds = folds_of(names, labels, names, k, "group", seed=seed)
             assert_partition(folds, names)
             for fold in folds:  # whole groups: all 9 clips (3 classes x 3) of each held-out group
                 groups = {n.split("_g")[1][:2] for n in fold}
@@ -175,10 +174,10 @@ def test_clip_folds_split_the_whole_train_list_and_stratify_without_groups():
     names = [f"clip{label}x{c}" for label in (0, 1) for c in range(12)]
     labels = [0] * 12 + [1] * 12
     # val_by clip: folds of the whole train list, as the notebook's random split is
-    folds = folds_of(names[:12], labels[:12], names, 4, val_by="clip")
+    folds = folds_of(names[:12], labels[:12], names, 4, "clip", val_by="clip")
     assert_partition(folds, names)
     # no group in the names: class-stratified folds of the chosen clips
-    folds = folds_of(names, labels, names, 4)
+    folds = folds_of(names, labels, names, 4, "clip-stratified (no group in the names)")
     assert_partition(folds, names)
     assert all(sorted(int(n[4]) for n in fold) == [0, 0, 0, 1, 1, 1] for fold in folds)
 
@@ -254,6 +253,12 @@ def test_names_without_groups_fall_back_to_a_stratified_clip_split(tmp_path):
     assert sub.meta["validation"] == "clip-stratified (no group in the names)"
     val = sub.index[sub.index["split"] == "val"]
     assert list(val["label"].value_counts().sort_index()) == [2, 2]  # 8 train clips per class
+    # the very clips train_test_split would draw, so runs made before stay reproducible
+    train = data["split"]["train1"]
+    labels = [int(name[4]) for name in train]
+    _, want = train_test_split(train, test_size=0.25, random_state=42, shuffle=True,
+                               stratify=labels)  # fmt: skip
+    assert sorted(val["frame_dir"]) == sorted(want)
     assert set(sub.index["group"]) == {""}
     sub.close()
 
