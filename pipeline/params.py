@@ -143,6 +143,7 @@ MODEL = {
     "layers": integer(1, 32),
     "dropout": number(0.0, 1.0, hi_open=True),
     "pool": one_of("packed", "padded"),
+    "frame_pool": one_of("mean", "mean_max"),
     "streams": streams,
     "score": boolean,
     "epochs": integer(1, 10000),

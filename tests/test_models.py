@@ -7,12 +7,18 @@ import torch
 from torch import nn
 
 from pipeline.errors import PipelineError
-from pipeline.models import build_model
+from pipeline.models import _pool, build_model
 from pipeline.skeleton import NUM_JOINTS
 
 ARCHS = ["lstm", "tcn", "stgcn"]
-# The configs whose logits must ignore everything after a clip's length.
-MASKED = [("lstm", "packed"), ("tcn", "packed"), ("stgcn", "packed")]
+# The configs (arch, pool, frame_pool) whose logits must ignore everything after a clip's length.
+MASKED = [
+    ("lstm", "packed", "mean"),
+    ("tcn", "packed", "mean"),
+    ("tcn", "packed", "mean_max"),
+    ("stgcn", "packed", "mean"),
+    ("stgcn", "packed", "mean_max"),
+]
 
 
 @pytest.fixture(autouse=True)
@@ -23,8 +29,22 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def config(arch: str, pool: str = "packed", hidden: int = 16, layers: int = 2, dropout=0.0):
-    return {"arch": arch, "hidden": hidden, "layers": layers, "dropout": dropout, "pool": pool}
+def config(
+    arch: str,
+    pool: str = "packed",
+    hidden: int = 16,
+    layers: int = 2,
+    dropout=0.0,
+    frame_pool: str = "mean",
+):
+    return {
+        "arch": arch,
+        "hidden": hidden,
+        "layers": layers,
+        "dropout": dropout,
+        "pool": pool,
+        "frame_pool": frame_pool,
+    }
 
 
 def batch(lengths: list[int], frames: int = 16, persons: int = 1, channels: int = 2, seed=0):
@@ -66,11 +86,12 @@ def test_output_shape(arch, persons):
     assert model(x, lengths).shape == (3, 5)
 
 
-@pytest.mark.parametrize(("arch", "pool"), MASKED)
-def test_logits_ignore_padding(arch, pool):
+@pytest.mark.parametrize(("arch", "pool", "frame_pool"), MASKED)
+def test_logits_ignore_padding(arch, pool, frame_pool):
     x, lengths = batch([16, 11, 5, 1], persons=2)
     x[1, :, 1] = 0  # a lone actor: garbage in the empty slot's padding must not make it count
-    model = build_model(config(arch, pool), in_channels=2, persons=2, num_classes=4)
+    cfg = config(arch, pool, frame_pool=frame_pool)
+    model = build_model(cfg, in_channels=2, persons=2, num_classes=4)
     _train_briefly(model, x, lengths)  # non-trivial BatchNorm statistics and weights
     model.eval()
     with torch.no_grad():
@@ -91,7 +112,7 @@ def test_padded_lstm_sees_padding():
 
 
 def test_baseline_lstm_is_the_notebook_model():
-    cfg = {"arch": "lstm", "hidden": 64, "layers": 1, "dropout": 0.0, "pool": "padded"}
+    cfg = config("lstm", "padded", hidden=64, layers=1)
     model = build_model(cfg, in_channels=2, persons=1, num_classes=8)
     notebook = NotebookLSTM(input_size=34, num_classes=8)
     count = sum(p.numel() for p in model.parameters())
@@ -104,10 +125,13 @@ def test_baseline_lstm_is_the_notebook_model():
     assert sum(p.numel() for p in packed.parameters()) == count
 
 
+@pytest.mark.parametrize("frame_pool", ["mean", "mean_max"])
 @pytest.mark.parametrize("arch", ["tcn", "stgcn"])
-def test_empty_person_slot_changes_nothing(arch):
+def test_empty_person_slot_changes_nothing(arch, frame_pool):
     one, lengths = batch([16, 9, 4])
-    model = build_model(config(arch), in_channels=2, persons=2, num_classes=4)
+    model = build_model(
+        config(arch, frame_pool=frame_pool), in_channels=2, persons=2, num_classes=4
+    )
     _train_briefly(model, one, lengths)
     model.eval()
     two = torch.cat([one, torch.zeros_like(one)], dim=2)
@@ -115,12 +139,15 @@ def test_empty_person_slot_changes_nothing(arch):
         torch.testing.assert_close(model(two, lengths), model(one, lengths))
 
 
-@pytest.mark.parametrize("arch", ARCHS)
-def test_overfits_a_tiny_batch(arch):
+@pytest.mark.parametrize(
+    ("arch", "frame_pool"), [*((arch, "mean") for arch in ARCHS), ("tcn", "mean_max")]
+)
+def test_overfits_a_tiny_batch(arch, frame_pool):
     torch.manual_seed(0)
     x, lengths = batch([16, 14, 12, 10, 16, 8, 15, 11], seed=1)
     labels = torch.arange(8) % 4
-    model = build_model(config(arch, hidden=32), in_channels=2, persons=1, num_classes=4)
+    cfg = config(arch, hidden=32, frame_pool=frame_pool)
+    model = build_model(cfg, in_channels=2, persons=1, num_classes=4)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     for _ in range(60):
         loss = nn.functional.cross_entropy(model(x, lengths), labels)
@@ -133,14 +160,50 @@ def test_overfits_a_tiny_batch(arch):
         assert torch.equal(model(x, lengths).argmax(1), labels)
 
 
-@pytest.mark.parametrize(("arch", "pool"), [*MASKED, ("lstm", "padded")])
-def test_backward_with_length_one(arch, pool):
+@pytest.mark.parametrize(("arch", "pool", "frame_pool"), [*MASKED, ("lstm", "padded", "mean")])
+def test_backward_with_length_one(arch, pool, frame_pool):
     x, lengths = batch([1, 1], frames=4, persons=2)
-    model = build_model(config(arch, pool, dropout=0.2), in_channels=2, persons=2, num_classes=3)
+    cfg = config(arch, pool, dropout=0.2, frame_pool=frame_pool)
+    model = build_model(cfg, in_channels=2, persons=2, num_classes=3)
     model(x, lengths).sum().backward()
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
     assert any(g.abs().sum() > 0 for g in grads)
+
+
+def test_frame_pool_is_mean_and_max_over_valid_frames_and_present_persons():
+    # Two clips of two person slots, 3 features, 4 frames; clip 1 is 2 frames long and has
+    # nobody in its second slot. Values are negative so that a max over the zero padding shows.
+    h = -torch.arange(1.0, 25.0).view(4, 3, 2).repeat(1, 1, 2)  # [B*P, H, T=4]
+    mask = torch.tensor(
+        [[True] * 4, [True] * 4, [True, True, False, False], [True] * 2 + [False] * 2]
+    )
+    h = h * mask[:, None, :]
+    present = torch.tensor([[True, True], [True, False]])
+    pooled = _pool(h, mask, present, with_max=True)
+    mean = (h.sum(-1) / mask.sum(-1, keepdim=True)).view(2, 2, 3)
+    peak = torch.stack([h[i][:, mask[i]].amax(-1) for i in range(4)]).view(2, 2, 3)
+    expected = torch.stack([
+        torch.cat([mean[0].mean(0), peak[0].mean(0)]),
+        torch.cat([mean[1, 0], peak[1, 0]]),
+    ])  # fmt: skip
+    torch.testing.assert_close(pooled, expected)
+    assert (pooled[:, 3:] < 0).all()  # the padding's zeros were not taken as the maximum
+    torch.testing.assert_close(_pool(h, mask, present, with_max=False), expected[:, :3])
+
+
+def test_mean_max_doubles_the_classifier_input():
+    for arch in ("tcn", "stgcn"):
+        mean = build_model(config(arch), in_channels=2, persons=1, num_classes=4)
+        both = build_model(
+            config(arch, frame_pool="mean_max"), in_channels=2, persons=1, num_classes=4
+        )
+        assert (mean.fc.in_features, both.fc.in_features) == (16, 32)
+
+
+def test_unknown_frame_pool_names_the_key():
+    with pytest.raises(PipelineError, match="frame_pool: expected one of .*'max'"):
+        build_model(config("tcn", frame_pool="max"), in_channels=2, persons=1, num_classes=4)
 
 
 def test_unknown_arch_names_the_key():
