@@ -20,7 +20,6 @@ from pipeline.skeleton import BONES, NUM_JOINTS, PARENTS
 
 ARCHS = ("lstm", "tcn", "stgcn")
 POOLS = ("packed", "padded")
-FRAME_POOLS = ("mean", "mean_max")
 KERNEL = 9  # temporal kernel of both conv nets, as in ST-GCN
 
 
@@ -32,13 +31,8 @@ def build_model(
     joints: int = NUM_JOINTS,
 ) -> nn.Module:
     """The classifier a params model section (arch, hidden, layers, dropout, pool, frame_pool)
-    describes."""
+    describes; `frame_pool`'s values are checked by the params schema."""
     arch, hidden, layers, dropout = cfg["arch"], cfg["hidden"], cfg["layers"], cfg["dropout"]
-    if arch != "lstm" and cfg["frame_pool"] not in FRAME_POOLS:
-        raise fail(
-            PARAMS_FILE,
-            f"frame_pool: expected one of {list(FRAME_POOLS)}, found {cfg['frame_pool']!r}",
-        )
     with_max = cfg["frame_pool"] == "mean_max"
     if arch == "lstm":
         if cfg["pool"] not in POOLS:
@@ -107,22 +101,32 @@ def _fold_persons(x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return folded, mask.repeat_interleave(persons, dim=0), present
 
 
-def _pool(h: Tensor, mask: Tensor, present: Tensor, with_max: bool) -> Tensor:
-    """Clip features from h [B*P, H, T]: per person the mean over valid frames (and, with
-    `with_max`, the maximum next to it, [.., 2H]), then the mean over the person slots that
-    hold anyone.
+class _PooledClassifier(nn.Module):
+    """Clip logits from the conv nets' frame features h [B*P, H, T].
 
-    Empty slots are left out so that a lone actor gives the same features at P=1 and P=2.
-    The maximum keeps what a mean over the whole clip dilutes: a movement that is distinctive
-    but brief, or done only in some of the clip's frames.
+    Per person, the mean over valid frames and, with `with_max`, the maximum next to it
+    ([.., 2H]); then the mean over the person slots that hold anyone, and a linear layer.
+    Empty slots are left out so that a lone actor gives the same logits at P=1 and P=2. The
+    maximum keeps what a mean over the whole clip dilutes: a movement that is distinctive but
+    brief, or done only in some of the clip's frames.
     """
-    per_person = h.sum(-1) / mask.sum(-1, keepdim=True)  # h is zero outside the mask
-    if with_max:
-        peak = h.masked_fill(~mask[:, None, :], float("-inf")).amax(-1)
-        per_person = torch.cat([per_person, peak], dim=-1)
-    per_person = per_person.view(*present.shape, -1)
-    weight = present.to(h.dtype).unsqueeze(-1)
-    return (per_person * weight).sum(1) / weight.sum(1).clamp(min=1.0)
+
+    def __init__(self, hidden: int, num_classes: int, with_max: bool) -> None:
+        super().__init__()
+        self.with_max = with_max
+        self.fc = nn.Linear(2 * hidden if with_max else hidden, num_classes)
+
+    def pool(self, h: Tensor, mask: Tensor, present: Tensor) -> Tensor:
+        per_person = h.sum(-1) / mask.sum(-1, keepdim=True)  # h is zero outside the mask
+        if self.with_max:
+            peak = h.masked_fill(~mask[:, None, :], float("-inf")).amax(-1)
+            per_person = torch.cat([per_person, peak], dim=-1)
+        per_person = per_person.view(*present.shape, -1)
+        weight = present.to(h.dtype).unsqueeze(-1)
+        return (per_person * weight).sum(1) / weight.sum(1).clamp(min=1.0)
+
+    def forward(self, h: Tensor, mask: Tensor, present: Tensor) -> Tensor:
+        return self.fc(self.pool(h, mask, present))
 
 
 def _batch_norm_frames(bn: nn.BatchNorm1d, x: Tensor, mask: Tensor) -> Tensor:
@@ -161,20 +165,19 @@ class TCN(nn.Module):
         with_max: bool = False,
     ) -> None:
         super().__init__()
-        self.with_max = with_max
         self.data_bn = nn.BatchNorm1d(channels)
         self.blocks = nn.ModuleList(
             _TemporalBlock(channels if i == 0 else hidden, hidden, 2 ** (i % 4), dropout)
             for i in range(layers)
         )
-        self.fc = nn.Linear(2 * hidden if with_max else hidden, num_classes)
+        self.head = _PooledClassifier(hidden, num_classes, with_max)
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
         x, mask, present = _fold_persons(x, lengths)
         h = _batch_norm_frames(self.data_bn, x, mask)
         for block in self.blocks:
             h = block(h) * mask[:, None, :]
-        return self.fc(_pool(h, mask, present, self.with_max))
+        return self.head(h, mask, present)
 
 
 def coco_partitions() -> Tensor:
@@ -251,7 +254,6 @@ class STGCN(nn.Module):
         with_max: bool = False,
     ) -> None:
         super().__init__()
-        self.with_max = with_max
         graph = coco_partitions()
         self.register_buffer("graph", graph, persistent=False)
         self.data_bn = nn.BatchNorm1d(NUM_JOINTS * channels)
@@ -264,7 +266,7 @@ class STGCN(nn.Module):
         self.importance = nn.ParameterList(
             nn.Parameter(torch.ones_like(graph)) for _ in range(layers)
         )
-        self.fc = nn.Linear(2 * hidden if with_max else hidden, num_classes)
+        self.head = _PooledClassifier(hidden, num_classes, with_max)
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
         x, mask, present = _fold_persons(x, lengths)
@@ -275,4 +277,4 @@ class STGCN(nn.Module):
             h = block(h, self.graph * importance, mask)
             mask = mask[:, :: block.stride]
             h = h * mask[:, None, :, None]
-        return self.fc(_pool(h.mean(-1), mask, present, self.with_max))
+        return self.head(h.mean(-1), mask, present)

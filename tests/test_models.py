@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from pipeline.errors import PipelineError
-from pipeline.models import _pool, build_model
+from pipeline.models import _PooledClassifier, build_model
 from pipeline.skeleton import NUM_JOINTS
 
 ARCHS = ["lstm", "tcn", "stgcn"]
@@ -180,7 +180,7 @@ def test_frame_pool_is_mean_and_max_over_valid_frames_and_present_persons():
     )
     h = h * mask[:, None, :]
     present = torch.tensor([[True, True], [True, False]])
-    pooled = _pool(h, mask, present, with_max=True)
+    pooled = _PooledClassifier(3, 2, with_max=True).pool(h, mask, present)
     mean = (h.sum(-1) / mask.sum(-1, keepdim=True)).view(2, 2, 3)
     peak = torch.stack([h[i][:, mask[i]].amax(-1) for i in range(4)]).view(2, 2, 3)
     expected = torch.stack([
@@ -189,7 +189,8 @@ def test_frame_pool_is_mean_and_max_over_valid_frames_and_present_persons():
     ])  # fmt: skip
     torch.testing.assert_close(pooled, expected)
     assert (pooled[:, 3:] < 0).all()  # the padding's zeros were not taken as the maximum
-    torch.testing.assert_close(_pool(h, mask, present, with_max=False), expected[:, :3])
+    mean_only = _PooledClassifier(3, 2, with_max=False).pool(h, mask, present)
+    torch.testing.assert_close(mean_only, expected[:, :3])
 
 
 def test_mean_max_doubles_the_classifier_input():
@@ -198,12 +199,7 @@ def test_mean_max_doubles_the_classifier_input():
         both = build_model(
             config(arch, frame_pool="mean_max"), in_channels=2, persons=1, num_classes=4
         )
-        assert (mean.fc.in_features, both.fc.in_features) == (16, 32)
-
-
-def test_unknown_frame_pool_names_the_key():
-    with pytest.raises(PipelineError, match="frame_pool: expected one of .*'max'"):
-        build_model(config("tcn", frame_pool="max"), in_channels=2, persons=1, num_classes=4)
+        assert (mean.head.fc.in_features, both.head.fc.in_features) == (16, 32)
 
 
 def test_unknown_arch_names_the_key():

@@ -62,6 +62,8 @@ def test_load_returns_only_the_sections_asked_for():
         ("shards.normalize", "Image", "one of"),
         ("train.device", "gpu", r"one of \['auto', 'cpu', 'cuda'\]"),
         ("data.val_by", None, "one of"),
+        ("model.frame_pool", "max", r"one of \['mean', 'mean_max'\], found 'max'"),
+        ("baseline.frame_pool", None, "one of"),
         # string / nullable string
         ("data.pkl", "", "a non-empty string"),
         ("data.pkl", None, "a non-empty string"),
