@@ -1,5 +1,5 @@
-# make demo: the whole pipeline offline on synthetic data, in a scratch copy (.demo/)
-# make test: the test suite; make repro: dvc repro on params.yaml as it stands
+# make demo: the whole pipeline offline on synthetic data, in a workspace of its own (.demo/)
+# make test: the test suite; make data: the raw pickle, tracked by DVC; make repro: dvc repro
 PYTHON ?= python3
 TORCH ?= torch==2.13.0
 VENV := .venv
@@ -11,7 +11,7 @@ RUN := PATH="$(BIN):$$PATH"
 DEMO_DIR ?= .demo
 DEMO_PARAMS ?= data.source=synthetic data.pkl=data/raw/synthetic_2d.pkl synthetic.clips_per_group=[2,3]
 
-.PHONY: install test demo repro bench accuracy lint clean
+.PHONY: install test demo data repro bench accuracy lint clean
 
 install: $(STAMP)
 
@@ -28,6 +28,9 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(RUN) python -m pipeline.demo $(DEMO_DIR) $(DEMO_PARAMS)
 
+data: $(STAMP)
+	$(RUN) python -m pipeline.fetch
+
 repro: $(STAMP)
 	$(RUN) dvc repro
 
@@ -40,5 +43,6 @@ accuracy: $(STAMP)
 lint: $(STAMP)
 	$(RUN) ruff check pipeline tests bench
 
+# The demo's folder is left alone: it holds your experiments (delete it yourself).
 clean:
-	rm -rf $(DEMO_DIR) .pytest_cache .ruff_cache
+	rm -rf .pytest_cache .ruff_cache

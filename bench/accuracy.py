@@ -28,7 +28,6 @@ import argparse
 import itertools
 import json
 import resource
-import shutil
 import subprocess
 import sys
 import time
@@ -187,8 +186,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"{args.pkl}: not found (the mime5 pickle lives in ../shared/realdata/)")
     setups = {k: v for k, v in SETUPS.items() if not args.only or k in args.only}
 
-    repo = workspace.create(args.dest, DATASET)
-    shutil.copy2(args.pkl, repo / DATASET["data.pkl"])
+    workspace.remove(args.dest)
+    repo = workspace.create(args.dest, DATASET, raw=args.pkl)
     # --set goes into the base before extract, so data.* overrides reach the subset too
     base = workspace.apply_overrides(yaml.safe_load((repo / "params.yaml").read_text()), extra)
     configure(repo, base, {})

@@ -1,15 +1,19 @@
-"""One error type for bad input or params, and the wrapper that turns it into exit code 2."""
+"""One error type for bad input or params, and the wrapper every command's main() runs under."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import inspect
+import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 F = TypeVar("F", bound=Callable[..., object])
 
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130  # the shell's code for a process ended by SIGINT
 
 
 class PipelineError(Exception):
@@ -28,16 +32,60 @@ def fail(where: str, message: str) -> PipelineError:
     return PipelineError(" ".join(f"{where}: {message}".splitlines()))
 
 
+class StopFlag:
+    """Turns Ctrl-C (SIGINT) into a flag that a loop checks at clean points, between batches or
+    shards, where stopping cannot corrupt anything (a KeyboardInterrupt can land anywhere, in a
+    process pool's bookkeeping too)."""
+
+    def __init__(self) -> None:
+        self.raised = False
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[StopFlag]:
+        def handler(signum: int, frame: object) -> None:
+            self.raised = True
+
+        previous = signal.signal(signal.SIGINT, handler)
+        try:
+            yield self
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
+def usage(module: str) -> str:
+    """`python -m <module>` and the module's docstring: the text `--help` prints."""
+    doc = inspect.cleandoc(sys.modules[module].__doc__ or "")
+    return f"usage: python -m {command_name(module)}\n\n{doc}".rstrip() + "\n"
+
+
+def command_name(module: str) -> str:
+    """`pipeline.train` for the module run as `python -m pipeline.train` (named __main__)."""
+    spec = getattr(sys.modules.get(module), "__spec__", None)
+    return spec.name if spec else module
+
+
 def cli(func: F) -> F:
-    """Run a stage's main(); a PipelineError becomes one line on stderr and exit code 2."""
+    """Run a command's main(): `-h`/`--help` prints its docstring and does nothing else; a
+    PipelineError becomes one line on stderr and exit code 2; Ctrl-C one line and exit 130.
+
+    Outputs are written atomically, so an interrupted command leaves the old ones in place.
+    """
 
     @functools.wraps(func)
     def wrapper(*args: object, **kwargs: object) -> object:
+        argv = args[0] if args and isinstance(args[0], list) else sys.argv[1:]
+        if "-h" in argv or "--help" in argv:
+            print(usage(func.__module__), end="")
+            return None
         try:
             return func(*args, **kwargs)
         except PipelineError as exc:
             text = " ".join(str(exc).split())  # one line, whatever the message held
             print(f"error: {text}", file=sys.stderr)
             raise SystemExit(EXIT_BAD_INPUT) from None
+        except KeyboardInterrupt:
+            name = command_name(func.__module__).rpartition(".")[2]
+            print(f"interrupted: {name} stopped; its previous outputs are kept", file=sys.stderr)
+            raise SystemExit(EXIT_INTERRUPTED) from None
 
     return wrapper  # type: ignore[return-value]

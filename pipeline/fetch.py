@@ -1,15 +1,30 @@
-"""Stage `fetch`: the raw skeleton pickle at data.pkl, validated.
+"""Get the raw skeleton pickle to data.pkl, validated, and track it with DVC (`make data`).
 
-`data.source: ucf101` keeps a file already at data.pkl once it passes validation, and
-otherwise downloads data.url (resuming, checksummed). `data.source: synthetic` writes the
-offline stand-in instead, in the same format.
+This is not a pipeline stage, on purpose: the raw pickle is data, tracked by a `.dvc` file,
+the way DVC tracks any dataset. A stage's output is DVC's to check out and delete (an
+experiment run on a workspace with no committed lock removes such a file), so a pickle you put
+in place must never be one; as tracked data it is left alone by `dvc repro`, `dvc exp run`
+and `dvc checkout`, and queued experiments find it in the DVC cache.
+
+- A file already at data.pkl is validated (and checked against data.md5 / data.sha256) and
+  kept as it is: it is never replaced or rewritten.
+- Otherwise, `data.source: ucf101` downloads data.url (progress bar, resume, checksums), but
+  only to a path whose file name is the URL's: a missing pickle of your own cannot be
+  downloaded, and a pickle of another name is never filled with UCF101.
+- Otherwise, `data.source: synthetic` writes the offline stand-in, in the same format.
+
+A file this command wrote is then tracked with `dvc add` when run in a DVC repository (commit
+the `.dvc` file it prints); a file of yours is never added for you: `dvc add` it yourself.
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from pipeline import params, pklio, synthetic
 from pipeline.download import download, file_hashes
@@ -35,19 +50,35 @@ def verify_hashes(path: Path, data: Mapping[str, Any]) -> None:
             raise fail(str(path), f"{name} mismatch: expected {expected}, found {found[name]}")
 
 
-def fetch(data: Mapping[str, Any], fetch_cfg: Mapping[str, Any], synth: Mapping[str, Any]) -> str:
-    """Run the stage; return what was done, for the log line."""
+def url_file_name(url: str) -> str:
+    return PurePosixPath(unquote(urlsplit(url).path)).name
+
+
+def track_hint(target: Path) -> str:
+    return f"dvc add {target} && git add {target}.dvc && git commit"
+
+
+def obtain(data: Mapping[str, Any], fetch_cfg: Mapping[str, Any], synth: Mapping[str, Any]) -> str:
+    """Put a valid pickle at data.pkl unless one is there; return what was done, or "" if the
+    file was there already."""
     target = Path(data["pkl"])
+    if target.exists():
+        verify_hashes(target, data)
+        validate(target)
+        return ""
     if data["source"] == "synthetic":
         synthetic.write(
             target, clips_per_group=tuple(synth["clips_per_group"]), frames=tuple(synth["frames"]),
             seed=synth["seed"], mirror=synth["mirror"],
         )  # fmt: skip
         return f"wrote the synthetic stand-in to {target}"
-    if target.exists():
-        verify_hashes(target, data)
-        validate(target)
-        return f"kept the valid file already at {target}"
+    if target.name != url_file_name(data["url"]):
+        raise fail(
+            str(target),
+            f"no such file, and it is not the file data.url names ({url_file_name(data['url'])}), "
+            f"so it is not downloaded: put your pickle there and track it with "
+            f"`{track_hint(target)}`",
+        )
     download(
         data["url"], target, root=RAW_DIR, retries=fetch_cfg["retries"],
         backoff=fetch_cfg["backoff"], timeout=fetch_cfg["timeout"], md5=data["md5"],
@@ -56,10 +87,31 @@ def fetch(data: Mapping[str, Any], fetch_cfg: Mapping[str, Any], synth: Mapping[
     return f"downloaded {data['url']} to {target}"
 
 
+def track(target: Path) -> None:
+    """`dvc add` a file this command wrote, when the working directory is a DVC repository."""
+    if not Path(".dvc").is_dir():
+        return
+    done = subprocess.run(
+        [sys.executable, "-m", "dvc", "add", "--quiet", str(target)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        reason = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        raise fail(str(target), f"written, but `dvc add` failed: {reason}")
+
+
 @cli
 def main() -> None:
     loaded = params.load("data", "fetch", "synthetic")
-    print("fetch: " + fetch(loaded["data"], loaded["fetch"], loaded["synthetic"]))
+    target = Path(loaded["data"]["pkl"])
+    done = obtain(loaded["data"], loaded["fetch"], loaded["synthetic"])
+    if not done:
+        tracked = Path(f"{target}.dvc").exists()
+        hint = "" if tracked else f"; to version it with DVC: `{track_hint(target)}`"
+        print(f"fetch: kept the valid file already at {target}{hint}")
+        return
+    track(target)
+    print(f"fetch: {done}" + (f"; tracked by {target}.dvc" if Path(".dvc").is_dir() else ""))
 
 
 if __name__ == "__main__":

@@ -9,8 +9,9 @@ in parallel processes, each reading its own clips from the subset.
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator, Mapping
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import numpy as np
 
 from pipeline import params, preprocess, skeleton
 from pipeline.atomic import atomic_dir, write_json
-from pipeline.errors import cli, fail
+from pipeline.errors import StopFlag, cli, fail
 from pipeline.paths import SHARDS_DIR, SUBSET_DIR
 from pipeline.subset import SPLITS, Subset, write_npy
 
@@ -104,6 +105,12 @@ def views_for(split: str, cfg: Mapping[str, Any]) -> int:
     return {"train": cfg["train_views"], "test": cfg["test_views"]}.get(split, 1)
 
 
+def _leave_ctrl_c_to_parent() -> None:
+    """Ctrl-C reaches every process of the terminal's group: the workers ignore it, so the user
+    sees one line from the parent, not a traceback from each worker."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _drop_worker_subset() -> None:
     """Forget the cached subset: a folder of the same name may since have been rewritten."""
     global _subset
@@ -149,9 +156,17 @@ def shards(cfg: Mapping[str, Any], subset_dir: str | Path, out_dir: str | Path) 
             # largest shards first (test clips carry many views), so no worker is left
             # with a big one at the end while the others idle
             order = sorted(range(len(args)), key=lambda i: -len(args[i][1]) * args[i][3])
-            with ProcessPoolExecutor(workers) as pool:
-                built = pool.map(build_shard, *zip(*(args[i] for i in order), strict=True))
-                by_job = dict(zip(order, built, strict=True))
+            with (
+                StopFlag().installed() as stop,
+                ProcessPoolExecutor(workers, initializer=_leave_ctrl_c_to_parent) as pool,
+            ):
+                futures = {pool.submit(build_shard, *args[i]): i for i in order}
+                by_job = {}
+                for future in as_completed(futures):
+                    by_job[futures[future]] = future.result()
+                    if stop.raised:  # Ctrl-C: drop the shards not started, report it once
+                        pool.shutdown(cancel_futures=True)
+                        raise KeyboardInterrupt
             lengths = [by_job[i] for i in range(len(args))]
         else:
             lengths = [build_shard(*a) for a in args]

@@ -2,22 +2,28 @@
 
 `make demo` runs in one so the user's params.yaml and results stay as they were; the
 end-to-end tests run in one so they drive the real `dvc` CLI without touching the project.
+A workspace carries a marker file: only a folder that holds it is ever reused or refreshed.
 """
 
 from __future__ import annotations
 
+import io
+import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
+from ruamel.yaml import YAML
 
 from pipeline.errors import fail
 
 PROJECT = Path(__file__).resolve().parents[1]
-COPIED = ("dvc.yaml", "params.yaml", ".dvcignore", "pipeline")
+CODE = ("dvc.yaml", ".dvcignore", "pipeline")  # what a refresh brings up to date
+MARKER = ".pipeline-workspace"
 GIT_ID = ["-c", "user.name=pipeline", "-c", "user.email=pipeline@localhost"]
 
 
@@ -32,7 +38,8 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def apply_overrides(params: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+def apply_overrides(params: Any, overrides: Mapping[str, Any]) -> Any:
+    """Set dotted keys in a params mapping; each key must exist already (a typo is an error)."""
     for dotted, value in overrides.items():
         *path, last = dotted.split(".")
         node = params
@@ -46,29 +53,97 @@ def apply_overrides(params: dict[str, Any], overrides: Mapping[str, Any]) -> dic
     return params
 
 
-def git(dest: Path, *args: str) -> None:
-    subprocess.run(["git", *GIT_ID, *args], cwd=dest, check=True, capture_output=True)
+def override_file(path: Path, overrides: Mapping[str, Any]) -> None:
+    """Apply overrides to a params.yaml in place, keeping its comments and layout (as `dvc exp
+    run -S` does), so the file still documents itself after the edit."""
+    rt = YAML()  # round-trip mode: comments, key order and nulls survive
+    rt.width = 4096
+    doc = apply_overrides(rt.load(path.read_text()), overrides)
+    out = io.StringIO()
+    rt.dump(doc, out)
+    path.write_text(out.getvalue())
 
 
-def create(dest: str | Path, overrides: Mapping[str, Any] | None = None) -> Path:
-    """Make `dest` (replacing it) a git + DVC repo holding the pipeline; return its path."""
-    dest = Path(dest).resolve()
-    shutil.rmtree(dest, ignore_errors=True)
-    dest.mkdir(parents=True)
-    for name in COPIED:
-        source = PROJECT / name
-        if source.is_dir():
-            shutil.copytree(source, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
-        elif source.exists():
-            shutil.copy2(source, dest / name)
-    params = yaml.safe_load((PROJECT / "params.yaml").read_text())
-    text = yaml.safe_dump(apply_overrides(params, overrides or {}), sort_keys=False)
-    (dest / "params.yaml").write_text(text)
-    (dest / "data" / "raw").mkdir(parents=True)
-    git(dest, "init", "-q")
-    subprocess.run(["dvc", "init", "-q"], cwd=dest, check=True, capture_output=True)
-    for key, value in (("core.analytics", "false"), ("core.autostage", "true")):
-        subprocess.run(["dvc", "config", key, value], cwd=dest, check=True, capture_output=True)
+def git(dest: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["git", *GIT_ID, *args], cwd=dest, check=True, capture_output=True, text=True
+    )
+
+
+def commit(dest: Path, message: str) -> bool:
+    """Stage everything and commit it; False when there was nothing to commit."""
     git(dest, "add", "-A")
-    git(dest, "commit", "-q", "-m", "pipeline workspace")
+    if not git(dest, "status", "--porcelain").stdout.strip():
+        return False
+    git(dest, "commit", "-q", "-m", message)
+    return True
+
+
+def is_workspace(dest: Path) -> bool:
+    return (dest / MARKER).is_file()
+
+
+def copy_code(dest: Path) -> None:
+    for name in CODE:
+        source, target = PROJECT / name, dest / name
+        if source.is_dir():
+            shutil.rmtree(target, ignore_errors=True)
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+        elif source.exists():
+            shutil.copy2(source, target)
+
+
+def tool_env() -> dict[str, str]:
+    """This environment with this interpreter's bin folder first on PATH, so the `python` and
+    `dvc` that stages and DVC run are this venv's, activated or not."""
+    bin_dir = str(Path(sys.executable).parent)
+    return {**os.environ, "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")])}
+
+
+def run_tool(dest: Path, *command: str) -> None:
+    """A command of this venv (`dvc`, `python -m pipeline.fetch`) in the workspace; its output
+    goes to the terminal, and a failure is one line."""
+    if subprocess.run([sys.executable, "-m", *command], cwd=dest, env=tool_env()).returncode:
+        raise fail(str(dest), f"`{' '.join(command)}` failed (its output is above)")
+
+
+def remove(dest: str | Path) -> None:
+    """Delete a workspace this module made (it holds the marker); any other folder is kept."""
+    if is_workspace(Path(dest)):
+        shutil.rmtree(dest)
+
+
+def create(
+    dest: str | Path, overrides: Mapping[str, Any] | None = None, raw: Path | None = None
+) -> Path:
+    """Make `dest` (absent or empty) a git + DVC repo holding the pipeline, with its raw pickle
+    obtained (`python -m pipeline.fetch`: tracked by DVC when it was generated or downloaded;
+    `raw`, a pickle to copy to data.pkl instead) and committed; return its path.
+
+    A folder that holds anything else is refused: it may be somebody's work.
+    """
+    dest = Path(dest).resolve()
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise fail(
+            str(dest), f"exists and is not an empty folder or a pipeline workspace (no {MARKER} "
+            "in it): choose another folder, or remove this one yourself",
+        )  # fmt: skip
+    dest.mkdir(parents=True, exist_ok=True)
+    copy_code(dest)
+    shutil.copy2(PROJECT / "params.yaml", dest / "params.yaml")
+    override_file(dest / "params.yaml", overrides or {})
+    (dest / "data" / "raw").mkdir(parents=True)
+    if raw is not None:
+        pkl = yaml.safe_load((dest / "params.yaml").read_text())["data"]["pkl"]
+        shutil.copy2(raw, dest / pkl)
+    (dest / ".gitignore").write_text("__pycache__/\n/dvc_plots/\n")
+    (dest / MARKER).write_text("made by pipeline.workspace: `make demo` may reuse this folder\n")
+    git(dest, "init", "-q")
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=dest, check=True,
+                   capture_output=True)  # fmt: skip
+    for key, value in (("core.analytics", "false"), ("core.autostage", "true")):
+        subprocess.run([sys.executable, "-m", "dvc", "config", key, value], cwd=dest, check=True,
+                       capture_output=True)  # fmt: skip
+    run_tool(dest, "pipeline.fetch")
+    commit(dest, "pipeline workspace and its raw data")
     return dest

@@ -1,0 +1,174 @@
+"""dvc.yaml declares everything each stage reads, so DVC reruns exactly what changed.
+
+A stage whose code imports a module that dvc.yaml does not list keeps stale results when that
+module changes (training is deterministic, so a retrained model can hash the same and the
+evaluation is skipped). These tests derive what each stage really uses, from its imports and
+from the files it opens when it runs, and compare it with what dvc.yaml declares.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO, call_stage, make_dataset, write_params, write_pkl
+
+PIPELINE = REPO / "pipeline"
+DVC_YAML = yaml.safe_load((REPO / "dvc.yaml").read_text())
+PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
+# Files a stage may read that DVC must not track, and why.
+UNDECLARED_READS = {
+    "params.yaml": "DVC tracks the params each stage names, not the file",
+    "models/baseline.resume.pt": "train's own resume state after a kill (gitignored, not a result)",
+    "models/improved.resume.pt": "train's own resume state after a kill (gitignored, not a result)",
+}
+
+
+def expand(stage: str, body: dict) -> dict[str, dict]:
+    """A stage's definitions by name, `foreach` expanded the way DVC does for a dict."""
+    if "foreach" not in body:
+        return {stage: body}
+    text = yaml.safe_dump(body["do"])
+    return {
+        f"{stage}@{key}": yaml.safe_load(text.replace("${key}", key).replace("${item}", item))
+        for key, item in body["foreach"].items()
+    }
+
+
+STAGES = {
+    name: stage
+    for key, body in DVC_YAML["stages"].items()
+    for name, stage in expand(key, body).items()
+}
+
+
+def paths(entries: list) -> set[str]:
+    """Paths of a deps/outs/metrics list (an entry may be `path` or `{path: options}`)."""
+    return {entry if isinstance(entry, str) else next(iter(entry)) for entry in entries or []}
+
+
+def module_imports(module: str) -> set[str]:
+    """The `pipeline.*` modules one module imports (its own name excluded)."""
+    tree = ast.parse((PIPELINE / f"{module}.py").read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == (
+            "pipeline"
+        ):
+            if node.module == "pipeline":
+                found |= {alias.name for alias in node.names}
+            else:
+                found.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("pipeline.")}
+    return found - {module}
+
+
+def closure(module: str) -> set[str]:
+    seen, todo = set(), [module]
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo.extend(module_imports(name))
+    return seen
+
+
+def stage_module(stage: dict) -> str:
+    return stage["cmd"].split()[2].removeprefix("pipeline.")  # python -m pipeline.<module>
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_every_module_a_stage_imports_is_a_dep(name: str) -> None:
+    stage = STAGES[name]
+    needed = {f"pipeline/{module}.py" for module in closure(stage_module(stage))}
+    if (PIPELINE / "__init__.py").read_text().strip():
+        needed.add("pipeline/__init__.py")
+    missing = needed - paths(stage["deps"])
+    assert not missing, f"dvc.yaml: stage {name} imports but does not list {sorted(missing)}"
+
+
+def test_the_closure_catches_a_deleted_dep_line() -> None:
+    """The check above is not vacuous: drop one listed module and it reports it."""
+    stage = STAGES["evaluate@improved"]
+    listed = paths(stage["deps"]) - {"pipeline/training.py"}
+    needed = {f"pipeline/{module}.py" for module in closure("evaluate")}
+    assert needed - listed == {"pipeline/training.py"}
+
+
+@pytest.mark.parametrize(("key", "section"), [("baseline", "baseline"), ("improved", "model")])
+def test_train_reads_its_whole_section_but_eval(key: str, section: str) -> None:
+    train = set(STAGES[f"train@{key}"]["params"])
+    assert train == {"train"} | {f"{section}.{k}" for k in PARAMS[section] if k != "eval"}
+    assert f"{section}.eval" in STAGES[f"evaluate@{key}"]["params"]
+
+
+# --- what the stages open when they run --------------------------------------------------------
+
+_opened: list[str] | None = None
+
+
+def _audit(event: str, args: tuple) -> None:
+    if _opened is not None and event == "open" and isinstance(args[0], str | Path):
+        mode, flags = args[1], args[2]
+        writes = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND
+        if isinstance(mode, str):
+            writing = any(flag in mode for flag in "wax+")
+        else:  # os.open: no mode string, only flags
+            writing = bool(flags & writes)
+        if not writing:
+            _opened.append(str(args[0]))
+
+
+sys.addaudithook(_audit)  # hooks cannot be removed: this one records only while `_opened` is set
+
+
+def reads_of(stage: str, cwd: Path, *argv: str) -> set[str]:
+    """Files under cwd that one in-process stage run opened for reading, relative to cwd."""
+    global _opened
+    _opened = []
+    old_argv = sys.argv
+    sys.argv = [stage, *argv]
+    try:
+        result = call_stage(stage, cwd)
+    finally:
+        sys.argv, opened, _opened = old_argv, _opened, None
+    assert result.returncode == 0, result.stderr
+    found = set()
+    for path in opened:
+        full = (cwd / path).resolve()
+        if not full.is_relative_to(cwd.resolve()):
+            continue
+        found.add(str(full.relative_to(cwd.resolve())))
+    return found
+
+
+def declared(path: str, stage: dict) -> bool:
+    """Whether `path` lies in one of the stage's deps or outs (a file, or a folder holding it)."""
+    listed = paths(stage["deps"]) | paths(stage.get("outs")) | paths(stage.get("metrics"))
+    return any(path == item or path.startswith(item.rstrip("/") + "/") for item in listed)
+
+
+def test_every_file_a_stage_reads_is_a_dep_or_its_own_out(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    pkl = work / "data" / "raw" / "ucf101_2d.pkl"
+    write_pkl(make_dataset(labels=(0, 1, 2), groups=range(1, 9)), pkl)
+    write_params(work, {
+        "data.classes": [0, 1, 2], "shards.frames": 8, "shards.test_views": 2,
+        "model.eval.clips": 2, "baseline.epochs": 1, "model.epochs": 1, "model.hidden": 8,
+    })  # fmt: skip
+    values = yaml.safe_load((work / "params.yaml").read_text())
+    undeclared = {}
+    for name, stage in STAGES.items():
+        module, *argv = stage["cmd"].split()[2:]
+        deps = {dep.replace("${data.pkl}", values["data"]["pkl"]) for dep in paths(stage["deps"])}
+        stage = {**stage, "deps": sorted(deps)}
+        reads = reads_of(module.removeprefix("pipeline."), work, *argv)
+        extra = {p for p in reads if not declared(p, stage) and p not in UNDECLARED_READS}
+        if extra:
+            undeclared[name] = sorted(extra)
+    assert not undeclared, f"dvc.yaml: stages read files they do not list as deps: {undeclared}"
