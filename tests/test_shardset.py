@@ -60,5 +60,6 @@ def test_batches_cover_every_clip_once_and_shuffle_by_seed(folder):
 
 
 def test_missing_manifest_names_the_stage_to_run(tmp_path):
-    with pytest.raises(PipelineError, match=r"manifest.json: not found; run `dvc repro -f -s shards`"):
+    wanted = r"manifest.json: not found; run `dvc repro -f -s shards` to rebuild it"
+    with pytest.raises(PipelineError, match=wanted):
         ShardSet(tmp_path, "train")
