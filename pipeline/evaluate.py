@@ -16,10 +16,10 @@ import torch
 from sklearn.metrics import accuracy_score, classification_report, f1_score, log_loss
 
 from pipeline import params, runtime
-from pipeline.atomic import atomic_dir, write_json
+from pipeline.atomic import atomic_dir, prepare_outputs, write_json
 from pipeline.errors import cli, fail
 from pipeline.models import build_model
-from pipeline.paths import METRICS_DIR, SHARDS_DIR, model_path
+from pipeline.paths import METRICS_DIR, SHARDS_DIR, metrics_path, model_path
 from pipeline.shardset import ShardSet
 from pipeline.training import predict
 
@@ -74,6 +74,7 @@ def evaluate(name: str) -> dict[str, Any]:
     section = params.model_section(name)
     loaded = params.load("train", section)
     train, evaluation = loaded["train"], loaded[section]["eval"]
+    prepare_outputs(files=[metrics_path(name)], folders=[METRICS_DIR / name])
     device = runtime.setup(train)
     ckpt = load_checkpoint(model_path(name))
     cfg, classes = ckpt["config"], ckpt["classes"]
@@ -124,7 +125,7 @@ def evaluate(name: str) -> dict[str, Any]:
     with atomic_dir(METRICS_DIR / name) as tmp:
         prediction_table(test, probs, classes).to_csv(tmp / "predictions.csv", index=False)
         per_class.round(6).to_csv(tmp / "per_class.csv", index=False)
-    write_json(METRICS_DIR / f"{name}.json", metrics)
+    write_json(metrics_path(name), metrics)
     return metrics
 
 

@@ -22,6 +22,7 @@ from sklearn.model_selection import (
 )
 
 from pipeline import classnames, params, pklio, subset
+from pipeline.atomic import prepare_outputs
 from pipeline.errors import cli, fail
 from pipeline.paths import SUBSET_DIR
 
@@ -206,6 +207,7 @@ def select(
 
 def extract(cfg: Mapping[str, Any], pkl: str | Path, out_dir: str | Path) -> dict[str, Any]:
     """Run the stage; return the meta written to meta.json."""
+    prepare_outputs(folders=[out_dir])
     rows, kept, meta = select(cfg, pklio.load_pickle(pkl), str(pkl))
     subset.write(out_dir, rows, kept, meta)
     return meta

@@ -15,3 +15,12 @@ def model_path(name: str) -> Path:
 
 def resume_path(name: str) -> Path:
     return MODELS_DIR / f"{name}.resume.pt"
+
+
+def curves_path(name: str) -> Path:
+    """The train stage's per-epoch curves and their summary (dvclive's layout)."""
+    return METRICS_DIR / "train" / name
+
+
+def metrics_path(name: str) -> Path:
+    return METRICS_DIR / f"{name}.json"

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from pipeline import params, preprocess, skeleton
-from pipeline.atomic import atomic_dir, write_json
+from pipeline.atomic import atomic_dir, prepare_outputs, write_json
 from pipeline.errors import StopFlag, cli, fail
 from pipeline.paths import SHARDS_DIR, SUBSET_DIR
 from pipeline.subset import SPLITS, Subset, write_npy
@@ -121,6 +121,7 @@ def _drop_worker_subset() -> None:
 
 def shards(cfg: Mapping[str, Any], subset_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
     """Run the stage; return the manifest."""
+    prepare_outputs(folders=[out_dir])
     if not (Path(subset_dir) / "index.csv").is_file():
         raise fail(str(subset_dir), "no subset found (run `python -m pipeline.extract` first)")
     _drop_worker_subset()  # forked workers inherit it; a stale one would serve old clips

@@ -6,23 +6,34 @@ Python work and never holds more than a batch of the split in memory.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
-from pipeline.errors import fail
+from pipeline.readers import check_range, check_shape, damaged, map_npy, read_csv, read_json
+
+STAGE = "shards"  # the stage that writes every file read here
+MANIFEST = {
+    "classes": [str],
+    "shape": [int],
+    "params": dict,
+    "data": {"source": str, "train": str, "test": str},
+    "splits": dict,
+}
+SPLIT = {"clips": int, "views": int, "shards": [str]}  # manifest.json's entry for each split
+TABLE = {"frame_dir": str, "label": int, "target": int, "class_name": str, "length": int}
 
 
 def read_manifest(folder: str | Path) -> dict[str, Any]:
     path = Path(folder) / "manifest.json"
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise fail(str(path), "not found: run the shards stage first (dvc repro)") from None
+    manifest = read_json(path, STAGE, MANIFEST)
+    shape = manifest["shape"]
+    if len(shape) != 4 or min(shape) < 1:
+        raise damaged(path, STAGE, f"shape: expected [frames, persons, joints, channels] "
+                                   f"of positive sizes, found {shape}")  # fmt: skip
+    return manifest
 
 
 class ShardSet:
@@ -31,19 +42,26 @@ class ShardSet:
     def __init__(self, folder: str | Path, split: str) -> None:
         folder = Path(folder)
         self.manifest = read_manifest(folder)
+        check_shape(folder / "manifest.json", STAGE, self.manifest, {"splits": {split: SPLIT}})
         info = self.manifest["splits"][split]
-        self.table = pd.read_csv(folder / f"{split}.csv", keep_default_na=False)
-        self.shards = [np.load(folder / name, mmap_mode="r") for name in info["shards"]]
-        sizes = [len(s) for s in self.shards]
-        self._starts = np.cumsum([0] + sizes)
-        self.views = int(info["views"])
+        self.views = info["views"]
+        table_path = folder / f"{split}.csv"
+        self.table = read_csv(table_path, STAGE, TABLE)
+        self.shards = [map_npy(folder / name, STAGE, "<f4", 6) for name in info["shards"]]
+        clip = (self.views, *self.manifest["shape"])
+        for name, shard in zip(info["shards"], self.shards, strict=True):
+            if shard.shape[1:] != clip:
+                found = shard.shape[1:]
+                raise damaged(folder / name, STAGE, f"expected clips of shape {clip} (from "
+                                                    f"manifest.json), found {found}")  # fmt: skip
+        self._starts = np.cumsum([0] + [len(s) for s in self.shards])
+        if self._starts[-1] != len(self.table):
+            raise damaged(table_path, STAGE, f"lists {len(self.table)} clips, the shards of "
+                                             f"manifest.json hold {self._starts[-1]}")  # fmt: skip
+        check_range(table_path, STAGE, self.table, "length", 1, self.manifest["shape"][0])
+        check_range(table_path, STAGE, self.table, "target", 0, len(self.classes) - 1)
         self.lengths = self.table["length"].to_numpy(np.int64)
         self.targets = self.table["target"].to_numpy(np.int64)
-        if self._starts[-1] != len(self.table):
-            raise fail(
-                str(folder),
-                f"{split}.csv lists {len(self.table)} clips, shards hold {self._starts[-1]}",
-            )
 
     def __len__(self) -> int:
         return len(self.table)

@@ -10,6 +10,7 @@ persons x frames rows back to back; `index.csv` gives each clip's offset, person
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -19,13 +20,17 @@ import numpy as np
 import pandas as pd
 
 from pipeline.atomic import atomic_dir
+from pipeline.readers import check_range, damaged, npy_layout, read_csv, read_json
 from pipeline.skeleton import NUM_JOINTS
 
-INDEX_COLUMNS = [
-    "frame_dir", "label", "target", "class_name", "group", "split",
-    "frames", "persons", "offset", "img_h", "img_w",
-]  # fmt: skip
+INDEX = {
+    "frame_dir": str, "label": int, "target": int, "class_name": str, "group": str, "split": str,
+    "frames": int, "persons": int, "offset": int, "img_h": int, "img_w": int,
+}  # fmt: skip
+INDEX_COLUMNS = list(INDEX)
 SPLITS = ("train", "val", "test")
+STAGE = "extract"  # the stage that writes every file read here
+META = {"source": str, "splits": {"train": str, "test": str}, "classes": [str]}
 
 
 def write_npy(path: Path, dtype: str, shape: tuple[int, ...], parts: Iterable[np.ndarray]) -> None:
@@ -64,23 +69,27 @@ def write(
 class _FlatReader:
     """Rows of a flat .npy read with pread: unlike a memory map, pages read are not held in RSS."""
 
-    def __init__(self, path: Path) -> None:
-        with open(path, "rb") as handle:
-            np.lib.format.read_magic(handle)
-            shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
-            self._start = handle.tell()
-        self._fd = os.open(path, os.O_RDONLY)
-        self._dtype = dtype
-        self._row_shape = shape[1:]
-        self._row_bytes = dtype.itemsize * int(np.prod(shape[1:]))
+    def __init__(self, path: Path, row_shape: tuple[int, ...]) -> None:
+        shape, self._dtype, self._start = npy_layout(path, STAGE, "<f2", 1 + len(row_shape))
+        if shape[1:] != row_shape:
+            raise damaged(path, STAGE, f"expected rows of shape {row_shape}, found {shape[1:]}")
+        self._path = path
+        self._fd: int | None = None  # opened on first read, so a failed check leaks nothing
+        self.count = shape[0]
+        self._row_shape = row_shape
+        self._row_bytes = self._dtype.itemsize * math.prod(row_shape)
 
     def rows(self, start: int, stop: int) -> np.ndarray:
+        if self._fd is None:
+            self._fd = os.open(self._path, os.O_RDONLY)
         size = (stop - start) * self._row_bytes
         data = os.pread(self._fd, size, self._start + start * self._row_bytes)
         return np.frombuffer(data, self._dtype).reshape((stop - start, *self._row_shape))
 
     def close(self) -> None:
-        os.close(self._fd)
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 class Subset:
@@ -89,15 +98,37 @@ class Subset:
     def __init__(self, folder: str | Path) -> None:
         folder = Path(folder)
         self.folder = folder
-        # names stay text even when they look like numbers ('007' is not 7)
-        text = {"frame_dir": str, "class_name": str, "group": str}
-        self.index = pd.read_csv(folder / "index.csv", keep_default_na=False, dtype=text)
-        self.meta = json.loads((folder / "meta.json").read_text())
-        self.keypoints = _FlatReader(folder / "keypoints.npy")
-        self.scores = _FlatReader(folder / "scores.npy")
+        self.index = read_csv(folder / "index.csv", STAGE, INDEX)
+        self.meta = read_json(folder / "meta.json", STAGE, META)
+        self.keypoints = _FlatReader(folder / "keypoints.npy", (NUM_JOINTS, 2))
+        self.scores = _FlatReader(folder / "scores.npy", (NUM_JOINTS,))
+        self._check()
         self._offset = self.index["offset"].to_numpy()
         self._persons = self.index["persons"].to_numpy()
         self._frames = self.index["frames"].to_numpy()
+
+    def _check(self) -> None:
+        """The index and the arrays agree, so every clip it names reads back whole."""
+        rows = self.keypoints.count
+        if self.scores.count != rows:
+            raise damaged(self.folder / "scores.npy", STAGE,
+                          f"holds {self.scores.count} rows, keypoints.npy {rows}")  # fmt: skip
+        path, index = self.folder / "index.csv", self.index
+        limits = {
+            "frames": (1, rows), "persons": (1, rows), "offset": (0, rows),
+            "target": (0, len(self.classes) - 1), "img_h": (1, 2**31), "img_w": (1, 2**31),
+        }  # fmt: skip
+        for column, (lo, hi) in limits.items():
+            check_range(path, STAGE, index, column, lo, hi)
+        beyond = np.flatnonzero(index["offset"] + index["persons"] * index["frames"] > rows)
+        if len(beyond):
+            raise damaged(path, STAGE, f"row {beyond[0] + 1}: its clip runs past the "
+                                       f"{rows} rows of keypoints.npy")  # fmt: skip
+        unknown = np.flatnonzero(~index["split"].isin(SPLITS))
+        if len(unknown):
+            found = index["split"].iloc[unknown[0]]
+            raise damaged(path, STAGE, f"column 'split', row {unknown[0] + 1}: expected one of "
+                                       f"{list(SPLITS)}, found {found!r}")  # fmt: skip
 
     @property
     def classes(self) -> list[str]:

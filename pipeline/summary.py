@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
-from pipeline.atomic import write_json
-from pipeline.errors import cli, fail
-from pipeline.paths import METRICS_DIR, SHARDS_DIR
+from pipeline.atomic import prepare_outputs, write_json
+from pipeline.errors import cli
+from pipeline.paths import METRICS_DIR, SHARDS_DIR, metrics_path
+from pipeline.readers import NUMBER, read_json
 from pipeline.shardset import read_manifest
 
+SUMMARY = METRICS_DIR / "summary.json"
 
-def _read(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise fail(str(path), "not found: run the evaluate stages first (dvc repro)") from None
+
+def _read(name: str) -> dict[str, Any]:
+    """metrics/<name>.json as evaluate@<name> writes it (the keys used here)."""
+    shape = {"accuracy": NUMBER, "test_clips": int}
+    return read_json(metrics_path(name), f"evaluate@{name}", shape)
 
 
 def summarize(baseline: dict[str, Any], improved: dict[str, Any], manifest: dict[str, Any]) -> dict:
@@ -37,12 +37,9 @@ def summarize(baseline: dict[str, Any], improved: dict[str, Any], manifest: dict
 
 @cli
 def main() -> None:
-    result = summarize(
-        _read(METRICS_DIR / "baseline.json"),
-        _read(METRICS_DIR / "improved.json"),
-        read_manifest(SHARDS_DIR),
-    )
-    write_json(METRICS_DIR / "summary.json", result)
+    prepare_outputs(files=[SUMMARY])
+    result = summarize(_read("baseline"), _read("improved"), read_manifest(SHARDS_DIR))
+    write_json(SUMMARY, result)
     print(
         f"summary: baseline {result['baseline_accuracy']:.4f}, improved "
         f"{result['improved_accuracy']:.4f}, error reduction {result['error_reduction']:.1%}"

@@ -2,51 +2,51 @@
 
 Reads params `train` and the model's own section (`baseline`, or `model` for improved); writes
 the selected weights to models/<name>.pt and per-epoch curves with dvclive to
-metrics/train/<name>/.
+metrics/train/<name>/. The curves are written when the run is done, from its history, and
+published with the model: a killed or failed run leaves the old model with its own curves.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
 from dvclive import Live
 
 from pipeline import features, params, runtime
-from pipeline.atomic import atomic_path
+from pipeline.atomic import atomic_dir, prepare_outputs
 from pipeline.errors import cli
 from pipeline.models import build_model
-from pipeline.paths import METRICS_DIR, SHARDS_DIR, model_path, resume_path
+from pipeline.paths import SHARDS_DIR, curves_path, model_path, resume_path
 from pipeline.shardset import read_manifest
 from pipeline.training import Interrupted, fit, save_atomic
 
 CURVES = ("train_loss", "train_acc", "val_loss", "val_acc", "lr")
 
 
-class AtomicLive(Live):
-    """dvclive's Live, but metrics.json is replaced atomically: dvclive opens it with "w" and
-    then writes, so a run killed in between would leave it empty."""
+def write_curves(folder: Path, history: list[dict[str, float]], summary: Mapping[str, Any]) -> None:
+    """One tsv per curve (step = epoch) and metrics.json (last epoch + `summary`), by dvclive.
 
-    _summary_target: str | None = None
-
-    @property
-    def metrics_file(self) -> str:
-        return self._summary_target or super().metrics_file
-
-    def make_summary(self) -> None:
-        with atomic_path(super().metrics_file) as tmp:
-            self._summary_target = str(tmp)
-            try:
-                super().make_summary()
-            finally:
-                self._summary_target = None
+    Only make_summary is called, not end(): inside `dvc exp run`, end() would git-add the
+    files under this temporary folder's name."""
+    live = Live(dir=str(folder), dvcyaml=False, save_dvc_exp=False, report=None)
+    for row in history:
+        live.step = int(row["epoch"])
+        for key in CURVES:
+            split, _, metric = key.partition("_")
+            live.log_metric(f"{split}/{metric}" if metric else split, row[key], plot=True)
+    live.summary.update({"step": live.step, **summary})
+    live.make_summary()
 
 
 def run(name: str) -> dict[str, Any]:
     section = params.model_section(name)
     loaded = params.load("train", section)
     cfg, train = loaded[section], loaded["train"]
+    prepare_outputs(files=[model_path(name), resume_path(name)], folders=[curves_path(name)])
     device = runtime.setup(train)
     manifest = read_manifest(SHARDS_DIR)
     persons, joints = manifest["shape"][1], manifest["shape"][2]
@@ -56,23 +56,7 @@ def run(name: str) -> dict[str, Any]:
         f"train {name}: {cfg['arch']} on {runtime.describe(device)}, "
         f"{sum(p.numel() for p in model.parameters()):,} parameters"
     )
-
-    live = AtomicLive(
-        dir=str(METRICS_DIR / "train" / name), dvcyaml=False, save_dvc_exp=False, report=None
-    )
-    logged = 0
-
-    def log(history: list[dict[str, float]]) -> None:
-        nonlocal logged
-        for row in history[logged:]:
-            live.step = int(row["epoch"])
-            for key in CURVES:
-                split, _, metric = key.partition("_")
-                live.log_metric(f"{split}/{metric}" if metric else split, row[key], plot=True)
-            live.make_summary()
-        logged = len(history)
-
-    result = fit(model, cfg, train, SHARDS_DIR, device, resume_path(name), name, log)
+    result = fit(model, cfg, train, SHARDS_DIR, device, resume_path(name), name)
     row = result["row"]
     checkpoint = {
         "model": result["model"],
@@ -89,9 +73,12 @@ def run(name: str) -> dict[str, Any]:
         "val_loss": row["val_loss"],
         "device": device.type,
     }
-    save_atomic(checkpoint, model_path(name))
-    live.summary.update({"selected_epoch": int(row["epoch"]), "selected_val_acc": row["val_acc"]})
-    live.end()
+    selected = {"selected_epoch": int(row["epoch"]), "selected_val_acc": row["val_acc"]}
+    # The curves are renamed into place right after the model; a kill between the two renames
+    # leaves the resume file, and the rerun writes both again from it.
+    with atomic_dir(curves_path(name)) as curves:
+        write_curves(curves, result["history"], selected)
+        save_atomic(checkpoint, model_path(name))
     resume_path(name).unlink(missing_ok=True)
     print(
         f"train {name}: kept epoch {row['epoch']} (val acc {row['val_acc']:.3f})"

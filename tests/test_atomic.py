@@ -104,4 +104,5 @@ def test_a_killed_stage_leaves_the_old_output_or_none_and_a_rerun_works(
     result = call_stage(stage, tmp_path)
     assert result.returncode == 0, result.stderr
     check_leftovers(output.parent)
+    assert not list(output.parent.glob(f".{output.name}.*")), "the rerun clears what was left"
     (check_subset if stage == "extract" else check_shards)(tmp_path)

@@ -262,18 +262,27 @@ def test_killed_while_publishing_the_model_leaves_the_old_one_and_rerun_finishes
     assert_same(outcome(ws), reference)  # the restored curves are logged too
 
 
-def test_killed_while_writing_the_train_metrics_leaves_them_whole(prepared, reference, tmp_path):
-    """dvclive rewrites metrics.json each epoch; a kill in the middle (at the 3rd epoch's
-    summary) must leave the 2nd epoch's file, not an empty or half-written one."""
+def test_killed_while_writing_the_curves_leaves_the_old_model_with_its_curves(
+    prepared, reference, tmp_path
+):
+    """The curves are written from the history once training is done and published with the
+    model; a kill while dvclive writes them (its metrics.json) leaves the old model and the old
+    curves, byte for byte, and the rerun finishes from the resume file."""
     ws = workspace(prepared, tmp_path / "ws")
-    code, _, err = train(ws, kill_at=("json.dump", "", 3))
+    (ws / "models").mkdir()
+    torch.save({"old": torch.zeros(2)}, ws / MODEL)
+    (ws / TRAIN_METRICS / "plots").mkdir(parents=True)
+    (ws / TRAIN_METRICS / "metrics.json").write_text('{"step": 99}\n')
+    old = {p: p.read_bytes() for p in (ws / MODEL, ws / TRAIN_METRICS / "metrics.json")}
+    code, _, err = train(ws, kill_at=("json.dump", "", 1))
     assert code == -signal.SIGKILL, err
-    summary = json.loads((ws / TRAIN_METRICS / "metrics.json").read_text())
-    assert summary["step"] == 2
-    assert resume_epoch(ws) == 2
+    assert {p: p.read_bytes() for p in old} == old
+    assert not list((ws / TRAIN_METRICS / "plots").iterdir())
+    assert resume_epoch(ws) == EPOCHS
     assert_no_partial_outputs(ws)
 
     code, out, err = train_here(ws)
     assert code == 0, err
-    assert "resuming after epoch 2" in out
+    assert f"resuming after epoch {EPOCHS}" in out
+    assert not list(ws.rglob("*.tmp")), "the killed run's temporaries are removed by the rerun"
     assert_same(outcome(ws), reference)

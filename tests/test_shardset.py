@@ -25,7 +25,8 @@ def folder(tmp_path):
         "frame_dir": [f"clip{i}" for i in range(7)], "label": 0, "target": np.arange(7) % 2,
         "class_name": "a", "length": [4, 3, 2, 4, 1, 4, 4],
     }).to_csv(tmp_path / "train.csv", index=False)  # fmt: skip
-    manifest = {"classes": ["a", "b"], "shape": [4, 1, 17, 3],
+    manifest = {"classes": ["a", "b"], "shape": [4, 1, 17, 3], "params": {},
+                "data": {"source": "tiny.pkl", "train": "train1", "test": "test1"},
                 "splits": {"train": {"clips": 7, "views": 2, "shards": names}}}  # fmt: skip
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     return tmp_path, data
@@ -59,5 +60,6 @@ def test_batches_cover_every_clip_once_and_shuffle_by_seed(folder):
 
 
 def test_missing_manifest_names_the_stage_to_run(tmp_path):
-    with pytest.raises(PipelineError, match="manifest.json: not found: run the shards stage"):
+    wanted = r"manifest.json: not found; run `dvc repro -f -s shards` to rebuild it"
+    with pytest.raises(PipelineError, match=wanted):
         ShardSet(tmp_path, "train")

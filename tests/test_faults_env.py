@@ -1,0 +1,355 @@
+"""Faults of the environment: outputs that cannot be written, damaged intermediates, kills.
+
+A tiny workspace is run through every stage once per module; each case copies it, breaks one
+thing and runs one stage. The stage must end with exit code 2 and one `error:` line naming the
+file (and, for a damaged intermediate, the `dvc repro` that rebuilds it), no traceback, and
+the workspace exactly as it was: the check comes before the work, nothing is half-written.
+Killed stages must leave the old outputs, and their next run must remove the temporaries the
+kill left (only those) and end with complete outputs, the same as an uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import shutil
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import (
+    call_stage,
+    finish,
+    make_dataset,
+    run_stage,
+    start_stage,
+    write_params,
+    write_pkl,
+)
+
+from pipeline import atomic, evaluate, train
+from pipeline.errors import PipelineError
+from pipeline.shardset import ShardSet
+from pipeline.subset import INDEX_COLUMNS, SPLITS
+
+TINY = {
+    "data.pkl": "data/raw/tiny.pkl",
+    "data.classes": [0, 1],
+    "shards.frames": 8,
+    "shards.workers": 1,
+    "shards.size": 8,  # several shards per split, so a kill can land between two of them
+    "shards.train_views": 1,
+    "shards.test_views": 1,
+    "train.threads": 1,
+    "train.batch_size": 8,
+    "baseline.hidden": 8,
+    "baseline.epochs": 1,
+    "baseline.eval.clips": 1,
+    "model.hidden": 8,
+    "model.epochs": 2,
+    "model.eval.clips": 1,
+}
+STAGES = (("extract",), ("shards",), ("train", "baseline"), ("train", "improved"),
+          ("evaluate", "baseline"), ("evaluate", "improved"), ("summary",))  # fmt: skip
+ROOT = os.geteuid() == 0
+AS_ROOT = "runs as root, where a folder's mode does not stop writes (other cases cover the stage)"
+
+
+def call(ws: Path, stage: str, *args: str) -> tuple[int, str, str]:
+    """A stage's main() in this process, as `python -m pipeline.<stage> args` runs it.
+
+    An exception other than the stage's own exit escapes and fails the test: a traceback."""
+    threads = torch.get_num_threads()
+    if stage in ("train", "evaluate"):
+        module = train if stage == "train" else evaluate
+        torch.set_flush_denormal(stage == "train")  # as train's __main__ sets it
+        out, err = io.StringIO(), io.StringIO()
+        code = 0
+        try:
+            with contextlib.chdir(ws), contextlib.redirect_stdout(out), \
+                    contextlib.redirect_stderr(err):  # fmt: skip
+                module.main(list(args))
+        except SystemExit as exc:
+            code = exc.code
+        finally:
+            torch.set_flush_denormal(False)
+            torch.set_num_threads(threads)
+        return code or 0, out.getvalue(), err.getvalue()
+    result = call_stage(stage, ws)
+    return result.returncode, result.stdout, result.stderr
+
+
+def snapshot(root: Path) -> dict[str, bytes | None]:
+    """Every file (its bytes) and folder (None) under `root`."""
+    return {
+        str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None)
+        for p in sorted(root.rglob("*"))
+    }
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("faults_env") / "ws"
+    data = make_dataset(labels=(0, 1), groups=range(1, 7), clips_per_group=2, seed=3)
+    write_pkl(data, root / TINY["data.pkl"])
+    write_params(root, TINY)
+    for stage in STAGES:
+        code, _, err = call(root, *stage)
+        assert code == 0, (stage, err)
+    return root
+
+
+@pytest.fixture
+def ws(prepared: Path, tmp_path: Path) -> Path:
+    dest = tmp_path / "ws"
+    shutil.copytree(prepared, dest)
+    return dest
+
+
+# --- setups: each breaks one thing in a workspace copy ------------------------------------------
+
+
+def as_file(relative: str) -> Callable[[Path], None]:
+    def setup(ws: Path) -> None:
+        path = ws / relative
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        path.write_text("not a folder\n")
+
+    return setup
+
+
+def as_folder(relative: str) -> Callable[[Path], None]:
+    def setup(ws: Path) -> None:
+        (ws / relative).unlink()
+        (ws / relative / "kept").mkdir(parents=True)
+
+    return setup
+
+
+def read_only(relative: str) -> Callable[[Path], None]:
+    return lambda ws: (ws / relative).chmod(0o555)
+
+
+def holding(relative: str, content: bytes | str) -> Callable[[Path], None]:
+    data = content.encode() if isinstance(content, str) else content
+
+    def setup(ws: Path) -> None:
+        (ws / relative).write_bytes(data)
+
+    return setup
+
+
+def cut(relative: str, keep: int) -> Callable[[Path], None]:
+    def setup(ws: Path) -> None:
+        with open(ws / relative, "r+b") as handle:
+            handle.truncate(keep)
+
+    return setup
+
+
+def removed(relative: str) -> Callable[[Path], None]:
+    return lambda ws: (ws / relative).unlink()
+
+
+def rebuild(stage: str) -> str:
+    return f"; run `dvc repro -f -s {re.escape(stage)}` to rebuild it"
+
+
+SUBSET_ROW = "v_ApplyEyeMakeup_g03_c01,0,0,ApplyEyeMakeup,03,train,20,1,{offset},240,320\n"
+FILE_FOUND = r"expected a file \(an output of this stage\), found a folder; remove it"
+FOLDER_FOUND = r"expected a folder \(an output of this stage\), found a file; remove it"
+
+# (case id, setup, stage and argument, expected exit code, regex for the last stderr line)
+CASES = [
+    # outputs that cannot be written: refused before any work
+    ("extract: data/subset is a file", as_file("data/subset"), "extract", 2,
+     rf"data/subset: {FOLDER_FOUND}"),
+    ("extract: data/ not writable", read_only("data"), "extract", 2,
+     r"data: cannot write data/subset in this folder \(Permission denied\)"),
+    ("shards: data/shards is a file", as_file("data/shards"), "shards", 2,
+     rf"data/shards: {FOLDER_FOUND}"),
+    ("shards: data/ not writable", read_only("data"), "shards", 2,
+     r"data: cannot write data/shards in this folder \(Permission denied\)"),
+    ("train: models is a file", as_file("models"), "train baseline", 2,
+     r"models: expected a folder to hold models/baseline\.pt, found a file; move it away"),
+    ("train: models/baseline.pt is a folder", as_folder("models/baseline.pt"), "train baseline",
+     2, rf"models/baseline\.pt: {FILE_FOUND}"),
+    ("train: metrics is a file", as_file("metrics"), "train baseline", 2,
+     r"metrics: expected a folder to hold metrics/train/baseline, found a file; move it away"),
+    ("train: models/ not writable", read_only("models"), "train baseline", 2,
+     r"models: cannot write models/baseline\.pt in this folder \(Permission denied\)"),
+    ("evaluate: metrics/baseline is a file", as_file("metrics/baseline"), "evaluate baseline", 2,
+     rf"metrics/baseline: {FOLDER_FOUND}"),
+    ("evaluate: metrics/baseline.json is a folder", as_folder("metrics/baseline.json"),
+     "evaluate baseline", 2, rf"metrics/baseline\.json: {FILE_FOUND}"),
+    ("evaluate: metrics/ not writable", read_only("metrics"), "evaluate baseline", 2,
+     r"metrics: cannot write metrics/baseline\.json in this folder \(Permission denied\)"),
+    ("summary: metrics/summary.json is a folder", as_folder("metrics/summary.json"), "summary",
+     2, rf"metrics/summary\.json: {FILE_FOUND}"),
+    ("summary: metrics/ not writable", read_only("metrics"), "summary", 2,
+     r"metrics: cannot write metrics/summary\.json in this folder \(Permission denied\)"),
+    # damaged intermediates: the file, and the stage that rebuilds it
+    ("summary: metrics/baseline.json holds {", holding("metrics/baseline.json", "{"), "summary",
+     2, r"metrics/baseline\.json: not valid JSON \(.*\)" + rebuild("evaluate@baseline")),
+    ("summary: metrics/improved.json accuracy is text",
+     holding("metrics/improved.json", '{"accuracy": "high", "test_clips": 8}'), "summary", 2,
+     r"metrics/improved\.json: accuracy: expected a number, found a string"
+     + rebuild("evaluate@improved")),
+    ("train: manifest.json holds x", holding("data/shards/manifest.json", "x"), "train baseline",
+     2, r"data/shards/manifest\.json: not valid JSON \(.*\)" + rebuild("shards")),
+    ("train: manifest.json is a list", holding("data/shards/manifest.json", "[]"),
+     "train improved", 2, r"data/shards/manifest\.json: expected an object, found a list"
+     + rebuild("shards")),
+    ("train: a shard cut short", cut("data/shards/train-00000.npy", 1000), "train baseline", 2,
+     r"data/shards/train-00000\.npy: holds 1000 bytes, its header .* needs \d+ \(cut short or "
+     r"damaged\)" + rebuild("shards")),
+    ("train: train.csv of other columns", holding("data/shards/train.csv", "a,b\n1,2\n"),
+     "train baseline", 2, r"data/shards/train\.csv: no column 'frame_dir'" + rebuild("shards")),
+    ("evaluate: test.csv missing", removed("data/shards/test.csv"), "evaluate baseline", 2,
+     r"data/shards/test\.csv: not found" + rebuild("shards")),
+    ("evaluate: a test shard is not .npy", holding("data/shards/test-00000.npy", b"\x93NUMPX"),
+     "evaluate improved", 2, r"data/shards/test-00000\.npy: not a \.npy array \(.*\)"
+     + rebuild("shards")),
+    ("shards: keypoints.npy cut short", cut("data/subset/keypoints.npy", 1000), "shards", 2,
+     r"data/subset/keypoints\.npy: holds 1000 bytes, its header \(\d+, 17, 2\) needs \d+ "
+     r"\(cut short or damaged\)" + rebuild("extract")),
+    ("shards: index.csv of garbage bytes", holding("data/subset/index.csv", b"\xe5\x00\"\x93,\n"),
+     "shards", 2, r"data/subset/index\.csv: not a readable CSV table \(.*\)" + rebuild("extract")),
+    ("shards: index.csv names rows past keypoints.npy",
+     holding("data/subset/index.csv",
+             ",".join(INDEX_COLUMNS) + "\n" + SUBSET_ROW.format(offset=10**6)),
+     "shards", 2, r"data/subset/index\.csv: column 'offset', row 1: expected 0\.\.\d+, found "
+     r"1000000" + rebuild("extract")),
+    ("shards: meta.json cut short", holding("data/subset/meta.json", '{"source": "x", '),
+     "shards", 2, r"data/subset/meta\.json: not valid JSON \(.*\)" + rebuild("extract")),
+]  # fmt: skip
+ROOT_BLIND = {case[0] for case in CASES if "not writable" in case[0]}
+
+
+def params_of(cases: list[tuple]) -> list:
+    return [
+        pytest.param(*case[1:], id=case[0],
+                     marks=[pytest.mark.skipif(ROOT, reason=AS_ROOT)] * (case[0] in ROOT_BLIND))
+        for case in cases
+    ]  # fmt: skip
+
+
+def test_every_stage_keeps_a_case_that_runs_as_root():
+    stages = {case[2].split()[0] for case in CASES if case[0] not in ROOT_BLIND}
+    assert stages >= {"extract", "shards", "train", "evaluate", "summary"}
+
+
+def check_refused(ws: Path, code: int, out: str, err: str, expected: int, pattern: str,
+                  before: dict[str, bytes | None]) -> None:  # fmt: skip
+    assert code == expected, (code, out, err)
+    assert "Traceback" not in out + err, err
+    lines = err.strip().splitlines()
+    assert lines, "nothing on stderr"
+    assert re.fullmatch(f"error: {pattern}", lines[-1]), lines[-1]
+    assert snapshot(ws) == before, "the failed stage changed the workspace"
+
+
+@pytest.mark.parametrize(("setup", "stage", "expected", "pattern"), params_of(CASES))
+def test_fault_is_one_line_and_changes_nothing(ws, setup, stage, expected, pattern):
+    setup(ws)
+    before = snapshot(ws)
+    try:
+        code, out, err = call(ws, *stage.split())
+    finally:
+        for path in (ws, *ws.rglob("*")):
+            if path.is_dir():
+                path.chmod(0o755)  # so tmp_path can be cleaned up
+    check_refused(ws, code, out, err, expected, pattern, before)
+
+
+# A real process for a few: exit code and stderr as the shell sees them, including anything
+# printed at interpreter shutdown (dvclive and dulwich used to add their own tracebacks there).
+AS_PROCESS = [case for case in CASES if case[0] in {
+    "train: models/baseline.pt is a folder", "evaluate: test.csv missing",
+    "shards: keypoints.npy cut short", "summary: metrics/baseline.json holds {",
+}]  # fmt: skip
+
+
+@pytest.mark.parametrize(("setup", "stage", "expected", "pattern"), params_of(AS_PROCESS))
+def test_fault_as_a_process(ws, setup, stage, expected, pattern):
+    setup(ws)
+    before = snapshot(ws)
+    name, *args = stage.split()
+    result = run_stage(name, ws, *args)
+    check_refused(ws, result.returncode, result.stdout, result.stderr, expected, pattern, before)
+
+
+def test_writing_into_a_file_is_one_line_even_without_a_check_first(tmp_path):
+    """A stage that writes without prepare_outputs (fetch's synthetic path) still gets a line."""
+    (tmp_path / "raw").write_text("a file\n")
+    with pytest.raises(PipelineError) as info:
+        atomic.write_text(tmp_path / "raw" / "x.pkl", "data")
+    assert str(info.value) == (
+        f"{tmp_path / 'raw'}: expected a folder to hold {tmp_path / 'raw' / 'x.pkl'}, "
+        "found a file; move it away"
+    )
+
+
+# --- kills: the next run removes what the killed one left, and only that ----------------------
+
+
+def temps(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*.tmp")}
+
+
+def test_shards_killed_mid_build_rerun_clears_its_temporaries(ws, prepared):
+    old = snapshot(ws / "data" / "shards")
+    # not this stage's temporaries: a user's files, and extract's temporary name
+    others = {".shards.mine.tmp", "shards.tmp", ".shards.old.tmp", ".subset.abcd1234.tmp"}
+    for name in others:
+        (ws / "data" / name).write_text("keep me\n")
+    process = start_stage("shards", ws, kill_at=("pipeline.subset.write_npy", "", 2))
+    code, out, err = finish(process, timeout=60)
+    assert code == -signal.SIGKILL, (code, out, err)
+    left = temps(ws / "data") - others
+    assert len(left) == 1 and re.fullmatch(r"\.shards\.[a-z0-9_]{8}\.tmp", min(left)), left
+    assert (ws / "data" / min(left) / "train-00000.npy").is_file(), "killed before any shard"
+    assert snapshot(ws / "data" / "shards") == old
+
+    code, out, err = call(ws, "shards")
+    assert code == 0, err
+    assert temps(ws / "data") == others, "the killed run's temporaries are gone, others kept"
+    assert snapshot(ws / "data" / "shards") == snapshot(prepared / "data" / "shards")
+    for split in SPLITS:
+        ShardSet(ws / "data" / "shards", split).gather(range(3))
+
+
+def test_train_killed_keeps_the_old_model_with_its_curves_and_rerun_matches(ws, prepared):
+    """Killed with epoch 2's resume checkpoint written under its temporary name: the old model
+    and its curves stay as they were; the rerun clears the temporary, resumes after epoch 1 and
+    ends with the curves and metrics of the uninterrupted run."""
+    outputs = ("models/improved.pt", "metrics/train/improved")
+    old = {name: snapshot(ws / name) if (ws / name).is_dir() else (ws / name).read_bytes()
+           for name in outputs}  # fmt: skip
+    process = start_stage("train", ws, "improved",
+                          kill_at=("os.replace", "improved.resume.pt", 2))  # fmt: skip
+    code, out, err = finish(process, timeout=120)
+    assert code == -signal.SIGKILL, (code, out, err)
+    assert any(re.fullmatch(r"\.improved\.resume\.pt\.[a-z0-9_]{8}\.tmp", p)
+               for p in temps(ws / "models")), temps(ws / "models")  # fmt: skip
+    assert (ws / "models" / "improved.resume.pt").exists()
+    for name, content in old.items():
+        now = snapshot(ws / name) if (ws / name).is_dir() else (ws / name).read_bytes()
+        assert now == content, f"{name} changed though the run never finished"
+
+    code, out, err = call(ws, "train", "improved")
+    assert code == 0, err
+    assert "resuming after epoch 1" in out
+    assert not temps(ws), temps(ws)
+    assert not (ws / "models" / "improved.resume.pt").exists()
+    curves = ws / "metrics" / "train" / "improved"
+    assert snapshot(curves) == snapshot(prepared / "metrics" / "train" / "improved")
+    new = torch.load(ws / "models" / "improved.pt", weights_only=True)
+    ref = torch.load(prepared / "models" / "improved.pt", weights_only=True)
+    assert new.keys() == ref.keys()
+    for key, value in ref["model"].items():
+        assert torch.equal(new["model"][key], value), key
