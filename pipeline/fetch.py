@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from pipeline import params, pklio, synthetic
+from pipeline.atomic import prepare_outputs
 from pipeline.download import download, file_hashes
 from pipeline.errors import cli, fail
 from pipeline.paths import RAW_DIR
@@ -66,6 +67,7 @@ def obtain(data: Mapping[str, Any], fetch_cfg: Mapping[str, Any], synth: Mapping
         verify_hashes(target, data)
         validate(target)
         return ""
+    prepare_outputs(files=[target])
     if data["source"] == "synthetic":
         synthetic.write(
             target, clips_per_group=tuple(synth["clips_per_group"]), frames=tuple(synth["frames"]),
