@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from pipeline.errors import fail
+from pipeline.params import PARAMS_FILE
 
 
 def read_label_map(path: str | Path) -> dict[int, str]:
@@ -55,8 +56,23 @@ def resolve(
         missing = [label for label in labels if label not in mapping]
         if missing:
             raise fail(label_map, f"no name for label {missing[0]} (the file names {len(mapping)})")
-        return [mapping[label] for label in labels]
+        return _distinct(labels, [mapping[label] for label in labels], label_map, "the label map")
     parsed = from_names(clips, pattern)
     if parsed is not None and all(label in parsed for label in labels):
-        return [parsed[label] for label in labels]
+        names = [parsed[label] for label in labels]
+        return _distinct(labels, names, PARAMS_FILE, f"data.class_pattern {pattern!r}")
     return [f"class_{label}" for label in labels]
+
+
+def _distinct(labels: list[int], names: list[str], where: str, what: str) -> list[str]:
+    """`names`, once no two labels share one: two classes of one name would be merged in every
+    report (per_class.csv would list the name twice, one of them with support 0)."""
+    first: dict[str, int] = {}
+    for label, name in zip(labels, names, strict=True):
+        if name in first:
+            raise fail(
+                where, f"{what} gives labels {first[name]} and {label} the same class name "
+                f"{name!r} (each class needs its own name)",
+            )  # fmt: skip
+        first[name] = label
+    return names

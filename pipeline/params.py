@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import math
 import re
+import reprlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -32,7 +34,8 @@ def _is_int(v: Any) -> bool:
 
 
 def _is_num(v: Any) -> bool:
-    return (_is_int(v) or isinstance(v, float)) and math.isfinite(v)
+    # an int is finite whatever its size (math.isfinite would overflow converting a huge one)
+    return _is_int(v) or (isinstance(v, float) and math.isfinite(v))
 
 
 def integer(lo: int | None = None, hi: int | None = None) -> Check:
@@ -70,12 +73,30 @@ def one_of(*choices: Any) -> Check:
 
 
 def string(nullable: bool = False) -> Check:
+    """A non-empty string (a file path, say): no NUL character, which no path can hold."""
+
     def check(v: Any) -> str | None:
         if v is None and nullable:
             return None
-        return None if isinstance(v, str) and v else "a non-empty string" + (" or null" * nullable)
+        ok = isinstance(v, str) and v and "\0" not in v
+        return None if ok else "a non-empty string" + (" or null" * nullable)
 
     return check
+
+
+def http_url(v: Any) -> str | None:
+    """An http(s) URL with a host: the only kind the fetch stage downloads."""
+    expected = "an http:// or https:// URL"
+    if not isinstance(v, str) or any(ch.isspace() or ord(ch) < 32 for ch in v):
+        return expected + " (no spaces or control characters)" * isinstance(v, str)
+    try:
+        parts = urlsplit(v)
+        _ = parts.port  # raises ValueError on a port out of range
+    except ValueError as exc:
+        return f"{expected} ({exc})"
+    if parts.scheme.lower() not in ("http", "https"):
+        return expected
+    return None if parts.hostname else f"{expected} with a host name (this one has no host)"
 
 
 def boolean(v: Any) -> str | None:
@@ -86,6 +107,8 @@ def hex_digest(length: int) -> Check:
     def check(v: Any) -> str | None:
         if v is None or (isinstance(v, str) and re.fullmatch(f"[0-9a-fA-F]{{{length}}}", v)):
             return None
+        if _is_int(v):  # YAML reads unquoted digits as a number, dropping leading zeros
+            return f"a {length}-digit hex digest in quotes (YAML read these digits as a number)"
         return f"null or a {length}-digit hex digest"
 
     return check
@@ -94,7 +117,7 @@ def hex_digest(length: int) -> Check:
 def regex_with_group(v: Any) -> str | None:
     try:
         ok = isinstance(v, str) and re.compile(v).groups >= 1
-    except re.error:
+    except (re.error, RecursionError, OverflowError, ValueError):  # a huge count, deep nesting
         ok = False
     return None if ok else "a regular expression with one capture group"
 
@@ -116,7 +139,8 @@ def int_range(v: Any) -> str | None:
 
 def streams(v: Any) -> str | None:
     allowed = {"joint", "bone", "motion"}
-    ok = isinstance(v, list) and v and set(v) <= allowed and len(set(v)) == len(v)
+    ok = isinstance(v, list) and v and all(isinstance(x, str) for x in v)
+    ok = ok and set(v) <= allowed and len(set(v)) == len(v)
     return None if ok else f"a non-empty list drawn from {sorted(allowed)}"
 
 
@@ -127,6 +151,10 @@ def folds(v: Any) -> str | None:
 def split_name(v: Any) -> str | None:
     return None if v is None or (isinstance(v, str) and v) else "null or a split name"
 
+
+# Seeds reach numpy's legacy seeding, sklearn's random_state and torch.manual_seed: the range
+# all of them accept, so a bad seed is named here rather than failing deep inside one of them.
+SEED = integer(0, 2**32 - 1)
 
 AUGMENT = {
     "scale": number(0.0, 1.0, hi_open=True),
@@ -161,7 +189,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
     "data": {
         "source": one_of("ucf101", "synthetic"),
         "pkl": string(),
-        "url": string(),
+        "url": http_url,
         "md5": hex_digest(32),
         "sha256": hex_digest(64),
         "split": integer(1, 99),
@@ -175,7 +203,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "val_fraction": number(0.01, 0.99),
         "folds": folds,
         "fold": integer(0),
-        "seed": integer(0),
+        "seed": SEED,
     },
     "fetch": {
         "retries": integer(0, 100),
@@ -186,7 +214,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "clips_per_group": int_range,
         "frames": int_range,
         "mirror": string(nullable=True),
-        "seed": integer(0),
+        "seed": SEED,
     },
     "shards": {
         "frames": integer(1, 100000),
@@ -198,13 +226,13 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "min_joint_visibility": number(0.0, 1.0),
         "train_views": integer(1, 100),
         "test_views": integer(1, 100),
-        "seed": integer(0),
+        "seed": SEED,
         "size": integer(1),
         "workers": integer(0, 512),
     },
     "train": {
         "device": one_of("auto", "cpu", "cuda"),
-        "seed": integer(0),
+        "seed": SEED,
         "batch_size": integer(1, 1 << 20),
         "threads": integer(0, 1024),
         "amp": boolean,
@@ -213,6 +241,19 @@ SCHEMA: dict[str, dict[str, Any]] = {
     "baseline": MODEL,
     "model": MODEL,
 }
+
+
+# A found value is shown shortened: YAML aliases can make a small file hold a value whose full
+# repr would be huge (a list of lists of the same list, nested), and one line must stay short.
+_SHOW = reprlib.Repr()
+_SHOW.maxlevel = 2
+_SHOW.maxlist = _SHOW.maxtuple = _SHOW.maxdict = _SHOW.maxset = 4
+_SHOW.maxstring = _SHOW.maxlong = _SHOW.maxother = 100  # a whole sha256 fits
+
+
+def show(value: Any) -> str:
+    """A value as an error message quotes it: its repr, shortened."""
+    return _SHOW.repr(value)
 
 
 def _check(section: Mapping[str, Any], schema: Mapping[str, Any], prefix: str, source: str) -> None:
@@ -228,8 +269,8 @@ def _check(section: Mapping[str, Any], schema: Mapping[str, Any], prefix: str, s
             continue
         expected = rule(value)
         if expected is not None:
-            raise fail(source, f"{where}: expected {expected}, found {value!r}")
-    unknown = sorted(set(section) - set(schema))
+            raise fail(source, f"{where}: expected {expected}, found {show(value)}")
+    unknown = sorted(set(section) - set(schema), key=str)  # YAML keys need not be strings
     if unknown:
         raise fail(source, f"{prefix}: unknown key {unknown[0]!r} (known: {', '.join(schema)})")
 
@@ -258,11 +299,24 @@ def read(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
     """The whole params file, unchecked."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise fail(str(path), "params file not found (run from the project root)") from None
+    except IsADirectoryError:
+        raise fail(str(path), "is a folder; expected the params file") from None
+    except OSError as exc:
+        raise fail(str(path), f"cannot read the params file ({exc.strerror or exc})") from None
+    try:
+        data = yaml.safe_load(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise fail(
+            str(path), f"not UTF-8 text (byte 0x{raw[exc.start]:02x} on line {line})"
+        ) from None
     except yaml.YAMLError as exc:
         raise fail(str(path), f"not valid YAML ({str(exc).splitlines()[0]})") from None
+    except RecursionError:
+        raise fail(str(path), "not valid YAML (nested too deeply)") from None
     if not isinstance(data, dict):
         raise fail(str(path), "expected a mapping of sections at top level")
     return data

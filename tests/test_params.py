@@ -43,7 +43,9 @@ def test_load_returns_only_the_sections_asked_for():
         ("shards.frames", 64.0, "an integer"),
         ("shards.persons", 3, r"an integer in \[1, 2\]"),
         ("shards.persons", True, "an integer"),
-        ("data.seed", -1, "an integer >= 0"),
+        ("data.seed", -1, r"an integer in \[0, 4294967295\]"),
+        ("train.seed", 2**64, r"an integer in \[0, 4294967295\]"),
+        ("shards.seed", 2**40, r"an integer in \[0, 4294967295\]"),
         ("data.fold", -1, "an integer >= 0"),
         ("data.folds", 1, "null or an integer >= 2"),
         ("data.folds", 2.0, "null or an integer >= 2"),
@@ -67,7 +69,12 @@ def test_load_returns_only_the_sections_asked_for():
         # string / nullable string
         ("data.pkl", "", "a non-empty string"),
         ("data.pkl", None, "a non-empty string"),
-        ("data.url", 5, "a non-empty string"),
+        ("data.url", 5, "an http:// or https:// URL"),
+        ("data.url", "ftp://host/x", "an http:// or https:// URL, found"),
+        ("data.url", "http:///x", "URL with a host name \\(this one has no host\\)"),
+        ("data.url", "http://host:99999/x", "URL \\(Port out of range"),
+        ("data.url", "http://host/a b", "no spaces or control characters"),
+        ("data.pkl", "a\0b", "a non-empty string"),
         ("data.label_map", 3, "a non-empty string or null"),
         ("synthetic.mirror", "", "a non-empty string or null"),
         # boolean
@@ -77,6 +84,7 @@ def test_load_returns_only_the_sections_asked_for():
         # hex digests
         ("data.md5", "xyz", "null or a 32-digit hex digest"),
         ("data.sha256", "a" * 63, "null or a 64-digit hex digest"),
+        ("data.md5", 12345678901234567890123456789012, "hex digest in quotes \\(YAML read these"),
         # regular expression with a capture group
         ("data.group_pattern", r"_g\d+_", "a regular expression with one capture group"),
         ("data.class_pattern", "(unclosed", "a regular expression with one capture group"),
