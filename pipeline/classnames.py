@@ -11,7 +11,6 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from pipeline.errors import fail
-from pipeline.params import PARAMS_FILE
 
 
 def read_label_map(path: str | Path) -> dict[int, str]:
@@ -49,8 +48,9 @@ def resolve(
     clips: Iterable[tuple[str, int]],
     pattern: str,
     label_map: str | None,
+    source: str = "data.pkl",
 ) -> list[str]:
-    """One name for each of `labels`, in the same order."""
+    """One name for each of `labels`, in the same order; `source` is the file of the clips."""
     if label_map is not None:
         mapping: Mapping[int, str] = read_label_map(label_map)
         missing = [label for label in labels if label not in mapping]
@@ -60,7 +60,9 @@ def resolve(
     parsed = from_names(clips, pattern)
     if parsed is not None and all(label in parsed for label in labels):
         names = [parsed[label] for label in labels]
-        return _distinct(labels, names, PARAMS_FILE, f"data.class_pattern {pattern!r}")
+        # the clips' names and labels disagree, or the pattern is too coarse: either way the
+        # names come from the clips, and the line names the key
+        return _distinct(labels, names, source, f"data.class_pattern {pattern!r}")
     return [f"class_{label}" for label in labels]
 
 
@@ -72,7 +74,7 @@ def _distinct(labels: list[int], names: list[str], where: str, what: str) -> lis
         if name in first:
             raise fail(
                 where, f"{what} gives labels {first[name]} and {label} the same class name "
-                f"{name!r} (each class needs its own name)",
+                f"{name!r}; each class needs its own name",
             )  # fmt: skip
         first[name] = label
     return names

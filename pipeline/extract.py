@@ -164,7 +164,8 @@ def select(
         raise fail(source, f"cannot carve {what} out of {train_name!r}: {exc}") from None
     target = {label: i for i, label in enumerate(chosen)}
     names = classnames.resolve(
-        chosen, ((n, train_labels[n]) for n in train), cfg["class_pattern"], cfg["label_map"]
+        chosen, ((n, train_labels[n]) for n in train), cfg["class_pattern"], cfg["label_map"],
+        source,
     )
     group_re = re.compile(cfg["group_pattern"])
 

@@ -209,7 +209,7 @@ class Case:
 
 RETRAIN_BASELINE = r"; retrain it with `dvc repro train@baseline`$"
 RETRAIN_IMPROVED = r"; retrain it with `dvc repro train@improved`$"
-TWO_LABELS_ONE_NAME = r"gives labels 0 and 1 the same class name '{}' \(each class needs its own"
+TWO_LABELS_ONE_NAME = r"gives labels 0 and 1 the same class name '{}'; each class needs its own"
 DIVERGED = (
     r"^error: params\.yaml: train improved diverged in epoch \d+, "
     r"(batch \d+ of \d+|validation after its last batch) \(loss (nan|inf|-inf)\): "
@@ -220,7 +220,7 @@ CASES = [
     # 4. class names
     Case("class_pattern gives two labels one name", params(data__class_pattern="^(v)_"),
          ("extract",), 2,
-         r"^error: params\.yaml: data\.class_pattern '\^\(v\)_' "
+         r"^error: data/raw/tiny\.pkl: data\.class_pattern '\^\(v\)_' "
          + TWO_LABELS_ONE_NAME.format("v")),
     Case("label map gives two labels one name", label_map("walk\nwalk\n"), ("extract",), 2,
          r"^error: labels\.txt: the label map " + TWO_LABELS_ONE_NAME.format("walk")),
