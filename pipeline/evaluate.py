@@ -104,7 +104,7 @@ def model_from_checkpoint(
     trained_on = ckpt.get("shards") if isinstance(ckpt.get("shards"), Mapping) else {}
     for key in INPUT_PARAMS:
         now = manifest["params"].get(key)
-        if key in trained_on and trained_on[key] != now:
+        if key in trained_on and not _same(trained_on[key], now):
             raise fail(where, f"it was trained on shards with shards.{key} = "
                        f"{params.show(trained_on[key])}, {manifest_file} has {params.show(now)}; "
                        f"{redo}")  # fmt: skip
@@ -112,7 +112,7 @@ def model_from_checkpoint(
     channels = features.in_channels(cfg["streams"], cfg["score"])
     for key, now in (("classes", manifest["classes"]), ("persons", persons), ("joints", joints),
                      ("in_channels", channels)):  # fmt: skip
-        if ckpt[key] != now:
+        if not _same(ckpt[key], now):
             source = "its config's streams and score" if key == "in_channels" else manifest_file
             raise fail(where, f"its {key} is {params.show(ckpt[key])}, where {source} has "
                        f"{params.show(now)}; {redo}")  # fmt: skip
@@ -125,6 +125,16 @@ def model_from_checkpoint(
     _check_weights(ckpt["model"], model.state_dict(), cfg, where, redo)
     model.load_state_dict(ckpt["model"])
     return model
+
+
+def _same(found: Any, wanted: Any) -> bool:
+    """Equal, and of one kind (numbers count as one kind): a tensor or other odd value that a
+    checkpoint may hold in place of a plain one is never equal, and never compared elementwise.
+    """
+    numbers = (int, float)
+    if isinstance(found, numbers) and isinstance(wanted, numbers):
+        return found == wanted and isinstance(found, bool) == isinstance(wanted, bool)
+    return type(found) is type(wanted) and found == wanted
 
 
 def _check_weights(

@@ -231,12 +231,8 @@ def interrupted(name: str, epoch: int, saved: int, resume_file: Path) -> Interru
                        f"saved in {resume_file}; {how} to resume")  # fmt: skip
 
 
-def diverged(
-    name: str, epoch: int, exc: Diverged, cfg: Mapping[str, Any], resume_file: Path
-) -> PipelineError:
-    """The message for a loss gone NaN or infinite; the resume file goes too, since resuming
-    it under the same params would diverge again, and changed params start over anyway."""
-    resume_file.unlink(missing_ok=True)
+def diverged(name: str, epoch: int, exc: Diverged, cfg: Mapping[str, Any]) -> PipelineError:
+    """The message for a loss gone NaN or infinite: where, and which knob to turn."""
     section = params.STAGE_SECTION.get(name, name)
     return fail(
         params.PARAMS_FILE,
@@ -289,7 +285,9 @@ def fit(
             except Interrupted:
                 raise interrupted(name, epoch, epoch - 1, resume_file) from None
             except Diverged as exc:
-                raise diverged(name, epoch, exc, cfg, resume_file) from None
+                # resuming under the same params would diverge again; other params start over
+                resume_file.unlink(missing_ok=True)
+                raise diverged(name, epoch, exc, cfg) from None
             row = history_row(epoch, fit_stats, val_stats, scheduler.get_last_lr()[0])
             history.append(row)
             if better(row, best and best["row"]):
