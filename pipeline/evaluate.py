@@ -25,6 +25,7 @@ from pipeline.atomic import atomic_dir, write_json
 from pipeline.errors import PipelineError, cli, fail
 from pipeline.models import build_model
 from pipeline.paths import METRICS_DIR, SHARDS_DIR, model_path
+from pipeline.rules import show
 from pipeline.shardset import ShardSet
 from pipeline.training import predict
 
@@ -106,7 +107,7 @@ def model_from_checkpoint(
         now = manifest["params"].get(key)
         if key in trained_on and not _same(trained_on[key], now):
             raise fail(where, f"it was trained on shards with shards.{key} = "
-                       f"{params.show(trained_on[key])}, {manifest_file} has {params.show(now)}; "
+                       f"{show(trained_on[key])}, {manifest_file} has {show(now)}; "
                        f"{redo}")  # fmt: skip
     _, persons, joints, _ = manifest["shape"]
     channels = features.in_channels(cfg["streams"], cfg["score"])
@@ -114,12 +115,12 @@ def model_from_checkpoint(
                      ("in_channels", channels)):  # fmt: skip
         if not _same(ckpt[key], now):
             source = "its config's streams and score" if key == "in_channels" else manifest_file
-            raise fail(where, f"its {key} is {params.show(ckpt[key])}, where {source} has "
-                       f"{params.show(now)}; {redo}")  # fmt: skip
+            raise fail(where, f"its {key} is {show(ckpt[key])}, where {source} has "
+                       f"{show(now)}; {redo}")  # fmt: skip
     for key, kind in REPORTED.items():  # copied into the metrics
         if not isinstance(ckpt[key], kind):
             raise fail(
-                where, f"its {key} is {params.show(ckpt[key])}, not a {kind.__name__}; {redo}"
+                where, f"its {key} is {show(ckpt[key])}, not a {kind.__name__}; {redo}"
             )
     model = build_model(cfg, channels, persons, len(manifest["classes"]), joints)
     _check_weights(ckpt["model"], model.state_dict(), cfg, where, redo)
@@ -156,7 +157,7 @@ def _check_weights(
                        f"diverged); {redo} after lowering its lr")  # fmt: skip
     extra = sorted(set(weights) - set(wanted), key=str)
     if extra:
-        raise fail(where, f"weight {params.show(extra[0])} has no place in {config}; {redo}")
+        raise fail(where, f"weight {show(extra[0])} has no place in {config}; {redo}")
 
 
 def prediction_table(test: ShardSet, probs: np.ndarray, classes: list[str]) -> pd.DataFrame:
