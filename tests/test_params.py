@@ -6,8 +6,6 @@ import contextlib
 import copy
 import random
 import re
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -228,7 +226,6 @@ VALUES = st.one_of(
     st.lists(st.lists(SCALARS, max_size=2), max_size=2),
     st.dictionaries(st.text(max_size=3), SCALARS, max_size=2),
 )
-TMP = Path(tempfile.mkdtemp(prefix="params-fuzz-"))  # an empty cwd: label_map paths resolve here
 TINY_DATA = make_dataset(labels=(0, 1), groups=range(1, 5), test_groups=(1,), clips_per_group=1,
                          frames=(3, 5), seed=7)  # fmt: skip
 
@@ -274,7 +271,7 @@ def _use(key: str, values: dict) -> None:
                                           values["score"]), torch.tensor([9, 4]))  # fmt: skip
 
 
-def test_every_key_accepts_an_edge_value_that_works_or_names_itself():
+def test_every_key_accepts_an_edge_value_that_works_or_names_itself(tmp_path):
     """Each key of the schema set to each of EDGES in turn: refused in one line naming the key,
     or accepted and then usable where a stage uses it first (seeds seeded, data selected,
     models built and run). A seed numpy or torch would refuse is refused here instead."""
@@ -290,7 +287,7 @@ def test_every_key_accepts_an_edge_value_that_works_or_names_itself():
                 text = str(exc)
                 assert text.startswith(f"params.yaml: {key}") and "\n" not in text, (key, text)
                 continue
-            with contextlib.chdir(TMP):
+            with contextlib.chdir(tmp_path):  # label_map paths resolve here
                 try:
                     _use(key, values)
                 except PipelineError as exc:  # e.g. a group pattern no clip matches
