@@ -48,15 +48,33 @@ def resolve(
     clips: Iterable[tuple[str, int]],
     pattern: str,
     label_map: str | None,
+    source: str = "data.pkl",
 ) -> list[str]:
-    """One name for each of `labels`, in the same order."""
+    """One name for each of `labels`, in the same order; `source` is the file of the clips."""
     if label_map is not None:
         mapping: Mapping[int, str] = read_label_map(label_map)
         missing = [label for label in labels if label not in mapping]
         if missing:
             raise fail(label_map, f"no name for label {missing[0]} (the file names {len(mapping)})")
-        return [mapping[label] for label in labels]
+        return _distinct(labels, [mapping[label] for label in labels], label_map, "the label map")
     parsed = from_names(clips, pattern)
     if parsed is not None and all(label in parsed for label in labels):
-        return [parsed[label] for label in labels]
+        names = [parsed[label] for label in labels]
+        # the clips' names and labels disagree, or the pattern is too coarse: either way the
+        # names come from the clips, and the line names the key
+        return _distinct(labels, names, source, f"data.class_pattern {pattern!r}")
     return [f"class_{label}" for label in labels]
+
+
+def _distinct(labels: list[int], names: list[str], where: str, what: str) -> list[str]:
+    """`names`, once no two labels share one: two classes of one name would be merged in every
+    report (per_class.csv would list the name twice, one of them with support 0)."""
+    first: dict[str, int] = {}
+    for label, name in zip(labels, names, strict=True):
+        if name in first:
+            raise fail(
+                where, f"{what} gives labels {first[name]} and {label} the same class name "
+                f"{name!r}; each class needs its own name",
+            )  # fmt: skip
+        first[name] = label
+    return names

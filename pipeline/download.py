@@ -135,12 +135,14 @@ def _check_url(url: str) -> None:
         _ = parts.port  # raises ValueError on an out-of-range port
     except ValueError as exc:
         raise fail(str(url), f"not a valid URL ({exc}); expected http(s)://host/path") from None
-    if parts.scheme.lower() not in SCHEMES or not parts.hostname:
+    if parts.scheme.lower() not in SCHEMES:
         raise fail(
             str(url),
             f"unsupported URL (scheme {parts.scheme or 'missing'!r}); only http:// and https:// "
             "URLs are downloaded",
         )
+    if not parts.hostname:
+        raise fail(str(url), "the URL has no host; expected http(s)://host/path")
     if any(ch.isspace() or ord(ch) < 32 for ch in str(url)):
         raise fail(repr(url), "URL contains whitespace or control characters")
 

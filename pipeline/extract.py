@@ -8,6 +8,7 @@ never on both sides), and writes the compact subset of `pipeline.subset`.
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -137,8 +138,10 @@ def select(
     train_labels = {n: label_of(n, train_name) for n in train_all}
     test_labels = {n: label_of(n, test_name) for n in splits[test_name]}
     present = sorted(set(train_labels.values()))
+    warnings: list[str] = []
     if cfg["classes"] == "all":
         chosen = present
+        warnings += _test_only(test_labels, set(present), (train_name, test_name), source)
     else:
         chosen = sorted(cfg["classes"])
         absent = [c for c in chosen if c not in set(present)]
@@ -162,13 +165,15 @@ def select(
         raise fail(source, f"cannot carve {what} out of {train_name!r}: {exc}") from None
     target = {label: i for i, label in enumerate(chosen)}
     names = classnames.resolve(
-        chosen, ((n, train_labels[n]) for n in train), cfg["class_pattern"], cfg["label_map"]
+        chosen, ((n, train_labels[n]) for n in train), cfg["class_pattern"], cfg["label_map"],
+        source,
     )
     group_re = re.compile(cfg["group_pattern"])
 
     rows: list[dict[str, Any]] = []
     kept: list[Mapping[str, Any]] = []
     skipped: list[str] = []
+    unscored: list[str] = []
     labelled = [(n, "val" if n in val else "train") for n in train] + [(n, "test") for n in test]
     for name, split in sorted(labelled, key=lambda item: subset.SPLITS.index(item[1])):
         ann = annotations[where[name]]
@@ -176,6 +181,8 @@ def select(
         if persons == 0:
             skipped.append(name)
             continue
+        if not ann["keypoint_score"].any():
+            unscored.append(name)
         label = pklio.as_int(ann["label"])
         group = group_re.search(name)
         h, w = (int(s) for s in ann["img_shape"])
@@ -186,12 +193,13 @@ def select(
             "img_h": h, "img_w": w,
         })  # fmt: skip
         kept.append(ann)
-    counts = {s: sum(r["split"] == s for r in rows) for s in subset.SPLITS}
-    for split, count in counts.items():
-        if count == 0:
-            raise fail(
-                source, f"the selection leaves no {split} clip (check data.classes and splits)"
-            )
+    counts = _check_selection(rows, names, skipped, source)
+    if unscored:
+        warnings.append(
+            f"{source}: {len(unscored)} of {len(rows)} chosen clips have every keypoint score 0 "
+            f"(first {unscored[0]!r}); the shards stage zeroes joints scored below "
+            "shards.min_score, so those clips reach the model without a skeleton"
+        )
     meta = {
         "source": source,
         "splits": {"train": train_name, "test": test_name},
@@ -201,8 +209,49 @@ def select(
         "counts": counts,
         "skipped_no_person": len(skipped),
         "skipped": skipped,
+        "warnings": warnings,
     }
     return rows, kept, meta
+
+
+def _test_only(
+    test_labels: Mapping[str, int], in_train: set[int], splits: tuple[str, str], source: str
+) -> list[str]:
+    """The warning for labels `classes: all` leaves out: present in test only, never trained."""
+    left_out = sorted(set(test_labels.values()) - in_train)
+    if not left_out:
+        return []
+    clips = sum(label in set(left_out) for label in test_labels.values())
+    which = ", ".join(map(str, left_out[:5])) + (", ..." if len(left_out) > 5 else "")
+    several = len(left_out) > 1
+    return [
+        f"{source}: label{'s' * several} {which} ({clips} clips) appear{'s' * (not several)} "
+        f"only in split {splits[1]!r}, not in {splits[0]!r}; data.classes: all takes the labels "
+        "of train, so they are left out"
+    ]
+
+
+def _check_selection(
+    rows: list[dict[str, Any]], names: list[str], skipped: list[str], source: str
+) -> dict[str, int]:
+    """Clips per split of a selection that can be trained and tested: every split has clips,
+    and train has two classes or more (with one, nothing is learned and the test metrics, log
+    loss and per-class scores, are undefined)."""
+    counts = {s: sum(r["split"] == s for r in rows) for s in subset.SPLITS}
+    for split, count in counts.items():
+        if count == 0:
+            empty = f"{len(skipped)} clips with no person were skipped; " if skipped else ""
+            raise fail(
+                source,
+                f"the selection leaves no {split} clip ({empty}check data.classes and splits)",
+            )
+    taught = sorted({r["target"] for r in rows if r["split"] == "train"})
+    if len(taught) < 2:
+        raise fail(
+            source, f"the train clips of the selection hold 1 class ({names[taught[0]]!r}); "
+            "a classifier needs 2 or more (check data.classes)",
+        )  # fmt: skip
+    return counts
 
 
 def extract(cfg: Mapping[str, Any], pkl: str | Path, out_dir: str | Path) -> dict[str, Any]:
@@ -217,6 +266,8 @@ def extract(cfg: Mapping[str, Any], pkl: str | Path, out_dir: str | Path) -> dic
 def main() -> None:
     cfg = params.load("data")["data"]
     meta = extract(cfg, cfg["pkl"], SUBSET_DIR)
+    for warning in meta["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
     c = meta["counts"]
     print(
         f"extract: {len(meta['classes'])} classes, train {c['train']}, val {c['val']} "

@@ -7,8 +7,6 @@ found (exit code 2 through `errors.cli`).
 
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -16,6 +14,22 @@ from typing import Any
 import yaml
 
 from pipeline.errors import PipelineError, fail
+from pipeline.rules import (
+    boolean,
+    classes,
+    folds,
+    hex_digest,
+    http_url,
+    int_range,
+    integer,
+    number,
+    one_of,
+    regex_with_group,
+    show,
+    split_name,
+    streams,
+    string,
+)
 
 PARAMS_FILE = "params.yaml"
 MODEL_SECTIONS = (
@@ -24,109 +38,9 @@ MODEL_SECTIONS = (
 )  # stage name -> section: baseline -> baseline, improved -> model
 STAGE_SECTION = {"baseline": "baseline", "improved": "model"}
 
-Check = Callable[[Any], str | None]  # returns a description of what was expected, or None if fine
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_num(v: Any) -> bool:
-    return (_is_int(v) or isinstance(v, float)) and math.isfinite(v)
-
-
-def integer(lo: int | None = None, hi: int | None = None) -> Check:
-    def check(v: Any) -> str | None:
-        ok = _is_int(v) and (lo is None or v >= lo) and (hi is None or v <= hi)
-        return None if ok else f"an integer{_range(lo, hi)}"
-
-    return check
-
-
-def number(lo: float | None = None, hi: float | None = None, hi_open: bool = False) -> Check:
-    def check(v: Any) -> str | None:
-        ok = _is_num(v) and (lo is None or v >= lo)
-        ok = ok and (hi is None or (v < hi if hi_open else v <= hi))
-        return None if ok else f"a number{_range(lo, hi, hi_open)}"
-
-    return check
-
-
-def _range(lo: float | None, hi: float | None, hi_open: bool = False) -> str:
-    if lo is not None and hi is not None:
-        return f" in [{lo}, {hi}{')' if hi_open else ']'}"
-    if lo is not None:
-        return f" >= {lo}"
-    if hi is not None:
-        return f" <= {hi}"
-    return ""
-
-
-def one_of(*choices: Any) -> Check:
-    def check(v: Any) -> str | None:
-        return None if v in choices and type(v) is type(choices[0]) else f"one of {list(choices)}"
-
-    return check
-
-
-def string(nullable: bool = False) -> Check:
-    def check(v: Any) -> str | None:
-        if v is None and nullable:
-            return None
-        return None if isinstance(v, str) and v else "a non-empty string" + (" or null" * nullable)
-
-    return check
-
-
-def boolean(v: Any) -> str | None:
-    return None if isinstance(v, bool) else "true or false"
-
-
-def hex_digest(length: int) -> Check:
-    def check(v: Any) -> str | None:
-        if v is None or (isinstance(v, str) and re.fullmatch(f"[0-9a-fA-F]{{{length}}}", v)):
-            return None
-        return f"null or a {length}-digit hex digest"
-
-    return check
-
-
-def regex_with_group(v: Any) -> str | None:
-    try:
-        ok = isinstance(v, str) and re.compile(v).groups >= 1
-    except re.error:
-        ok = False
-    return None if ok else "a regular expression with one capture group"
-
-
-def classes(v: Any) -> str | None:
-    ok = v == "all" or (
-        isinstance(v, list)
-        and v
-        and all(_is_int(x) and x >= 0 for x in v)
-        and len(set(v)) == len(v)
-    )
-    return None if ok else '"all" or a non-empty list of distinct labels >= 0'
-
-
-def int_range(v: Any) -> str | None:
-    ok = isinstance(v, list) and len(v) == 2 and all(_is_int(x) and x >= 1 for x in v)
-    return None if ok and v[0] <= v[1] else "[min, max] with 1 <= min <= max"
-
-
-def streams(v: Any) -> str | None:
-    allowed = {"joint", "bone", "motion"}
-    ok = isinstance(v, list) and v and set(v) <= allowed and len(set(v)) == len(v)
-    return None if ok else f"a non-empty list drawn from {sorted(allowed)}"
-
-
-def folds(v: Any) -> str | None:
-    return None if v is None or (_is_int(v) and v >= 2) else "null or an integer >= 2"
-
-
-def split_name(v: Any) -> str | None:
-    return None if v is None or (isinstance(v, str) and v) else "null or a split name"
-
+# Seeds reach numpy's legacy seeding, sklearn's random_state and torch.manual_seed: the range
+# all of them accept, so a bad seed is named here rather than failing deep inside one of them.
+SEED = integer(0, 2**32 - 1)
 
 AUGMENT = {
     "scale": number(0.0, 1.0, hi_open=True),
@@ -161,7 +75,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
     "data": {
         "source": one_of("ucf101", "synthetic"),
         "pkl": string(),
-        "url": string(),
+        "url": http_url,
         "md5": hex_digest(32),
         "sha256": hex_digest(64),
         "split": integer(1, 99),
@@ -175,7 +89,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "val_fraction": number(0.01, 0.99),
         "folds": folds,
         "fold": integer(0),
-        "seed": integer(0),
+        "seed": SEED,
     },
     "fetch": {
         "retries": integer(0, 100),
@@ -186,7 +100,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "clips_per_group": int_range,
         "frames": int_range,
         "mirror": string(nullable=True),
-        "seed": integer(0),
+        "seed": SEED,
     },
     "shards": {
         "frames": integer(1, 100000),
@@ -198,13 +112,13 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "min_joint_visibility": number(0.0, 1.0),
         "train_views": integer(1, 100),
         "test_views": integer(1, 100),
-        "seed": integer(0),
+        "seed": SEED,
         "size": integer(1),
         "workers": integer(0, 512),
     },
     "train": {
         "device": one_of("auto", "cpu", "cuda"),
-        "seed": integer(0),
+        "seed": SEED,
         "batch_size": integer(1, 1 << 20),
         "threads": integer(0, 1024),
         "amp": boolean,
@@ -228,8 +142,8 @@ def _check(section: Mapping[str, Any], schema: Mapping[str, Any], prefix: str, s
             continue
         expected = rule(value)
         if expected is not None:
-            raise fail(source, f"{where}: expected {expected}, found {value!r}")
-    unknown = sorted(set(section) - set(schema))
+            raise fail(source, f"{where}: expected {expected}, found {show(value)}")
+    unknown = sorted(set(section) - set(schema), key=str)  # YAML keys need not be strings
     if unknown:
         raise fail(source, f"{prefix}: unknown key {unknown[0]!r} (known: {', '.join(schema)})")
 
@@ -258,11 +172,24 @@ def read(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
     """The whole params file, unchecked."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise fail(str(path), "params file not found (run from the project root)") from None
+    except IsADirectoryError:
+        raise fail(str(path), "is a folder; expected the params file") from None
+    except OSError as exc:
+        raise fail(str(path), f"cannot read the params file ({exc.strerror or exc})") from None
+    try:
+        data = yaml.safe_load(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise fail(
+            str(path), f"not UTF-8 text (byte 0x{raw[exc.start]:02x} on line {line})"
+        ) from None
     except yaml.YAMLError as exc:
         raise fail(str(path), f"not valid YAML ({str(exc).splitlines()[0]})") from None
+    except RecursionError:
+        raise fail(str(path), "not valid YAML (nested too deeply)") from None
     if not isinstance(data, dict):
         raise fail(str(path), "expected a mapping of sections at top level")
     return data

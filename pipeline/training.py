@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from pipeline import features, params
 from pipeline.atomic import atomic_path
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, fail
 from pipeline.shardset import ShardSet
 
 NO_AUGMENT = dict.fromkeys(params.AUGMENT, 0.0)  # every knob of params' `augment`, off
@@ -32,6 +32,14 @@ FLIP = {**NO_AUGMENT, "flip": 1.0}
 
 class Interrupted(PipelineError):
     """Ctrl-C during training: progress up to the last finished epoch is on disk."""
+
+
+class Diverged(Exception):
+    """A loss that is NaN or infinite: the weights are lost, every later step would be too."""
+
+    def __init__(self, where: str, loss: float) -> None:
+        super().__init__(where)
+        self.where, self.loss = where, loss
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -146,7 +154,7 @@ def train_epoch(
     model.train()
     loss_sum, correct, seen = 0.0, 0, 0
     batches = list(data.batches(train["batch_size"], rng, train["drop_last"]))
-    for idx in tqdm(batches, desc=desc, leave=False, disable=None):
+    for number, idx in enumerate(tqdm(batches, desc=desc, leave=False, disable=None), 1):
         # a fresh temporal sampling of each clip every epoch, when the shards hold several
         views = rng.integers(data.views, size=len(idx)) if data.views > 1 else 0
         x, lengths = to_input(
@@ -157,10 +165,13 @@ def train_epoch(
         with autocast(device, train["amp"]):
             logits = model(x, lengths)
             loss = criterion(logits.float(), y)
+        value = loss.item()
+        if not math.isfinite(value):  # checked before the step, which would spread it
+            raise Diverged(f"batch {number} of {len(batches)}", value)
         loss.backward()
         optimizer.step()
         scheduler.step()
-        loss_sum += loss.item() * len(idx)
+        loss_sum += value * len(idx)
         correct += int((logits.argmax(1) == y).sum())
         seen += len(idx)
         if stop.raised:
@@ -220,6 +231,16 @@ def interrupted(name: str, epoch: int, saved: int, resume_file: Path) -> Interru
                        f"saved in {resume_file}; {how} to resume")  # fmt: skip
 
 
+def diverged(name: str, epoch: int, exc: Diverged, cfg: Mapping[str, Any]) -> PipelineError:
+    """The message for a loss gone NaN or infinite: where, and which knob to turn."""
+    section = params.STAGE_SECTION.get(name, name)
+    return fail(
+        params.PARAMS_FILE,
+        f"train {name} diverged in epoch {epoch}, {exc.where} (loss {exc.loss}): lower "
+        f"{section}.lr (now {cfg['lr']}); no model was saved",
+    )
+
+
 def fit(
     model: nn.Module, cfg: Mapping[str, Any], train: Mapping[str, Any], shards_dir: Path,
     device: torch.device, resume_file: Path, name: str, on_epoch: Any = None,
@@ -256,9 +277,17 @@ def fit(
                     model, data, cfg, train, device, optimizer, scheduler, criterion, epoch,
                     stop, f"{name} {epoch}/{cfg['epochs']}",
                 )
+                val_stats = evaluate_split(
+                    model, val, cfg, device, train["batch_size"], train["amp"]
+                )
+                if not math.isfinite(val_stats[0]):  # the last step made the weights unusable
+                    raise Diverged("validation after its last batch", val_stats[0])
             except Interrupted:
                 raise interrupted(name, epoch, epoch - 1, resume_file) from None
-            val_stats = evaluate_split(model, val, cfg, device, train["batch_size"], train["amp"])
+            except Diverged as exc:
+                # resuming under the same params would diverge again; other params start over
+                resume_file.unlink(missing_ok=True)
+                raise diverged(name, epoch, exc, cfg) from None
             row = history_row(epoch, fit_stats, val_stats, scheduler.get_last_lr()[0])
             history.append(row)
             if better(row, best and best["row"]):

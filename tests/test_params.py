@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import random
 import re
 
+import numpy as np
 import pytest
+import torch
 import yaml
-from conftest import DELETE, PARAMS_YAML, write_params
+from conftest import DELETE, PARAMS_YAML, make_dataset, write_params
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from pipeline import params
+from pipeline import extract, features, params, runtime, training
 from pipeline.errors import PipelineError
+from pipeline.models import build_model
 
 SECTIONS = tuple(params.SCHEMA)
 
@@ -43,7 +50,9 @@ def test_load_returns_only_the_sections_asked_for():
         ("shards.frames", 64.0, "an integer"),
         ("shards.persons", 3, r"an integer in \[1, 2\]"),
         ("shards.persons", True, "an integer"),
-        ("data.seed", -1, "an integer >= 0"),
+        ("data.seed", -1, r"an integer in \[0, 4294967295\]"),
+        ("train.seed", 2**64, r"an integer in \[0, 4294967295\]"),
+        ("shards.seed", 2**40, r"an integer in \[0, 4294967295\]"),
         ("data.fold", -1, "an integer >= 0"),
         ("data.folds", 1, "null or an integer >= 2"),
         ("data.folds", 2.0, "null or an integer >= 2"),
@@ -67,7 +76,12 @@ def test_load_returns_only_the_sections_asked_for():
         # string / nullable string
         ("data.pkl", "", "a non-empty string"),
         ("data.pkl", None, "a non-empty string"),
-        ("data.url", 5, "a non-empty string"),
+        ("data.url", 5, "an http:// or https:// URL"),
+        ("data.url", "ftp://host/x", "an http:// or https:// URL, found"),
+        ("data.url", "http:///x", "URL with a host name \\(this one has no host\\)"),
+        ("data.url", "http://host:99999/x", "URL \\(Port out of range"),
+        ("data.url", "http://host/a b", "no spaces or control characters"),
+        ("data.pkl", "a\0b", "a non-empty string"),
         ("data.label_map", 3, "a non-empty string or null"),
         ("synthetic.mirror", "", "a non-empty string or null"),
         # boolean
@@ -77,6 +91,7 @@ def test_load_returns_only_the_sections_asked_for():
         # hex digests
         ("data.md5", "xyz", "null or a 32-digit hex digest"),
         ("data.sha256", "a" * 63, "null or a 64-digit hex digest"),
+        ("data.md5", 12345678901234567890123456789012, "hex digest in quotes \\(YAML read these"),
         # regular expression with a capture group
         ("data.group_pattern", r"_g\d+_", "a regular expression with one capture group"),
         ("data.class_pattern", "(unclosed", "a regular expression with one capture group"),
@@ -176,3 +191,153 @@ def test_model_section_maps_stage_names():
     assert params.model_section("improved") == "model"
     with pytest.raises(PipelineError, match="model name: expected one of"):
         params.model_section("model")
+
+
+# --- fuzzed values: a wrong value is one line naming its key, never another exception ------------
+
+
+def _leaves(schema: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key, rule in schema.items():
+        dotted = f"{prefix}{key}"
+        out += _leaves(rule, dotted + ".") if isinstance(rule, dict) else [dotted]
+    return out
+
+
+LEAVES = _leaves(params.SCHEMA)
+# Values at and beyond the edges of what some rule accepts, of every type YAML can produce.
+EDGES = [
+    None, True, False, 0, -1, 1, 2, 3, 100, 2**31, 2**32 - 1, 2**32, 2**63, 2**64, 10**400,
+    0.0, -0.0, 0.5, 1.0, 1e-9, 10.5, 1e308, float("nan"), float("inf"), -float("inf"),
+    "", "\0", "all", "auto", "mean", "joint", "lstm", "http:///x", "ftp://h/x",
+    "http://h:99999/", "https://h/x y", "^(v)_", "(", "a{99999999999}", "(" * 200 + ")" * 200,
+    "0" * 32, "a" * 64, "/", ".", "params.yaml", [], [0], [0, 0], [1, 1], [[1]], ["joint", 1],
+    [{}], {}, {"a": 1}, [None], [1.5, 2],
+]  # fmt: skip
+SCALARS = st.one_of(
+    st.sampled_from(EDGES),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12),
+)
+VALUES = st.one_of(
+    SCALARS,
+    st.lists(SCALARS, max_size=3),
+    st.lists(st.lists(SCALARS, max_size=2), max_size=2),
+    st.dictionaries(st.text(max_size=3), SCALARS, max_size=2),
+)
+TINY_DATA = make_dataset(labels=(0, 1), groups=range(1, 5), test_groups=(1,), clips_per_group=1,
+                         frames=(3, 5), seed=7)  # fmt: skip
+
+
+def _set(values: dict, dotted: str, value: object) -> None:
+    *parents, last = dotted.split(".")
+    for key in parents:
+        values = values[key]
+    values[last] = value
+
+
+BUILD = {"arch", "hidden", "layers", "dropout", "pool", "frame_pool", "streams", "score"}
+STEPS = {"optimizer", "lr", "weight_decay", "schedule", "warmup_epochs", "epochs"}
+
+
+def _use(key: str, values: dict) -> None:
+    """What the stages do first with a section the schema accepted, for a changed `key`: none
+    of it may fail."""
+    section, _, field = key.partition(".")
+    if section == "data":
+        extract.select(values, copy.deepcopy(TINY_DATA), "f.pkl")
+    elif section == "train":
+        state = random.getstate(), np.random.get_state(), torch.get_rng_state()
+        try:
+            runtime.seed_everything(values["seed"])
+            np.random.default_rng(training.epoch_seed(values["seed"], 1))
+        finally:
+            random.setstate(state[0])
+            np.random.set_state(state[1])
+            torch.set_rng_state(state[2])
+    elif section == "shards":
+        np.random.default_rng([values["seed"], 0])
+    elif field in STEPS:
+        optimizer = training.make_optimizer(torch.nn.Linear(2, 2), values)
+        schedule = training.make_schedule(optimizer, values, 3)
+        optimizer.step()
+        schedule.step()
+    elif field in BUILD:
+        channels = features.in_channels(values["streams"], values["score"])
+        model = build_model(values, channels, 2, 3)
+        x = torch.zeros(2, 9, 2, 17, 3)
+        model.eval()(features.build_input(x, torch.tensor([9, 4]), values["streams"],
+                                          values["score"]), torch.tensor([9, 4]))  # fmt: skip
+
+
+def test_every_key_accepts_an_edge_value_that_works_or_names_itself(tmp_path):
+    """Each key of the schema set to each of EDGES in turn: refused in one line naming the key,
+    or accepted and then usable where a stage uses it first (seeds seeded, data selected,
+    models built and run). A seed numpy or torch would refuse is refused here instead."""
+    raw = yaml.safe_load(PARAMS_YAML.read_text())
+    for key in LEAVES:
+        section = key.split(".")[0]
+        for value in EDGES:
+            values = copy.deepcopy(raw[section])
+            _set(values, key.partition(".")[2], copy.deepcopy(value))
+            try:
+                params.validate(section, values)
+            except PipelineError as exc:
+                text = str(exc)
+                assert text.startswith(f"params.yaml: {key}") and "\n" not in text, (key, text)
+                continue
+            with contextlib.chdir(tmp_path):  # label_map paths resolve here
+                try:
+                    _use(key, values)
+                except PipelineError as exc:  # e.g. a group pattern no clip matches
+                    assert "\n" not in str(exc), (key, value)
+
+
+@settings(max_examples=60, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+@given(st.lists(st.tuples(st.sampled_from(LEAVES), VALUES), min_size=1, max_size=3))
+def test_fuzzed_values_load_or_fail_in_one_line_naming_a_changed_key(tmp_path, changes):
+    """Random values of wrong types and ranges for random keys: params.load accepts them or
+    raises a one-line PipelineError naming one of the changed keys. An accepted data section
+    then goes through extract's selection on a tiny dataset, which must end cleanly too."""
+    overrides = dict(changes)
+    write_params(tmp_path, overrides)
+    path = tmp_path / "params.yaml"
+    try:
+        loaded = params.load(*SECTIONS, path=path)
+    except PipelineError as exc:
+        text = str(exc)
+        assert "\n" not in text and text.startswith(f"{path}: "), text
+        assert any(key in text for key in overrides), (text, overrides)
+        return
+    with contextlib.chdir(tmp_path):  # a label_map path is read relative to here
+        try:
+            extract.select(loaded["data"], copy.deepcopy(TINY_DATA), "f.pkl")
+        except PipelineError as exc:
+            assert "\n" not in str(exc)
+
+
+@settings(max_examples=200, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+@given(st.lists(st.tuples(st.sampled_from(["flip", "insert", "delete", "truncate"]),
+                          st.integers(0, 10**6), st.integers(0, 255)), min_size=1, max_size=4))
+def test_a_damaged_params_file_loads_or_fails_in_one_line(tmp_path, edits):
+    """Random byte edits of the project's params.yaml (bad UTF-8, broken YAML, odd types)."""
+    raw = bytearray(PARAMS_YAML.read_bytes())
+    for kind, position, value in edits:
+        at = position % max(len(raw), 1)
+        if kind == "flip" and raw:
+            raw[at] ^= value or 1
+        elif kind == "insert":
+            raw.insert(at, value)
+        elif kind == "delete" and raw:
+            del raw[at]
+        else:
+            del raw[at:]
+    path = tmp_path / "params.yaml"
+    path.write_bytes(bytes(raw))
+    try:
+        params.load(*SECTIONS, path=path)
+    except PipelineError as exc:
+        assert "\n" not in str(exc) and str(exc).startswith(f"{path}: "), str(exc)

@@ -363,7 +363,8 @@ def test_load_checkpoint_refuses_more_than_tensors(tmp_path, kind):
     assert text.startswith(f"{path}: ") and "\n" not in text
     assert "False" not in text and "add_safe_globals" not in text  # no advice to load unsafely
     refused = "test_security.Sneaky" if kind == "custom class instance" else "posix.system"
-    assert f"GLOBAL {refused} " in text and text.endswith(")")  # torch's line naming it
+    assert f"GLOBAL {refused} " in text  # torch's line naming it, then what to run
+    assert text.endswith("); retrain it with `dvc repro train@m`")
     assert not marker.exists()
 
 

@@ -127,12 +127,27 @@ def test_head_video_mean_first_person_equals_the_notebook(tmp_path):
     assert shards["manifest"]["splits"]["test"]["views"] == 1  # head sampling has one view
 
 
+def real_clips_of_two_classes(folder: Path) -> Path:
+    """The 6 real clips (all ApplyEyeMakeup) and a copy of each as ApplyLipstick (label 1), in
+    the same splits: extract refuses a single class, as nothing could be learned from it."""
+    data = pklio.load_pickle(REALDATA / "ucf101_mini_2d.pkl")
+    copies = [
+        {**ann, "frame_dir": ann["frame_dir"].replace("ApplyEyeMakeup", "ApplyLipstick"),
+         "label": 1}
+        for ann in data["annotations"]
+    ]  # fmt: skip
+    for members in data["split"].values():
+        members += [name.replace("ApplyEyeMakeup", "ApplyLipstick") for name in members]
+    data["annotations"] += copies
+    return write_pkl(data, folder / "real2.pkl")
+
+
 @requires_realdata
 def test_real_clips_under_the_notebook_protocol_equal_the_notebook(tmp_path):
-    path = REALDATA / "ucf101_mini_2d.pkl"
-    shards = build(tmp_path, path, {**NOTEBOOK, "data.val_by": "clip", "data.classes": [0]})
+    path = real_clips_of_two_classes(tmp_path)
+    shards = build(tmp_path, path, {**NOTEBOOK, "data.val_by": "clip"})
     annotations = by_name(pklio.load_pickle(path))
-    assert assert_matches_notebook(shards, annotations) == 6
+    assert assert_matches_notebook(shards, annotations) == 12
 
 
 # --- real clips through both stages -------------------------------------------------------------
@@ -140,25 +155,25 @@ def test_real_clips_under_the_notebook_protocol_equal_the_notebook(tmp_path):
 
 @requires_realdata
 def test_real_clips_pass_through_extract_and_shards(tmp_path):
-    path = REALDATA / "ucf101_mini_2d.pkl"
-    write_params(tmp_path, {"data.pkl": str(path), "data.val_by": "clip", "data.classes": [0],
+    path = real_clips_of_two_classes(tmp_path)
+    write_params(tmp_path, {"data.pkl": str(path), "data.val_by": "clip", "data.classes": [0, 1],
                             "shards.workers": 1})  # fmt: skip
     extract = run_stage("extract", tmp_path)
     assert extract.returncode == 0, extract.stderr
-    assert "train 2, val 1 (clip), test 3 clips; skipped 0 with no person" in extract.stdout
+    assert "train 4, val 2 (clip), test 6 clips; skipped 0 with no person" in extract.stdout
     shards = run_stage("shards", tmp_path)
     assert shards.returncode == 0, shards.stderr
-    assert shards.stdout.startswith("shards: train 2, val 1, test 3 clips of shape [64, 2, 17, 3]")
+    assert shards.stdout.startswith("shards: train 4, val 2, test 6 clips of shape [64, 2, 17, 3]")
 
     original = by_name(pklio.load_pickle(path))
     sub = Subset(tmp_path / "data" / "subset")
     index = sub.index
     assert sorted(index["frame_dir"]) == sorted(original)
-    assert list(index["split"]).count("test") == 3
+    assert list(index["split"]).count("test") == 6
     assert sorted(index.loc[index["split"] != "test", "frame_dir"]) == [
-        f"v_ApplyEyeMakeup_g08_c0{c}" for c in (1, 2, 3)
+        f"v_{name}_g08_c0{c}" for name in ("ApplyEyeMakeup", "ApplyLipstick") for c in (1, 2, 3)
     ]
-    assert sub.meta["classes"] == ["ApplyEyeMakeup"]
+    assert sub.meta["classes"] == ["ApplyEyeMakeup", "ApplyLipstick"]
     for i, row in index.iterrows():
         ann = original[row["frame_dir"]]
         assert (row["persons"], row["frames"]) == ann["keypoint"].shape[:2]
@@ -173,12 +188,12 @@ def test_real_clips_pass_through_extract_and_shards(tmp_path):
     sub.close()
 
     out = load(tmp_path)
-    for split, clips, views in (("train", 2, 1), ("val", 1, 1), ("test", 3, 10)):
+    for split, clips, views in (("train", 4, 1), ("val", 2, 1), ("test", 6, 10)):
         x, table = out[split]
         assert x.shape == (clips, views, 64, 2, 17, 3) and x.dtype == np.float32
         assert np.isfinite(x).all()
         assert list(table["length"]) == [64] * clips  # every real clip has more than 64 frames
-        assert list(table["target"]) == [0] * clips
+        assert list(table["target"]) == [int("Lipstick" in n) for n in table["frame_dir"]]
         for k, name in enumerate(table["frame_dir"]):
             assert x[k, :, :, 0].any()
             two = original[name]["keypoint"].shape[0] == 2
@@ -210,7 +225,7 @@ def test_uniform_sampling_covers_the_clip_in_segments():
 
 
 def test_stage_samples_views_within_segments_and_keeps_short_clips_whole(tmp_path):
-    data = make_dataset(labels=(0,), groups=range(1, 5), test_groups=(1,), frames=(100, 200))
+    data = make_dataset(labels=(0, 1), groups=range(1, 5), test_groups=(1,), frames=(100, 200))
     data["annotations"][0] = make_annotation("v_ApplyEyeMakeup_g01_c01", 0, frames=30)  # test
     data["annotations"][3] = make_annotation("v_ApplyEyeMakeup_g02_c02", 0, frames=30)  # train
     frame_coded(data)
@@ -259,7 +274,7 @@ def test_stage_samples_views_within_segments_and_keeps_short_clips_whole(tmp_pat
 
 
 def test_person_order_score_keeps_the_most_confident_persons_first(tmp_path):
-    data = make_dataset(labels=(0,), groups=range(1, 5), test_groups=(1,), persons=3,
+    data = make_dataset(labels=(0, 1), groups=range(1, 5), test_groups=(1,), persons=3,
                         frames=(10, 20))  # fmt: skip
     for ann in data["annotations"]:
         ann["keypoint_score"][:] = np.array([0.5, 0.6, 0.9], np.float16)[:, None, None]
@@ -278,7 +293,7 @@ def test_person_order_score_keeps_the_most_confident_persons_first(tmp_path):
 
 
 def test_body_normalization_centres_the_hips_and_scales_the_torso(tmp_path):
-    data = make_dataset(labels=(0,), groups=range(1, 5), test_groups=(1,), frames=40)
+    data = make_dataset(labels=(0, 1), groups=range(1, 5), test_groups=(1,), frames=40)
     for ann in data["annotations"]:
         kp = ann["keypoint"]
         t = np.arange(40, dtype=np.float32)
@@ -318,7 +333,7 @@ def test_video_mean_subtracts_each_persons_own_mean():
 
 
 def test_image_normalization_maps_the_corners_to_minus_and_plus_one(tmp_path):
-    data = make_dataset(labels=(0,), groups=range(1, 5), test_groups=(1,), frames=10)
+    data = make_dataset(labels=(0, 1), groups=range(1, 5), test_groups=(1,), frames=10)
     wide = make_annotation("v_ApplyEyeMakeup_g03_c02", 0, frames=10, img_shape=(256, 340))
     data["annotations"][[a["frame_dir"] for a in data["annotations"]].index(wide["frame_dir"])] = (
         wide
@@ -342,7 +357,7 @@ def test_image_normalization_maps_the_corners_to_minus_and_plus_one(tmp_path):
 
 
 def test_min_score_zeroes_low_joints(tmp_path):
-    data = make_dataset(labels=(0,), groups=range(1, 5), test_groups=(1,), frames=10)
+    data = make_dataset(labels=(0, 1), groups=range(1, 5), test_groups=(1,), frames=10)
     for ann in data["annotations"]:
         ann["keypoint_score"][0, :, 3] = 0.25
         ann["keypoint_score"][0, 4:, 5] = 0.25  # joint 5 is low in later frames only
@@ -359,7 +374,7 @@ def test_min_score_zeroes_low_joints(tmp_path):
 
 
 def test_joints_rarely_seen_in_train_are_zeroed_in_every_split(tmp_path):
-    data = make_dataset(labels=(0,), groups=range(1, 5), test_groups=(1,), frames=10)
+    data = make_dataset(labels=(0, 1), groups=range(1, 5), test_groups=(1,), frames=10)
     for ann in data["annotations"]:
         in_test = "_g01_" in ann["frame_dir"]
         ann["keypoint_score"][0, :, 13] = 0.9 if in_test else 0.0  # knee: seen in test only
@@ -449,7 +464,7 @@ BAD_PARAMS = [
 
 @pytest.mark.parametrize(("key", "value", "expected"), BAD_PARAMS, ids=[b[0] for b in BAD_PARAMS])
 def test_bad_shards_params_fail_before_any_output(tmp_path, key, value, expected):
-    data = make_dataset(labels=(0,), groups=range(1, 5), test_groups=(1,), frames=(5, 8))
+    data = make_dataset(labels=(0, 1), groups=range(1, 5), test_groups=(1,), frames=(5, 8))
     write_pkl(data, tmp_path / "data.pkl")
     write_params(tmp_path, {"data.pkl": "data.pkl", "data.classes": "all", key: value})
     assert call_stage("extract", tmp_path).returncode == 0
