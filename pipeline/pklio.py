@@ -1,13 +1,15 @@
 """Reading PYSKL skeleton pickles safely, and checking what they hold.
 
 A pickle can run any code it names, and the UCF101 file comes from the internet; so every
-pickle goes through `RestrictedUnpickler`, which resolves only the few numpy globals an array
-needs. Anything else (os.system, builtins.eval, ...) is refused before it can be called.
+pickle goes through `pipeline.unpickler.RestrictedUnpickler`, which builds only plain containers
+and numpy arrays, within bounds set by the file's size (see there). Anything else is refused
+with one line before it can run or allocate.
 """
 
 from __future__ import annotations
 
-import pickle
+import itertools
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,42 +18,9 @@ import numpy as np
 
 from pipeline.errors import fail
 from pipeline.skeleton import NUM_JOINTS
+from pipeline.unpickler import Refused, RestrictedUnpickler, clip
 
 FLOAT16_MAX = float(np.finfo(np.float16).max)
-
-# numpy moved its internals from numpy.core to numpy._core in 2.0; pickles name either.
-_NUMPY_GLOBALS = {
-    (module, name)
-    for prefix in ("numpy.core", "numpy._core")
-    for module, name in (
-        (f"{prefix}.multiarray", "_reconstruct"),
-        (f"{prefix}.multiarray", "scalar"),
-        (f"{prefix}.numeric", "_frombuffer"),
-    )
-}
-ALLOWED_GLOBALS = _NUMPY_GLOBALS | {
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-    ("numpy.dtypes", "Float16DType"),
-    ("numpy.dtypes", "Float32DType"),
-    ("numpy.dtypes", "Float64DType"),
-    ("numpy.dtypes", "Int64DType"),
-    ("numpy.dtypes", "Int32DType"),
-    ("collections", "OrderedDict"),
-    ("_codecs", "encode"),  # protocol-2 pickles store array bytes as latin-1 text through it
-}
-
-
-class RestrictedUnpickler(pickle.Unpickler):
-    """An unpickler that builds numpy arrays and plain containers, and nothing else."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in ALLOWED_GLOBALS:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(
-            f"refused to load global {module}.{name} "
-            "(only numpy arrays and plain containers are allowed)"
-        )
 
 
 def load_pickle(path: str | Path) -> Any:
@@ -59,19 +28,20 @@ def load_pickle(path: str | Path) -> Any:
     path = Path(path)
     try:
         with open(path, "rb") as handle:
-            return RestrictedUnpickler(handle, encoding="latin1").load()
+            return RestrictedUnpickler(handle, os.fstat(handle.fileno()).st_size).load()
     except FileNotFoundError:
         raise fail(str(path), "file not found") from None
     except IsADirectoryError:
         raise fail(str(path), "expected a pickle file, found a folder") from None
-    except pickle.UnpicklingError as exc:
+    except Refused as exc:
         raise fail(str(path), f"not a usable pickle: {exc}") from None
     except EOFError:
         raise fail(str(path), "the file is empty or truncated (ran out of data)") from None
     except MemoryError:
         raise fail(str(path), "not enough memory to load the pickle") from None
     except Exception as exc:  # a corrupt stream can raise nearly anything while decoding
-        raise fail(str(path), f"not a valid pickle ({type(exc).__name__}: {exc})") from None
+        text = clip(str(exc), 200)
+        raise fail(str(path), f"not a valid pickle ({type(exc).__name__}: {text})") from None
 
 
 def check_dataset(data: Any, source: str) -> tuple[dict[str, list[str]], list[Mapping[str, Any]]]:
@@ -99,24 +69,57 @@ def check_dataset(data: Any, source: str) -> tuple[dict[str, list[str]], list[Ma
 
 def _kind(value: Any) -> str:
     if isinstance(value, np.ndarray):
-        return f"array of shape {value.shape} and dtype {value.dtype}"
+        return f"array of shape {value.shape} and dtype {clip(str(value.dtype), 40)}"
     return type(value).__name__
 
 
 def _show(value: Any, limit: int = 60) -> str:
     """A value for an error message: one line, short (arrays by shape and dtype)."""
+    return clip(" ".join(_brief(value, levels=3).split()), limit)
+
+
+_BRACKETS = {list: "[]", tuple: "()", set: "{}", frozenset: "{}", dict: "{}"}
+
+
+def _brief(value: Any, levels: int, items: int = 4) -> str:
+    """repr() of the first few items of the first few levels: bounded work on any value, even
+    one nested a million deep or expanding to 10**30 items through shared references."""
     if isinstance(value, np.ndarray):
         return _kind(value)
-    text = " ".join(repr(value).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    if isinstance(value, str | bytes | bytearray):
+        return repr(value[:80])
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"<int of {value.bit_length()} bits>"
+    if value is None or isinstance(value, bool | int | float | np.number | np.bool_):
+        return repr(value)
+    kind = next((k for k in _BRACKETS if isinstance(value, k)), None)
+    if kind is None:
+        return f"<{type(value).__name__}>"
+    left, right = _BRACKETS[kind]
+    if kind in (set, frozenset) and not value:
+        return f"{type(value).__name__}()"
+    if levels == 0:
+        return f"{left}...{right}"
+    if kind is dict:
+        parts = [
+            f"{_brief(k, levels - 1)}: {_brief(v, levels - 1)}"
+            for k, v in itertools.islice(value.items(), items)
+        ]
+    else:
+        parts = [_brief(v, levels - 1) for v in itertools.islice(value, items)]
+    if len(value) > items:
+        parts.append("...")
+    comma = "," if kind is tuple and len(value) == 1 else ""
+    return f"{left}{', '.join(parts)}{comma}{right}"
 
 
 def as_int(value: Any) -> int | None:
-    if isinstance(value, bool):
+    """An integer field's value, or None for anything else: bools, floats, and integers beyond
+    int64 (a pickle can hold a 10**100000-digit one, which str() refuses to print)."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
         return None
-    if isinstance(value, int | np.integer):
-        return int(value)
-    return None
+    value = int(value)
+    return value if -(2**63) <= value < 2**63 else None
 
 
 def _all_finite(values: np.ndarray) -> bool:
@@ -201,4 +204,3 @@ def check_annotation(ann: Any, source: str, position: int) -> int:
                 f"(+-{FLOAT16_MAX:g}) the subset stores",
             )
     return persons
-

@@ -15,8 +15,10 @@ import contextlib
 import copy
 import os
 import pickle
+import pickletools
 import random
 import signal
+import struct
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -46,7 +48,7 @@ HOSTILE_NAMES = [
 ]  # fmt: skip
 
 
-class Hang(Exception):
+class Hang(BaseException):  # not an Exception: the loader's catch-all must not swallow it
     pass
 
 
@@ -369,6 +371,111 @@ def test_corrupted_pickle_bytes_are_clean_or_one_line(tmp_path_factory, protocol
                 pklio.check_annotation(ann, str(path), i)
         except PipelineError as exc:
             assert assert_one_line(exc).startswith(f"{path}: ")
+
+
+# --- mutated pickles: edits of whole instructions -------------------------------------------------
+
+
+def instructions(data: Any, protocol: int) -> list[bytes]:
+    """The instructions of `data` pickled, each with its argument bytes. FRAME headers are
+    dropped (they are optional), so that an edit changes what the pickle does rather than only
+    breaking a frame's length."""
+    raw = pickle.dumps(data, protocol=protocol)
+    ops = list(pickletools.genops(raw))
+    ends = [pos for _, _, pos in ops[1:]] + [len(raw)]
+    return [raw[pos:end] for (op, _, pos), end in zip(ops, ends, strict=True) if op.name != "FRAME"]
+
+
+def mutation_base() -> dict[str, Any]:
+    """BASE with a clip of zero persons (bytes() at protocols 0-2) and a numpy label (scalar)."""
+    data = copy.deepcopy(BASE)
+    first = data["annotations"][0]
+    first["keypoint"], first["keypoint_score"] = first["keypoint"][:0], first["keypoint_score"][:0]
+    data["annotations"][1]["label"] = np.int64(1)
+    return data
+
+
+PROTOCOLS = (0, 1, 2, 4, 5)
+INSTRUCTIONS = {protocol: instructions(mutation_base(), protocol) for protocol in PROTOCOLS}
+Q = struct.Struct("<Q").pack
+# Instructions to insert: stack and memo shuffles, container builders, calls, lengths far beyond
+# the file, and the globals (allowed or not) a pickle can name.
+INSERTS = [
+    b"(", b"0", b"1", b"2", b"N", b"\x88", b")", b"]", b"}", b"\x8f", b"t", b"\x85", b"\x86",
+    b"\x87", b"l", b"d", b"\x91", b"a", b"e", b"s", b"u", b"\x90", b"R", b"b", b"\x81", b"\x92",
+    b"\x93", b".", b"\x94", b"h\x00", b"h\x05", b"j\xff\xff\xff\x7f", b"q\x03",
+    b"r\xff\xff\x00\x00", b"K\x07", b"J\xff\xff\xff\xff", b"\x8a\x08" + b"\xff" * 8,
+    b"\x8b\x40\x42\x0f\x00",
+    b"\x8e" + Q(2**40), b"\x96" + Q(2**62), b"B\xff\xff\xff\x7f", b"\x95" + Q(2**33),
+    b"X\x06\x00\x00\x00latin1", b"\x8c\x02f2", b"\x8c\x01O", b"C\x01b", b"V\\u0100\n",
+    b"cnumpy\ndtype\n", b"cnumpy\nndarray\n", b"cnumpy.core.multiarray\n_reconstruct\n",
+    b"cnumpy._core.multiarray\nscalar\n", b"cnumpy._core.numeric\n_frombuffer\n",
+    b"c_codecs\nencode\n", b"c__builtin__\nbytes\n", b"ccollections\nOrderedDict\n",
+    b"cos\nsystem\n", b"\x8c\x05numpy\x8c\x05dtype\x93",
+]  # fmt: skip
+WIDTHS = {ord("K"): 1, ord("h"): 1, ord("q"): 1, ord("M"): 2, ord("J"): 4, ord("j"): 4,
+          ord("r"): 4, ord("B"): 4, ord("X"): 4, ord("C"): 1, ord("\x8c"): 1}  # fmt: skip
+AT = st.integers(0, 10**6)
+EDITS = st.one_of(
+    st.tuples(st.just("delete"), AT),
+    st.tuples(st.just("duplicate"), AT),
+    st.tuples(st.just("swap"), AT, AT),
+    st.tuples(st.just("insert"), AT, st.sampled_from(INSERTS)),
+    st.tuples(st.just("opcode"), AT, st.integers(0, 255)),
+    st.tuples(st.just("number"), AT, st.sampled_from([0, 1, 5, 255, 2**15, 2**31 - 1, 2**32 - 1])),
+)
+
+
+def edit(ops: list[bytes], kind: str, at: int, value: Any = None) -> None:
+    """Apply one edit to a list of instructions, in place."""
+    i = at % len(ops)
+    if kind == "delete":
+        del ops[i]
+    elif kind == "duplicate":
+        ops.insert(i, ops[i])
+    elif kind == "swap":
+        j = value % len(ops)
+        ops[i], ops[j] = ops[j], ops[i]
+    elif kind == "insert":
+        ops.insert(i, value)
+    elif kind == "opcode":
+        ops[i] = bytes([value]) + ops[i][1:]
+    else:  # a new number (index, integer, length) for an instruction with a fixed-width one
+        width = WIDTHS.get(ops[i][0])
+        if width:
+            number = (value % 256**width).to_bytes(width, "little")
+            ops[i] = ops[i][:1] + number + ops[i][1 + width :]
+
+
+@settings(max_examples=150 * SCALE, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow])  # fmt: skip
+@given(st.sampled_from(PROTOCOLS), st.lists(EDITS, min_size=1, max_size=4))
+def test_pickles_with_edited_instructions_are_clean_or_one_line(tmp_path_factory, protocol, edits):
+    ops = list(INSTRUCTIONS[protocol])
+    for kind, at, *value in edits:
+        if ops:
+            edit(ops, kind, at, *value)
+    path = tmp_path_factory.mktemp("ops") / "data.pkl"
+    path.write_bytes(b"".join(ops))
+    with time_limit(5):
+        try:
+            data = pklio.load_pickle(path)
+            assert len(pklio._show(data)) <= 60
+            splits, annotations = pklio.check_dataset(data, str(path))
+            for i, ann in enumerate(annotations):
+                pklio.check_annotation(ann, str(path), i)
+        except PipelineError as exc:
+            assert assert_one_line(exc).startswith(f"{path}: ")
+
+
+def test_the_unedited_instructions_load_at_every_protocol(tmp_path):
+    """The fuzzing above starts from pickles that load, so its edits are what gets refused."""
+    for protocol, ops in INSTRUCTIONS.items():
+        path = tmp_path / f"p{protocol}.pkl"
+        path.write_bytes(b"".join(ops))
+        splits, annotations = pklio.check_dataset(pklio.load_pickle(path), str(path))
+        persons = [pklio.check_annotation(a, str(path), i) for i, a in enumerate(annotations)]
+        assert persons == [0] + [1] * 7 and splits == BASE["split"]
 
 
 # --- the extract stage --------------------------------------------------------------------------

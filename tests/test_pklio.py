@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import pickle
+import struct
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +17,6 @@ from conftest import (
     make_annotation,
     make_dataset,
     requires_realdata,
-    write_pkl,
 )
 
 from pipeline import pklio
@@ -33,16 +35,58 @@ def one_line_error(excinfo: pytest.ExceptionInfo[PipelineError], where: str) -> 
     return text
 
 
-@pytest.mark.parametrize("protocol", [2, 4, 5])
-def test_load_pickle_round_trips_arrays_of_any_protocol(tmp_path, protocol):
-    data = make_dataset(labels=(0,), groups=(1, 2), clips_per_group=1, persons=2)
-    loaded = pklio.load_pickle(write_pkl(data, tmp_path / "d.pkl", protocol=protocol))
+class Py2Pickler(pickle._Pickler):
+    """Writes bytes as Python 2 wrote its str (STRING, BINSTRING), as PYSKL's Python 2-era tools
+    did for array data; Python 3 reads them back as latin-1 text."""
+
+    dispatch = dict(pickle._Pickler.dispatch)
+
+    def save_py2_str(self, obj: bytes) -> None:
+        if not self.bin:
+            self.write(pickle.STRING + repr(obj)[1:].encode("ascii") + b"\n")
+        elif len(obj) < 256:
+            self.write(pickle.SHORT_BINSTRING + bytes([len(obj)]) + obj)
+        else:
+            self.write(pickle.BINSTRING + struct.pack("<i", len(obj)) + obj)
+
+    dispatch[bytes] = save_py2_str
+
+
+def plain_dataset() -> dict[str, Any]:
+    """Every plain thing a PYSKL file holds: a clip with zero persons (an empty array, which
+    protocols 0-2 pickle through bytes()), numpy integer labels, float32 and float64 arrays,
+    an OrderedDict annotation."""
+    data = make_dataset(labels=(0, 1), groups=(1, 2), clips_per_group=1, persons=2)
+    anns = data["annotations"]
+    anns[0] = make_annotation(anns[0]["frame_dir"], 0, persons=0, frames=5)
+    anns[1]["label"] = np.int64(1)
+    anns[2]["keypoint"] = anns[2]["keypoint"].astype(np.float32)
+    anns[2]["keypoint_score"] = anns[2]["keypoint_score"].astype(np.float64)
+    anns[3] = OrderedDict(anns[3])
+    return data
+
+
+@pytest.mark.parametrize(
+    ("writer", "protocol"),
+    [("python 3", p) for p in range(6)] + [("python 2", p) for p in range(3)],
+)
+def test_load_pickle_round_trips_plain_data_of_any_protocol(tmp_path, protocol, writer):
+    data = plain_dataset()
+    buffer = io.BytesIO()
+    (Py2Pickler if writer == "python 2" else pickle.Pickler)(buffer, protocol).dump(data)
+    path = tmp_path / "d.pkl"
+    path.write_bytes(buffer.getvalue())
+    loaded = pklio.load_pickle(path)
     assert loaded["split"] == data["split"]
     for got, want in zip(loaded["annotations"], data["annotations"], strict=True):
-        assert got["keypoint"].dtype == np.float16
-        np.testing.assert_array_equal(got["keypoint"], want["keypoint"])
-        np.testing.assert_array_equal(got["keypoint_score"], want["keypoint_score"])
-        assert got["img_shape"] == (240, 320)
+        assert type(got) is type(want) and got.keys() == want.keys()
+        for key in ("keypoint", "keypoint_score"):
+            assert got[key].dtype == want[key].dtype and got[key].shape == want[key].shape
+            np.testing.assert_array_equal(got[key], want[key])
+        assert got["img_shape"] == (240, 320) and got["label"] == want["label"]
+    assert type(loaded["annotations"][1]["label"]) is np.int64
+    persons = [pklio.check_annotation(a, str(path), i) for i, a in enumerate(loaded["annotations"])]
+    assert persons == [0, 2, 2, 2]
 
 
 @requires_realdata
