@@ -366,8 +366,9 @@ class Stopwatch:
             yield item
 
 
-def load_params(*sections: str) -> dict[str, dict[str, Any]]:
-    """params.yaml sections as they stand, checked (from the project root, whatever the cwd)."""
+def load_params(*sections: str) -> dict[str, Any]:
+    """params.yaml sections as they stand, checked and typed (from the project root, whatever
+    the cwd)."""
     from pipeline import params
 
     return params.load(*sections, path=ROOT / "params.yaml")

@@ -2,7 +2,8 @@
 
 - `make_dataset(...)` builds a small PYSKL-format dict in memory, deterministic from a seed;
   `write_pkl(data, path)` pickles it.
-- `write_params(folder, overrides)` copies the project's params.yaml with dotted overrides.
+- `write_params(folder, overrides)` copies the project's params.yaml with dotted overrides;
+  `section(name, **changes)` is one of its sections, typed, as a stage gets it.
 - `run_stage(stage, cwd)` runs `python -m pipeline.<stage>` as a subprocess; `call_stage` runs
   the same `main()` in this process (much faster) and returns the same CompletedProcess shape.
 - `start_stage(stage, cwd, kill_at=...)` starts a stage as a process a test can signal (`stop`)
@@ -151,6 +152,15 @@ def write_params(
             node[last] = value
     Path(folder, "params.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
     return values
+
+
+def section(name: str, **changes: Any) -> Any:
+    """Section `name` of the project's params.yaml as the stages get it (typed, checked), with
+    `changes` to its keys."""
+    from pipeline import params
+
+    values = yaml.safe_load(PARAMS_YAML.read_text())[name]
+    return params.parse(name, {**values, **changes})
 
 
 def run_stage(
