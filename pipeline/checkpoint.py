@@ -148,8 +148,8 @@ def load(path: Any, section: str = "model") -> Checkpoint:
             values[key] = params.parse(name, raw[key], source=where)
         except PipelineError as exc:
             problem = str(exc).removeprefix(f"{where}: ")
-            what = "config" if key == "config" else f"{key} params"
-            raise fail(where, f"its {what} is not a valid {name} section ({problem}); "
+            what = "config is" if key == "config" else f"{key} params are"
+            raise fail(where, f"its {what} not a valid {name} section ({problem}); "
                        f"{redo}") from None  # fmt: skip
     for key, kind in PLAIN.items():
         kinds = (int, float) if kind is float else kind

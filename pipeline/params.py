@@ -20,7 +20,7 @@ from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
 import yaml
 
-from pipeline.errors import PipelineError, fail
+from pipeline.errors import PipelineError, fail, opening
 from pipeline.rules import (
     Check,
     boolean,
@@ -253,14 +253,10 @@ def plain(section: Section) -> dict[str, Any]:
 def read(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
     """The whole params file, unchecked."""
     path = Path(path)
-    try:
+    with opening(path, missing="params file not found (run from the project root)",
+                 folder="is a folder; expected the params file",
+                 unreadable="cannot read the params file"):  # fmt: skip
         raw = path.read_bytes()
-    except FileNotFoundError:
-        raise fail(str(path), "params file not found (run from the project root)") from None
-    except IsADirectoryError:
-        raise fail(str(path), "is a folder; expected the params file") from None
-    except OSError as exc:
-        raise fail(str(path), f"cannot read the params file ({exc.strerror or exc})") from None
     try:
         data = yaml.safe_load(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:

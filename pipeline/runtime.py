@@ -31,7 +31,8 @@ def setup(train_cfg: TrainParams) -> torch.device:
     """Apply train.threads and train.seed, flush denormal floats to zero; return the device.
 
     Flushing denormals (magnitudes below ~1e-38) spares x86 CPUs their slow path; doing it
-    here, for every stage, makes validation in training and the evaluate stage compute alike."""
+    here, for every stage, makes validation in training and the evaluate stage compute alike.
+    It is a flag of the CPU thread: numpy's arithmetic in this thread flushes them too."""
     device = resolve_device(train_cfg.device)
     torch.set_num_threads(train_cfg.threads or os.cpu_count() or 1)
     torch.set_flush_denormal(True)

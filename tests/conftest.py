@@ -167,11 +167,9 @@ def run_stage(
     stage: str, cwd: str | os.PathLike[str], *args: str, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
     """`python -m pipeline.<stage> args` in `cwd`, importing this checkout's `pipeline`."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     return subprocess.run(
         [sys.executable, "-m", f"pipeline.{stage}", *args],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False,
+        cwd=cwd, env=stage_env(), capture_output=True, text=True, timeout=timeout, check=False,
     )  # fmt: skip
 
 
@@ -240,9 +238,9 @@ runpy.run_module(f"pipeline.{stage}", run_name="__main__", alter_sys=True)
 
 def stage_env() -> dict[str, str]:
     """The environment for a stage subprocess: this checkout's `pipeline` importable."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    return env
+    from pipeline import workspace
+
+    return workspace.tool_env(importable=REPO)
 
 
 def start_stage(
