@@ -41,8 +41,8 @@ import yaml
 from pipeline import workspace
 from pipeline.atomic import write_text
 from pipeline.errors import cli
+from pipeline.params import NO_AUGMENT, plain
 from pipeline.paths import SHARDS_DIR, SUBSET_DIR
-from pipeline.training import NO_AUGMENT
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PKL = ROOT.parent / "shared" / "realdata" / "mime5_2d.pkl"
@@ -69,7 +69,7 @@ SETUPS: dict[str, tuple[str, dict[str, Any], int]] = {
     "- body normalization (image)": ("improved", {"shards.normalize": "image"}, 2),
     "- rare-joint filter": ("improved", {"shards.min_joint_visibility": 0.0}, 2),
     "- bone + motion streams": ("improved", {"model.streams": ["joint"]}, 2),
-    "- augmentation": ("improved", {"model.augment": NO_AUGMENT}, 2),
+    "- augmentation": ("improved", {"model.augment": plain(NO_AUGMENT)}, 2),
     "- stretch (x, y scaled apart)": ("improved", {"model.augment.stretch": 0.0}, 2),
     "- label smoothing": ("improved", {"model.label_smoothing": 0.0}, 2),
     "- cosine schedule + warm-up": (

@@ -189,9 +189,9 @@ def run_checked(command: Sequence[str], what: str, **kwargs: Any) -> subprocess.
 
 def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment of a child: this checkout importable, this venv's tools (dvc) on PATH."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    from pipeline import workspace
+
+    env = workspace.tool_env(importable=ROOT)
     env.setdefault("PYTHONUNBUFFERED", "1")
     env.update(extra or {})
     return env
@@ -366,8 +366,9 @@ class Stopwatch:
             yield item
 
 
-def load_params(*sections: str) -> dict[str, dict[str, Any]]:
-    """params.yaml sections as they stand, checked (from the project root, whatever the cwd)."""
+def load_params(*sections: str) -> dict[str, Any]:
+    """params.yaml sections as they stand, checked and typed (from the project root, whatever
+    the cwd)."""
     from pipeline import params
 
     return params.load(*sections, path=ROOT / "params.yaml")

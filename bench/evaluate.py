@@ -1,7 +1,7 @@
 """Benchmark 4: evaluation throughput on the test split of the 101-class shards, batch 256.
 
 A freshly initialised model of each params section (the speed of a forward pass does not
-depend on the weights) goes through the evaluate stage's own `training.predict`, with the
+depend on the weights) goes through the evaluate stage's own `inference.predict`, with the
 test-time views and flips of that section's `eval` params, over the first BATCHES batches of
 the test split after a one-batch warm-up.
 There is no target; the figure is for the record.
@@ -16,10 +16,10 @@ from typing import Any
 from bench import shards as bench_shards
 from bench import train as bench_train
 from bench.common import Context, Row, measure, plural
+from pipeline.params import STAGE_SECTION
 
 BATCH = 256
 BATCHES = 4  # timed, after the warm-up: 1,024 of the 3,783 test clips keep it quick
-MODELS = (("baseline", "baseline"), ("improved", "model"))
 
 
 def child_evaluate(
@@ -28,23 +28,23 @@ def child_evaluate(
     """Seconds to predict the test split (its first `batches` batches; 0 = all)."""
     import torch
 
-    from pipeline import features, training
+    from pipeline import features, inference
     from pipeline.models import build_model
     from pipeline.shardset import ShardSet
 
     cfg, train, device = bench_train.setup(section, threads=threads)
     test = ShardSet(shards, "test")
     joints = test.manifest["shape"][2]
-    model = build_model(cfg, features.in_channels(cfg["streams"], cfg["score"]), test.persons,
+    model = build_model(cfg, features.in_channels(cfg.streams, cfg.score), test.persons,
                         len(test.classes), joints).to(device)  # fmt: skip
-    views, flip = cfg["eval"]["clips"], cfg["eval"]["flip"]
+    views, flip = cfg.eval.clips, cfg.eval.flip
     every = test.batches
     limit = batches or len(range(0, len(test), BATCH))
 
     def predict(count: int) -> tuple[float, int]:
         test.batches = lambda *a, **k: itertools.islice(every(*a, **k), count)
         start = time.perf_counter()
-        probs = training.predict(model, test, cfg, device, BATCH, views, flip, train["amp"])
+        probs = inference.predict(model, test, cfg, device, BATCH, views, flip, train.amp)
         return time.perf_counter() - start, len(probs)
 
     predict(1)
@@ -57,7 +57,7 @@ def run(ctx: Context) -> list[Row]:
     shards = str(bench_shards.ensure_shards(ctx))
     rows = []
     for threads in ctx.thread_counts():
-        for name, section in MODELS:
+        for name, section in STAGE_SECTION.items():
             got = measure("bench.evaluate:child_evaluate",
                           {"shards": shards, "section": section, "threads": threads,
                            "batches": 2 if ctx.quick else BATCHES})  # fmt: skip

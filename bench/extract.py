@@ -8,6 +8,7 @@ Targets: time <= 1.2x (8 classes) / 2x (101) the load's; peak RSS <= 1.5x / 2.5x
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ def child_extract(pkl: str, out: str, classes: Any) -> dict[str, Any]:
     imports = time.perf_counter()
     from pipeline import extract
 
-    cfg = {**load_params("data")["data"], "pkl": pkl, "classes": classes}
+    cfg = dataclasses.replace(load_params("data")["data"], pkl=pkl, classes=classes)
     start, cpu = time.perf_counter(), cpu_seconds()
     meta = extract.extract(cfg, pkl, out)
     seconds = time.perf_counter() - start

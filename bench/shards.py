@@ -8,6 +8,7 @@ stage's whole process tree (the pool of workers included). Targets: >= 5,000 cli
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -31,8 +32,8 @@ OVERRIDES = {"frames": 64, "persons": 2}
 MIN_CLIPS_PER_S = 5000.0
 
 
-def config() -> dict[str, Any]:
-    return {**load_params("shards")["shards"], **OVERRIDES}
+def config() -> Any:
+    return dataclasses.replace(load_params("shards")["shards"], **OVERRIDES)
 
 
 def child_shards(subset: str, out: str) -> dict[str, Any]:
@@ -44,7 +45,7 @@ def child_shards(subset: str, out: str) -> dict[str, Any]:
     seconds = time.perf_counter() - start
     clips = sum(s["clips"] for s in manifest["splits"].values())
     return {"seconds": seconds, "cpu": cpu_seconds() - cpu, "clips": clips,
-            "workers": cfg["workers"] or os.cpu_count()}  # fmt: skip
+            "workers": cfg.workers or os.cpu_count()}  # fmt: skip
 
 
 def shards_dir(ctx: Context) -> Path:
@@ -84,7 +85,7 @@ def run(ctx: Context) -> list[Row]:
         checks=[Check("clips/s", rate, MIN_CLIPS_PER_S, at_most=False),
                 Check("RSS/disk", got.rss_bytes / size, 1.5, unit="x")],
         note=f"{got.result['cpu']:.1f} s CPU; {clips:,} clips, {got.result['workers']} workers "
-             f"on {os.cpu_count()} cores; {cfg['frames']} frames, {cfg['persons']} persons, "
-             f"{cfg.get('train_views', 1)}/{cfg['test_views']} train/test views; "
+             f"on {os.cpu_count()} cores; {cfg.frames} frames, {cfg.persons} persons, "
+             f"{cfg.train_views}/{cfg.test_views} train/test views; "
              "ratio = peak RSS / size on disk",
     )]  # fmt: skip

@@ -29,26 +29,29 @@ from typing import Any
 
 from bench import shards as bench_shards
 from bench.common import GB, Check, Context, Row, Stopwatch, load_params, measure, plural
+from pipeline.params import STAGE_SECTION
 
-MODELS = (("baseline", "baseline"), ("improved", "model"))  # stage name -> params section
 WARMUP = 2  # batches before timing: first calls allocate and pick kernels
 MAX_SHARE, MAX_RSS = 0.05, 2 * GB
 
 
 def setup(
     section: str, device: str = "cpu", amp: bool | None = None, threads: int | None = None
-) -> tuple[dict, dict, Any]:
+) -> tuple[Any, Any, Any]:
     """A model section and `train` as params.yaml has them, with the benchmark's overrides
     applied, and the device (torch threads and seeds set by the pipeline's own runtime)."""
+    import dataclasses
+
     from pipeline import runtime
 
     loaded = load_params("train", section)
-    cfg, train = loaded[section], {**loaded["train"], "device": device}
+    changes: dict[str, Any] = {"device": device}
     if amp is not None:
-        train["amp"] = amp
+        changes["amp"] = amp
     if threads is not None:
-        train["threads"] = threads
-    return cfg, train, runtime.setup(train)
+        changes["threads"] = threads
+    train = dataclasses.replace(loaded["train"], **changes)
+    return loaded[section], train, runtime.setup(train)
 
 
 def child_ours(shards: str, section: str, batches: int, device: str = "cpu",
@@ -60,18 +63,19 @@ def child_ours(shards: str, section: str, batches: int, device: str = "cpu",
     from torch import nn
 
     from pipeline import features, training
+    from pipeline.errors import StopFlag
     from pipeline.models import build_model
     from pipeline.shardset import ShardSet
 
     cfg, train, dev = setup(section, device, amp, threads)
     data, val = ShardSet(shards, "train"), ShardSet(shards, "val")
     joints = data.manifest["shape"][2]
-    model = build_model(cfg, features.in_channels(cfg["streams"], cfg["score"]), data.persons,
+    model = build_model(cfg, features.in_channels(cfg.streams, cfg.score), data.persons,
                         len(data.classes), joints).to(dev)  # fmt: skip
     optimizer = training.make_optimizer(model, cfg)
-    steps = len(list(data.batches(train["batch_size"], None, train["drop_last"])))
+    steps = len(list(data.batches(train.batch_size, None, train.drop_last)))
     scheduler = training.make_schedule(optimizer, cfg, steps)
-    criterion = nn.CrossEntropyLoss(label_smoothing=cfg["label_smoothing"])
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
 
     watch = Stopwatch()
     all_batches, gather, to_input = data.batches, data.gather, training.to_input
@@ -86,7 +90,7 @@ def child_ours(shards: str, section: str, batches: int, device: str = "cpu",
                 torch.cuda.synchronize()
             start = time.perf_counter()
             training.train_epoch(model, data, cfg, train, dev, optimizer, scheduler, criterion,
-                                 number, training.StopFlag(), "bench")  # fmt: skip
+                                 number, StopFlag(), "bench")  # fmt: skip
             if dev.type == "cuda":
                 torch.cuda.synchronize()
             return time.perf_counter() - start
@@ -97,15 +101,15 @@ def child_ours(shards: str, section: str, batches: int, device: str = "cpu",
     finally:
         data.batches, data.gather, training.to_input = all_batches, gather, to_input
     clips = sum(len(i) for i in itertools.islice(
-        data.batches(train["batch_size"], None, train["drop_last"]), limit))  # fmt: skip
+        data.batches(train.batch_size, None, train.drop_last), limit))  # fmt: skip
     if settle:
         # untimed: touch what the rest of a real epoch and its validation would
         views = np.random.default_rng(0)
-        for idx in data.batches(train["batch_size"]):
+        for idx in data.batches(train.batch_size):
             data.gather(idx, views.integers(data.views, size=len(idx)))
-        training.evaluate_split(model, val, cfg, dev, train["batch_size"], train["amp"])
+        training.validate(model, val, cfg, train, dev)
     return {"seconds": seconds, "clips": clips, "share": share, "batches": limit,
-            "steps": steps, "batch_size": train["batch_size"],
+            "steps": steps, "batch_size": train.batch_size,
             "threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()}  # fmt: skip
 
 
@@ -158,13 +162,13 @@ def child_notebook(
                 seq, seq_len = np.concatenate([seq, pad], axis=0), t
             return torch.from_numpy(seq), torch.tensor(label).long(), torch.tensor(seq_len).long()
 
-    loader = DataLoader(SkeletonDataset(anns), batch_size=train["batch_size"], shuffle=True)
+    loader = DataLoader(SkeletonDataset(anns), batch_size=train.batch_size, shuffle=True)
     manifest = json.loads((Path(shards) / "manifest.json").read_text())
     _, persons, joints, channels = manifest["shape"]
-    model = build_model(cfg, features.in_channels(cfg["streams"], cfg["score"]), persons,
+    model = build_model(cfg, features.in_channels(cfg.streams, cfg.score), persons,
                         len(label_map), joints)  # fmt: skip
     optimizer = training.make_optimizer(model, cfg)
-    criterion = nn.CrossEntropyLoss(label_smoothing=cfg["label_smoothing"])
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     watch = Stopwatch()
     model.train()
 
@@ -173,7 +177,7 @@ def child_notebook(
         layout (other persons and the score zero), then the configured streams."""
         x = torch.zeros(seq.shape[0], max_len, persons, joints, channels)
         x[:, :, 0, :, :2] = seq.view(seq.shape[0], max_len, joints, 2)
-        return features.build_input(x, seq_len, cfg["streams"], cfg["score"])
+        return features.build_input(x, seq_len, cfg.streams, cfg.score)
 
     def run(count: int) -> tuple[float, int]:
         watch.seconds, seen = 0.0, 0
@@ -188,7 +192,7 @@ def child_notebook(
             seen += len(labels)
         return time.perf_counter() - start, seen
 
-    torch.manual_seed(train["seed"])
+    torch.manual_seed(train.seed)
     limit = min(batches, len(loader)) if batches else len(loader)
     run(min(WARMUP, limit))
     seconds, clips = run(limit)
@@ -200,7 +204,7 @@ def run(ctx: Context) -> list[Row]:
     pkl = str(ctx.mirror())
     rows = []
     for threads in ctx.thread_counts():
-        for name, section in MODELS:
+        for name, section in STAGE_SECTION.items():
             common = {"shards": shards, "section": section, "batches": ctx.batches,
                       "threads": threads}  # fmt: skip
             ours = measure("bench.train:child_ours", common)

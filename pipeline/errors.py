@@ -32,6 +32,20 @@ def fail(where: str, message: str) -> PipelineError:
     return PipelineError(" ".join(f"{where}: {message}".splitlines()))
 
 
+@contextlib.contextmanager
+def opening(path: object, missing: str, folder: str, unreadable: str) -> Iterator[None]:
+    """Opening a file a user put in place: a missing file, a folder in its place or any other
+    failure to read it ends in one line naming the file, with these messages."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise fail(str(path), missing) from None
+    except IsADirectoryError:
+        raise fail(str(path), folder) from None
+    except OSError as exc:
+        raise fail(str(path), f"{unreadable} ({exc.strerror or exc})") from None
+
+
 class StopFlag:
     """Turns Ctrl-C (SIGINT) into a flag that a loop checks at clean points, between batches or
     shards, where stopping cannot corrupt anything (a KeyboardInterrupt can land anywhere, in a

@@ -25,6 +25,7 @@ from sklearn.model_selection import (
 from pipeline import classnames, params, pklio, subset
 from pipeline.atomic import prepare_outputs
 from pipeline.errors import cli, fail
+from pipeline.params import DataParams
 from pipeline.paths import SUBSET_DIR
 
 # The single split of `val_fraction` and the k-fold split of each kind of validation: sklearn
@@ -39,7 +40,7 @@ SPLITTERS = {
 
 
 def carve_validation(
-    train: list[str], labels: list[int], all_train: list[str], cfg: Mapping[str, Any], source: str
+    train: list[str], labels: list[int], all_train: list[str], data_cfg: DataParams, source: str
 ) -> tuple[set[str], str]:
     """The frame_dirs held out for validation, and how they were chosen.
 
@@ -49,14 +50,14 @@ def carve_validation(
     `folds` = k the held-out part is fold `fold` of a k-fold split of the same kind instead of
     a `val_fraction` share, so k runs validate every train clip exactly once.
     """
-    suffix = f", fold {cfg['fold']} of {cfg['folds']}" if cfg["folds"] else ""
-    if cfg["val_by"] == "clip":
-        return _held_out("clip", cfg, all_train), "clip" + suffix
-    regex = re.compile(cfg["group_pattern"])
+    suffix = f", fold {data_cfg.fold} of {data_cfg.folds}" if data_cfg.folds else ""
+    if data_cfg.val_by == "clip":
+        return _held_out("clip", data_cfg, all_train), "clip" + suffix
+    regex = re.compile(data_cfg.group_pattern)
     found = [regex.search(name) for name in train]
     if not any(found):
         method = "clip-stratified (no group in the names)"
-        return _held_out("stratified", cfg, train, labels), method + suffix
+        return _held_out("stratified", data_cfg, train, labels), method + suffix
     missing = [name for name, m in zip(train, found, strict=True) if not m]
     if missing:
         raise fail(source, f"clip {missing[0]!r} has no group matching data.group_pattern")
@@ -65,17 +66,19 @@ def carve_validation(
         raise fail(
             source, f"validation by group needs 2 or more groups in train, found {groups[0]!r}"
         )
-    return _held_out("group", cfg, train, None, groups), "group" + suffix
+    return _held_out("group", data_cfg, train, None, groups), "group" + suffix
 
 
-def _held_out(kind: str, cfg: Mapping[str, Any], names: list[str], *split_args: Any) -> set[str]:
+def _held_out(kind: str, data_cfg: DataParams, names: list[str], *split_args: Any) -> set[str]:
     """The names `kind`'s splitter holds out: a `val_fraction` share, or fold `fold` of k."""
     single, k_fold = SPLITTERS[kind]
-    if cfg["folds"]:
-        splitter = k_fold(cfg["folds"], shuffle=True, random_state=cfg["seed"])
-        which = cfg["fold"]
+    if data_cfg.folds:
+        splitter = k_fold(data_cfg.folds, shuffle=True, random_state=data_cfg.seed)
+        which = data_cfg.fold
     else:
-        splitter = single(n_splits=1, test_size=cfg["val_fraction"], random_state=cfg["seed"])
+        splitter = single(
+            n_splits=1, test_size=data_cfg.val_fraction, random_state=data_cfg.seed
+        )
         which = 0
     _, val_idx = list(splitter.split(names, *split_args))[which]
     return {names[i] for i in val_idx}
@@ -111,15 +114,15 @@ def _no_repeats(
 
 
 def select(
-    cfg: Mapping[str, Any], data: Any, source: str
+    data_cfg: DataParams, dataset: Any, source: str
 ) -> tuple[list[dict[str, Any]], list[Mapping[str, Any]], dict[str, Any]]:
     """The index rows, annotations and meta of the chosen clips of a loaded pickle.
 
     Only the chosen clips are referenced by the result, so the rest of the pickle is freed
-    as soon as the caller drops `data`.
+    as soon as the caller drops `dataset`.
     """
-    splits, annotations = pklio.check_dataset(data, source)
-    train_name, test_name = params.split_names(cfg)
+    splits, annotations = pklio.check_dataset(dataset, source)
+    train_name, test_name = data_cfg.split_names()
     for name in (train_name, test_name):
         if name not in splits:
             raise fail(source, f"split {name!r} not found (the file has {sorted(splits)})")
@@ -139,11 +142,11 @@ def select(
     test_labels = {n: label_of(n, test_name) for n in splits[test_name]}
     present = sorted(set(train_labels.values()))
     warnings: list[str] = []
-    if cfg["classes"] == "all":
+    if data_cfg.classes == "all":
         chosen = present
         warnings += _test_only(test_labels, set(present), (train_name, test_name), source)
     else:
-        chosen = sorted(cfg["classes"])
+        chosen = sorted(data_cfg.classes)
         absent = [c for c in chosen if c not in set(present)]
         if absent:
             there = f"labels there: {present[0]}..{present[-1]}" if present else "it is empty"
@@ -158,17 +161,17 @@ def select(
         raise fail(source, f"split {test_name!r} has no clip of the chosen classes")
     try:
         val, val_method = carve_validation(
-            train, [train_labels[n] for n in train], train_all, cfg, source
+            train, [train_labels[n] for n in train], train_all, data_cfg, source
         )
     except ValueError as exc:  # sklearn: too few clips, groups or per-class clips to split
-        what = f"{cfg['folds']} data.folds" if cfg["folds"] else "data.val_fraction"
+        what = f"{data_cfg.folds} data.folds" if data_cfg.folds else "data.val_fraction"
         raise fail(source, f"cannot carve {what} out of {train_name!r}: {exc}") from None
     target = {label: i for i, label in enumerate(chosen)}
     names = classnames.resolve(
-        chosen, ((n, train_labels[n]) for n in train), cfg["class_pattern"], cfg["label_map"],
-        source,
-    )
-    group_re = re.compile(cfg["group_pattern"])
+        chosen, ((n, train_labels[n]) for n in train), data_cfg.class_pattern,
+        data_cfg.label_map, source,
+    )  # fmt: skip
+    group_re = re.compile(data_cfg.group_pattern)
 
     rows: list[dict[str, Any]] = []
     kept: list[Mapping[str, Any]] = []
@@ -254,18 +257,18 @@ def _check_selection(
     return counts
 
 
-def extract(cfg: Mapping[str, Any], pkl: str | Path, out_dir: str | Path) -> dict[str, Any]:
+def extract(data_cfg: DataParams, pkl: str | Path, out_dir: str | Path) -> dict[str, Any]:
     """Run the stage; return the meta written to meta.json."""
     prepare_outputs(folders=[out_dir])
-    rows, kept, meta = select(cfg, pklio.load_pickle(pkl), str(pkl))
+    rows, kept, meta = select(data_cfg, pklio.load_pickle(pkl), str(pkl))
     subset.write(out_dir, rows, kept, meta)
     return meta
 
 
 @cli
 def main() -> None:
-    cfg = params.load("data")["data"]
-    meta = extract(cfg, cfg["pkl"], SUBSET_DIR)
+    data_cfg = params.load("data")["data"]
+    meta = extract(data_cfg, data_cfg.pkl, SUBSET_DIR)
     for warning in meta["warnings"]:
         print(f"warning: {warning}", file=sys.stderr)
     c = meta["counts"]

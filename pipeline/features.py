@@ -8,16 +8,13 @@ from real data.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
-from pipeline.errors import PipelineError
+from pipeline.params import AugmentParams
 from pipeline.skeleton import FLIP_INDEX, PARENTS
-
-STREAMS = ("joint", "bone", "motion")
 
 
 def in_channels(streams: Sequence[str], score: bool) -> int:
@@ -59,7 +56,8 @@ def _motion(x: Tensor, lengths: Tensor) -> Tensor:
 def build_input(x: Tensor, lengths: Tensor, streams: Sequence[str], score: bool) -> Tensor:
     """The requested streams of `x` [B, T, P, V, 3], concatenated on the channel axis.
 
-    Returns [B, T, P, V, in_channels(streams, score)], streams in the order given.
+    Returns [B, T, P, V, in_channels(streams, score)], streams in the order given (their names
+    are params.Stream's, checked when params are loaded).
     """
     parts = []
     for name in streams:
@@ -67,20 +65,18 @@ def build_input(x: Tensor, lengths: Tensor, streams: Sequence[str], score: bool)
             part = x
         elif name == "bone":
             part = _bone(x)
-        elif name == "motion":
+        else:  # motion
             part = _motion(x, lengths)
-        else:
-            raise PipelineError(f"streams: expected names from {list(STREAMS)}, found {name!r}")
         parts.append(part if score else part[..., :2])
     return torch.cat(parts, dim=-1)
 
 
 def augment(
-    x: Tensor, lengths: Tensor, cfg: Mapping[str, Any], generator: torch.Generator
+    x: Tensor, lengths: Tensor, knobs: AugmentParams, generator: torch.Generator
 ) -> Tensor:
     """Randomly rescale, stretch, rotate, mirror, re-time and hide joints of `x` [B, T, P, V, 3].
 
-    `cfg` holds the params `augment` keys (scale, rotate, flip, temporal, drop, stretch).
+    `knobs` is a model section's `augment` (scale, rotate, flip, temporal, drop, stretch).
     `stretch` scales x and y by independent factors in 1 +- stretch (on top of `scale`): people
     of another build, or seen from a little higher or to the side, look wider or shorter along
     one axis only, which body normalization (by torso length) cannot undo. `drop` hides each
@@ -89,9 +85,9 @@ def augment(
     `x` itself. Lengths and padding are unchanged, missing joints stay exactly zero, and the result
     depends only on the inputs and the generator's state.
     """
-    scale, rotate = float(cfg["scale"]), float(cfg["rotate"])
-    flip, temporal, drop = float(cfg["flip"]), float(cfg["temporal"]), float(cfg["drop"])
-    stretch = float(cfg["stretch"])
+    scale, rotate = float(knobs.scale), float(knobs.rotate)
+    flip, temporal, drop = float(knobs.flip), float(knobs.temporal), float(knobs.drop)
+    stretch = float(knobs.stretch)
     if scale == rotate == flip == temporal == drop == stretch == 0.0:
         return x
     batch = x.shape[0]

@@ -21,15 +21,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
-from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from pipeline import params, pklio, synthetic
+from pipeline import checksums, params, pklio, synthetic
 from pipeline.atomic import prepare_outputs
-from pipeline.download import download, file_hashes
+from pipeline.download import download
 from pipeline.errors import cli, fail
+from pipeline.params import DataParams, FetchParams, SyntheticParams
 from pipeline.paths import RAW_DIR
 
 
@@ -40,15 +39,12 @@ def validate(path: Path) -> None:
         raise fail(str(path), "the pickle holds no annotations")
 
 
-def verify_hashes(path: Path, data: Mapping[str, Any]) -> None:
+def verify_hashes(path: Path, data_cfg: DataParams) -> None:
     """A present file must match data.md5 / data.sha256 when they are set."""
-    wanted = {name: data[name].lower() for name in ("md5", "sha256") if data[name]}
-    if not wanted:
-        return
-    found = file_hashes(path, tuple(wanted))
-    for name, expected in wanted.items():
-        if found[name] != expected:
-            raise fail(str(path), f"{name} mismatch: expected {expected}, found {found[name]}")
+    given = {"md5": data_cfg.md5, "sha256": data_cfg.sha256}
+    wrong = checksums.mismatches(path, {kind: v.lower() for kind, v in given.items() if v})
+    if wrong:
+        raise fail(str(path), "; ".join(wrong))
 
 
 def url_file_name(url: str) -> str:
@@ -59,34 +55,35 @@ def track_hint(target: Path) -> str:
     return f"dvc add {target} && git add {target}.dvc && git commit"
 
 
-def obtain(data: Mapping[str, Any], fetch_cfg: Mapping[str, Any], synth: Mapping[str, Any]) -> str:
+def obtain(data_cfg: DataParams, fetch_cfg: FetchParams, synth: SyntheticParams) -> str:
     """Put a valid pickle at data.pkl unless one is there; return what was done, or "" if the
     file was there already."""
-    target = Path(data["pkl"])
+    target = Path(data_cfg.pkl)
     if target.exists():
-        verify_hashes(target, data)
+        verify_hashes(target, data_cfg)
         validate(target)
         return ""
     prepare_outputs(files=[target])
-    if data["source"] == "synthetic":
+    if data_cfg.source == "synthetic":
         synthetic.write(
-            target, clips_per_group=tuple(synth["clips_per_group"]), frames=tuple(synth["frames"]),
-            seed=synth["seed"], mirror=synth["mirror"],
+            target, clips_per_group=tuple(synth.clips_per_group), frames=tuple(synth.frames),
+            seed=synth.seed, mirror=synth.mirror,
         )  # fmt: skip
         return f"wrote the synthetic stand-in to {target}"
-    if target.name != url_file_name(data["url"]):
+    if target.name != url_file_name(data_cfg.url):
         raise fail(
             str(target),
-            f"no such file, and it is not the file data.url names ({url_file_name(data['url'])}), "
-            f"so it is not downloaded: put your pickle there and track it with "
+            f"no such file, and it is not the file data.url names "
+            f"({url_file_name(data_cfg.url)}), so it is not downloaded: put your pickle there "
+            f"and track it with "
             f"`{track_hint(target)}`",
         )
     download(
-        data["url"], target, root=RAW_DIR, retries=fetch_cfg["retries"],
-        backoff=fetch_cfg["backoff"], timeout=fetch_cfg["timeout"], md5=data["md5"],
-        sha256=data["sha256"], validate=validate,
+        data_cfg.url, target, root=RAW_DIR, retries=fetch_cfg.retries,
+        backoff=fetch_cfg.backoff, timeout=fetch_cfg.timeout, md5=data_cfg.md5,
+        sha256=data_cfg.sha256, validate=validate,
     )  # fmt: skip
-    return f"downloaded {data['url']} to {target}"
+    return f"downloaded {data_cfg.url} to {target}"
 
 
 def track(target: Path) -> None:
@@ -105,7 +102,7 @@ def track(target: Path) -> None:
 @cli
 def main() -> None:
     loaded = params.load("data", "fetch", "synthetic")
-    target = Path(loaded["data"]["pkl"])
+    target = Path(loaded["data"].pkl)
     done = obtain(loaded["data"], loaded["fetch"], loaded["synthetic"])
     if not done:
         tracked = Path(f"{target}.dvc").exists()

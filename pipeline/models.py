@@ -7,48 +7,39 @@ logits whatever lies after a clip's length, and the same as for the clip cut to 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from pipeline.errors import fail
-from pipeline.params import PARAMS_FILE
+from pipeline.params import PARAMS_FILE, ModelParams
 from pipeline.skeleton import BONES, NUM_JOINTS, PARENTS
 
-ARCHS = ("lstm", "tcn", "stgcn")
-POOLS = ("packed", "padded")
 KERNEL = 9  # temporal kernel of both conv nets, as in ST-GCN
 
 
 def build_model(
-    cfg: Mapping[str, Any],
+    cfg: ModelParams,
     in_channels: int,
     persons: int,
     num_classes: int,
     joints: int = NUM_JOINTS,
 ) -> nn.Module:
-    """The classifier a params model section (arch, hidden, layers, dropout, pool, frame_pool)
-    describes; `frame_pool`'s values are checked by the params schema."""
-    arch, hidden, layers, dropout = cfg["arch"], cfg["hidden"], cfg["layers"], cfg["dropout"]
-    with_max = cfg["frame_pool"] == "mean_max"
-    if arch == "lstm":
-        if cfg["pool"] not in POOLS:
-            raise fail(PARAMS_FILE, f"pool: expected one of {list(POOLS)}, found {cfg['pool']!r}")
+    """The classifier a model section describes (arch, hidden, layers, dropout, pool,
+    frame_pool); the section's values were checked when it was loaded."""
+    with_max = cfg.frame_pool == "mean_max"
+    if cfg.arch == "lstm":
         size = persons * joints * in_channels
-        packed = cfg["pool"] == "packed"
-        return SkeletonLSTM(size, num_classes, hidden, layers, dropout, packed)
-    if arch == "tcn":
-        return TCN(joints * in_channels, num_classes, hidden, layers, dropout, with_max)
-    if arch == "stgcn":
-        if joints != NUM_JOINTS:
-            raise fail(
-                PARAMS_FILE, f"arch: stgcn needs the {NUM_JOINTS}-joint COCO graph, got {joints}"
-            )
-        return STGCN(in_channels, num_classes, hidden, layers, dropout, with_max)
-    raise fail(PARAMS_FILE, f"arch: expected one of {list(ARCHS)}, found {arch!r}")
+        packed = cfg.pool == "packed"
+        return SkeletonLSTM(size, num_classes, cfg.hidden, cfg.layers, cfg.dropout, packed)
+    if cfg.arch == "tcn":
+        return TCN(joints * in_channels, num_classes, cfg.hidden, cfg.layers, cfg.dropout,
+                   with_max)  # fmt: skip
+    if joints != NUM_JOINTS:  # stgcn
+        raise fail(
+            PARAMS_FILE, f"arch: stgcn needs the {NUM_JOINTS}-joint COCO graph, got {joints}"
+        )
+    return STGCN(in_channels, num_classes, cfg.hidden, cfg.layers, cfg.dropout, with_max)
 
 
 class SkeletonLSTM(nn.Module):
@@ -155,15 +146,8 @@ class TCN(nn.Module):
     same as its own zero padding at the end of the tensor.
     """
 
-    def __init__(
-        self,
-        channels: int,
-        num_classes: int,
-        hidden: int,
-        layers: int,
-        dropout: float,
-        with_max: bool = False,
-    ) -> None:
+    def __init__(self, channels: int, num_classes: int, hidden: int, layers: int,
+                 dropout: float, with_max: bool = False) -> None:  # fmt: skip
         super().__init__()
         self.data_bn = nn.BatchNorm1d(channels)
         self.blocks = nn.ModuleList(
@@ -244,15 +228,8 @@ class STGCN(nn.Module):
     on CPU; the valid-frame mask is subsampled alongside.
     """
 
-    def __init__(
-        self,
-        channels: int,
-        num_classes: int,
-        hidden: int,
-        layers: int,
-        dropout: float,
-        with_max: bool = False,
-    ) -> None:
+    def __init__(self, channels: int, num_classes: int, hidden: int, layers: int,
+                 dropout: float, with_max: bool = False) -> None:  # fmt: skip
         super().__init__()
         graph = coco_partitions()
         self.register_buffer("graph", graph, persistent=False)

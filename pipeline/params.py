@@ -1,22 +1,31 @@
-"""Read params.yaml and check each section a stage uses, so bad values stop before any work.
+"""params.yaml as typed sections: one dataclass per section, the single statement of its keys.
 
-The schema below is the single statement of what every knob accepts; a value of the wrong type
-or range ends in one line naming `params.yaml`, the dotted key, what was expected and what was
-found (exit code 2 through `errors.cli`).
+Each field's type says what it holds; its rule (from `pipeline.rules`) says which values are
+allowed, derived from the type where the type says it all (`Literal[...]` choices, `bool`, a
+nested section). Loading checks a section against its class and hands on an instance, so a
+stage reads `cfg.hidden`, never `cfg["hidden"]`. A value of the wrong type or range ends in one
+line naming `params.yaml`, the dotted key, what was expected and what was found (exit code 2
+through `errors.cli`). The values themselves live in params.yaml only: there are no defaults
+here, and a key missing from the file is an error.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import dataclasses
+import functools
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
 import yaml
 
-from pipeline.errors import PipelineError, fail
+from pipeline.errors import PipelineError, fail, opening
 from pipeline.rules import (
+    Check,
     boolean,
     classes,
+    distinct_choices,
     folds,
     hex_digest,
     http_url,
@@ -27,158 +36,227 @@ from pipeline.rules import (
     regex_with_group,
     show,
     split_name,
-    streams,
     string,
 )
 
 PARAMS_FILE = "params.yaml"
-MODEL_SECTIONS = (
-    "baseline",
-    "model",
-)  # stage name -> section: baseline -> baseline, improved -> model
+# Stage name -> params section of the model stages (`dvc exp run -S model.hidden=...` tunes the
+# improved model). dvc.yaml's foreach states the same map, as DVC needs it there.
 STAGE_SECTION = {"baseline": "baseline", "improved": "model"}
 
 # Seeds reach numpy's legacy seeding, sklearn's random_state and torch.manual_seed: the range
 # all of them accept, so a bad seed is named here rather than failing deep inside one of them.
 SEED = integer(0, 2**32 - 1)
 
-AUGMENT = {
-    "scale": number(0.0, 1.0, hi_open=True),
-    "rotate": number(0.0, 180.0),
-    "flip": number(0.0, 1.0),
-    "temporal": number(0.0, 1.0, hi_open=True),
-    "drop": number(0.0, 1.0, hi_open=True),
-    "stretch": number(0.0, 1.0, hi_open=True),
-}
-EVAL = {"clips": integer(1, 100), "flip": boolean}
-MODEL = {
-    "arch": one_of("lstm", "tcn", "stgcn"),
-    "hidden": integer(1, 4096),
-    "layers": integer(1, 32),
-    "dropout": number(0.0, 1.0, hi_open=True),
-    "pool": one_of("packed", "padded"),
-    "frame_pool": one_of("mean", "mean_max"),
-    "streams": streams,
-    "score": boolean,
-    "epochs": integer(1, 10000),
-    "optimizer": one_of("adam", "adamw", "sgd"),
-    "lr": number(1e-8, 10.0),
-    "weight_decay": number(0.0, 1.0),
-    "schedule": one_of("constant", "cosine"),
-    "warmup_epochs": integer(0, 10000),
-    "label_smoothing": number(0.0, 1.0, hi_open=True),
-    "select": one_of("best", "last"),
-    "augment": AUGMENT,
-    "eval": EVAL,
-}
-SCHEMA: dict[str, dict[str, Any]] = {
-    "data": {
-        "source": one_of("ucf101", "synthetic"),
-        "pkl": string(),
-        "url": http_url,
-        "md5": hex_digest(32),
-        "sha256": hex_digest(64),
-        "split": integer(1, 99),
-        "train_split": split_name,
-        "test_split": split_name,
-        "classes": classes,
-        "class_pattern": regex_with_group,
-        "label_map": string(nullable=True),
-        "val_by": one_of("group", "clip"),
-        "group_pattern": regex_with_group,
-        "val_fraction": number(0.01, 0.99),
-        "folds": folds,
-        "fold": integer(0),
-        "seed": SEED,
-    },
-    "fetch": {
-        "retries": integer(0, 100),
-        "backoff": number(0.0, 600.0),
-        "timeout": number(0.1, 3600.0),
-    },
-    "synthetic": {
-        "clips_per_group": int_range,
-        "frames": int_range,
-        "mirror": string(nullable=True),
-        "seed": SEED,
-    },
-    "shards": {
-        "frames": integer(1, 100000),
-        "sampling": one_of("uniform", "head"),
-        "normalize": one_of("image", "video_mean", "body"),
-        "persons": integer(1, 2),
-        "person_order": one_of("score", "first"),
-        "min_score": number(0.0, 1.0),
-        "min_joint_visibility": number(0.0, 1.0),
-        "train_views": integer(1, 100),
-        "test_views": integer(1, 100),
-        "seed": SEED,
-        "size": integer(1),
-        "workers": integer(0, 512),
-    },
-    "train": {
-        "device": one_of("auto", "cpu", "cuda"),
-        "seed": SEED,
-        "batch_size": integer(1, 1 << 20),
-        "threads": integer(0, 1024),
-        "amp": boolean,
-        "drop_last": boolean,
-    },
-    "baseline": MODEL,
-    "model": MODEL,
-}
+Stream = Literal["joint", "bone", "motion"]
 
 
-def _check(section: Mapping[str, Any], schema: Mapping[str, Any], prefix: str, source: str) -> None:
-    if not isinstance(section, Mapping):
-        raise fail(source, f"{prefix}: expected a mapping, found {type(section).__name__}")
-    for key, rule in schema.items():
+def rule(check: Check) -> Any:
+    """A field's rule, for fields whose type alone does not say which values are allowed."""
+    return field(metadata={"check": check})
+
+
+class Section:
+    """A params section. Subclasses are dataclasses whose fields are the section's keys."""
+
+    def relation(self) -> str | None:
+        """A rule between keys, checked once each key has passed its own: the whole error
+        text (`<key>: expected ..., found ...`), or None."""
+        return None
+
+
+@dataclass(frozen=True)
+class DataParams(Section):
+    source: Literal["ucf101", "synthetic"]
+    pkl: str = rule(string())
+    url: str = rule(http_url)
+    md5: str | None = rule(hex_digest("md5"))
+    sha256: str | None = rule(hex_digest("sha256"))
+    split: int = rule(integer(1, 99))
+    train_split: str | None = rule(split_name)
+    test_split: str | None = rule(split_name)
+    classes: str | list[int] = rule(classes)
+    class_pattern: str = rule(regex_with_group)
+    label_map: str | None = rule(string(nullable=True))
+    val_by: Literal["group", "clip"]
+    group_pattern: str = rule(regex_with_group)
+    val_fraction: float = rule(number(0.01, 0.99))
+    folds: int | None = rule(folds)
+    fold: int = rule(integer(0))
+    seed: int = rule(SEED)
+
+    def relation(self) -> str | None:
+        if self.folds and self.fold >= self.folds:
+            expected = f"an integer in [0, {self.folds - 1}] (data.folds is {self.folds})"
+            return f"data.fold: expected {expected}, found {self.fold}"
+        return None
+
+    def split_names(self) -> tuple[str, str]:
+        """The train and test split names this section selects."""
+        return self.train_split or f"train{self.split}", self.test_split or f"test{self.split}"
+
+
+@dataclass(frozen=True)
+class FetchParams(Section):
+    retries: int = rule(integer(0, 100))
+    backoff: float = rule(number(0.0, 600.0))
+    timeout: float = rule(number(0.1, 3600.0))
+
+
+@dataclass(frozen=True)
+class SyntheticParams(Section):
+    clips_per_group: list[int] = rule(int_range)
+    frames: list[int] = rule(int_range)
+    mirror: str | None = rule(string(nullable=True))
+    seed: int = rule(SEED)
+
+
+@dataclass(frozen=True)
+class ShardsParams(Section):
+    frames: int = rule(integer(1, 100000))
+    sampling: Literal["uniform", "head"]
+    normalize: Literal["image", "video_mean", "body"]
+    persons: int = rule(integer(1, 2))
+    person_order: Literal["score", "first"]
+    min_score: float = rule(number(0.0, 1.0))
+    min_joint_visibility: float = rule(number(0.0, 1.0))
+    train_views: int = rule(integer(1, 100))
+    test_views: int = rule(integer(1, 100))
+    seed: int = rule(SEED)
+    size: int = rule(integer(1))
+    workers: int = rule(integer(0, 512))
+
+
+@dataclass(frozen=True)
+class TrainParams(Section):
+    device: Literal["auto", "cpu", "cuda"]
+    seed: int = rule(SEED)
+    batch_size: int = rule(integer(1, 1 << 20))
+    threads: int = rule(integer(0, 1024))
+    amp: bool
+    drop_last: bool
+
+
+@dataclass(frozen=True)
+class AugmentParams(Section):
+    scale: float = rule(number(0.0, 1.0, hi_open=True))
+    rotate: float = rule(number(0.0, 180.0))
+    flip: float = rule(number(0.0, 1.0))
+    temporal: float = rule(number(0.0, 1.0, hi_open=True))
+    drop: float = rule(number(0.0, 1.0, hi_open=True))
+    stretch: float = rule(number(0.0, 1.0, hi_open=True))
+
+
+@dataclass(frozen=True)
+class EvalParams(Section):
+    clips: int = rule(integer(1, 100))
+    flip: bool
+
+
+@dataclass(frozen=True)
+class ModelParams(Section):
+    """A model section: `baseline`, or `model` (the improved model)."""
+
+    arch: Literal["lstm", "tcn", "stgcn"]
+    hidden: int = rule(integer(1, 4096))
+    layers: int = rule(integer(1, 32))
+    dropout: float = rule(number(0.0, 1.0, hi_open=True))
+    pool: Literal["packed", "padded"]
+    frame_pool: Literal["mean", "mean_max"]
+    streams: list[Stream] = rule(distinct_choices(get_args(Stream)))
+    score: bool
+    epochs: int = rule(integer(1, 10000))
+    optimizer: Literal["adam", "adamw", "sgd"]
+    lr: float = rule(number(1e-8, 10.0))
+    weight_decay: float = rule(number(0.0, 1.0))
+    schedule: Literal["constant", "cosine"]
+    warmup_epochs: int = rule(integer(0, 10000))
+    label_smoothing: float = rule(number(0.0, 1.0, hi_open=True))
+    select: Literal["best", "last"]
+    augment: AugmentParams
+    eval: EvalParams
+
+
+NO_AUGMENT = AugmentParams(**{f.name: 0.0 for f in dataclasses.fields(AugmentParams)})
+
+SECTIONS: dict[str, type[Section]] = {
+    "data": DataParams,
+    "fetch": FetchParams,
+    "synthetic": SyntheticParams,
+    "shards": ShardsParams,
+    "train": TrainParams,
+    "baseline": ModelParams,
+    "model": ModelParams,
+}
+S = TypeVar("S", bound=Section)
+
+
+def _rule(cls: type[Section], name: str, metadata: Mapping[str, Any]) -> Check | type[Section]:
+    """A field's check: its own rule, or what its type implies (choices, bool, a section)."""
+    kind = get_type_hints(cls)[name]
+    if isinstance(kind, type) and issubclass(kind, Section):
+        return kind
+    if get_origin(kind) is Literal:
+        return one_of(*get_args(kind))
+    if kind is bool:
+        return boolean
+    check = metadata.get("check")
+    if check is None:
+        raise TypeError(f"{cls.__name__}.{name}: a {kind} field needs a rule")
+    return check
+
+
+@functools.cache
+def rules(cls: type[Section]) -> dict[str, Check | type[Section]]:
+    """Key -> rule of a section, in the order of the class (and of params.yaml)."""
+    return {f.name: _rule(cls, f.name, f.metadata) for f in dataclasses.fields(cls)}
+
+
+def _build(cls: type[S], values: Any, prefix: str, source: str) -> S:
+    if not isinstance(values, Mapping):
+        raise fail(source, f"{prefix}: expected a mapping, found {type(values).__name__}")
+    schema = rules(cls)
+    kwargs = {}
+    for key, check in schema.items():
         where = f"{prefix}.{key}"
-        if key not in section:
+        if key not in values:
             raise fail(source, f"{where} is missing")
-        value = section[key]
-        if isinstance(rule, Mapping):
-            _check(value, rule, where, source)
+        value = values[key]
+        if isinstance(check, type):
+            kwargs[key] = _build(check, value, where, source)
             continue
-        expected = rule(value)
+        expected = check(value)
         if expected is not None:
             raise fail(source, f"{where}: expected {expected}, found {show(value)}")
-    unknown = sorted(set(section) - set(schema), key=str)  # YAML keys need not be strings
+        kwargs[key] = value
+    unknown = sorted(set(values) - set(schema), key=str)  # YAML keys need not be strings
     if unknown:
         raise fail(source, f"{prefix}: unknown key {unknown[0]!r} (known: {', '.join(schema)})")
+    section = cls(**kwargs)
+    problem = section.relation()
+    if problem is not None:
+        raise fail(source, problem)
+    return section
 
 
-def _fold_in_range(data: Mapping[str, Any]) -> str | None:
-    folds, fold = data["folds"], data["fold"]
-    if folds and fold >= folds:
-        expected = f"an integer in [0, {folds - 1}] (data.folds is {folds})"
-        return f"data.fold: expected {expected}, found {fold}"
-    return None
+def parse(name: str, values: Any, source: str = PARAMS_FILE) -> Any:
+    """Section `name` built from plain values (params.yaml's, or a config stored in a
+    checkpoint), every key checked; errors name `source` and the dotted key."""
+    return _build(SECTIONS[name], values, name, source)
 
 
-# Rules between keys of one section, checked once each key has passed its own rule.
-RELATIONS: dict[str, list[Callable[[Mapping[str, Any]], str | None]]] = {"data": [_fold_in_range]}
-
-
-def _check_section(name: str, values: Any, source: str) -> None:
-    _check(values, SCHEMA[name], name, source)
-    for rule in RELATIONS.get(name, []):
-        problem = rule(values)
-        if problem is not None:
-            raise fail(source, problem)
+def plain(section: Section) -> dict[str, Any]:
+    """A section as the plain values params.yaml holds (for checkpoints and fingerprints)."""
+    return dataclasses.asdict(section)  # type: ignore[call-overload]
 
 
 def read(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
     """The whole params file, unchecked."""
     path = Path(path)
-    try:
+    with opening(path, missing="params file not found (run from the project root)",
+                 folder="is a folder; expected the params file",
+                 unreadable="cannot read the params file"):  # fmt: skip
         raw = path.read_bytes()
-    except FileNotFoundError:
-        raise fail(str(path), "params file not found (run from the project root)") from None
-    except IsADirectoryError:
-        raise fail(str(path), "is a folder; expected the params file") from None
-    except OSError as exc:
-        raise fail(str(path), f"cannot read the params file ({exc.strerror or exc})") from None
     try:
         data = yaml.safe_load(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
@@ -195,21 +273,15 @@ def read(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
     return data
 
 
-def load(*sections: str, path: str | Path = PARAMS_FILE) -> dict[str, dict[str, Any]]:
-    """The named sections of params.yaml, each checked against SCHEMA."""
+def load(*sections: str, path: str | Path = PARAMS_FILE) -> dict[str, Any]:
+    """The named sections of params.yaml, each checked and built as its class."""
     data = read(path)
     out = {}
     for name in sections:
         if name not in data:
             raise fail(str(path), f"section {name!r} is missing")
-        _check_section(name, data[name], str(path))
-        out[name] = data[name]
+        out[name] = parse(name, data[name], str(path))
     return out
-
-
-def validate(section: str, values: Mapping[str, Any], source: str = PARAMS_FILE) -> None:
-    """Check one section's values (e.g. a config stored in a checkpoint)."""
-    _check_section(section, values, source)
 
 
 def model_section(stage: str) -> str:
@@ -224,10 +296,3 @@ def model_argument(argv: list[str], module: str) -> str:
     if len(argv) != 1 or argv[0] not in STAGE_SECTION:
         raise PipelineError(f"usage: python -m {module} {{{','.join(STAGE_SECTION)}}}")
     return argv[0]
-
-
-def split_names(data: Mapping[str, Any]) -> tuple[str, str]:
-    """The train and test split names the data section selects."""
-    train = data["train_split"] or f"train{data['split']}"
-    test = data["test_split"] or f"test{data['split']}"
-    return train, test

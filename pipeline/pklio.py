@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.errors import fail
+from pipeline.errors import fail, opening
 from pipeline.skeleton import NUM_JOINTS
 from pipeline.unpickler import Refused, RestrictedUnpickler, clip
 
@@ -26,13 +26,12 @@ FLOAT16_MAX = float(np.finfo(np.float16).max)
 def load_pickle(path: str | Path) -> Any:
     """Load a pickle through the restricted unpickler; any failure is one PipelineError line."""
     path = Path(path)
+    with opening(path, missing="file not found", folder="expected a pickle file, found a folder",
+                 unreadable="cannot read the pickle file"):  # fmt: skip
+        handle = open(path, "rb")  # closed by the `with` below, once loaded
     try:
-        with open(path, "rb") as handle:
+        with handle:
             return RestrictedUnpickler(handle, os.fstat(handle.fileno()).st_size).load()
-    except FileNotFoundError:
-        raise fail(str(path), "file not found") from None
-    except IsADirectoryError:
-        raise fail(str(path), "expected a pickle file, found a folder") from None
     except Refused as exc:
         raise fail(str(path), f"not a usable pickle: {exc}") from None
     except EOFError:

@@ -7,12 +7,10 @@ channels (x, y, score), zero after the clip's sampled length and for absent pers
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import numpy as np
 
 from pipeline import skeleton
+from pipeline.params import ShardsParams
 
 CHANNELS = ("x", "y", "score")
 
@@ -104,7 +102,7 @@ def build_clip(
     keypoint: np.ndarray,
     keypoint_score: np.ndarray,
     img_hw: tuple[int, int],
-    cfg: Mapping[str, Any],
+    shards_cfg: ShardsParams,
     views: int,
     rng: np.random.Generator | None = None,
     hidden_joints: list[int] | None = None,
@@ -115,22 +113,22 @@ def build_clip(
     `hidden_joints` are zeroed everywhere, as if never detected. `out`, a float32 array of
     that shape, is filled and returned instead of a new one: the shards stage reuses one
     buffer for all its clips, sparing an allocation (and its page faults) per clip."""
-    keep = person_order(keypoint_score, cfg["persons"], cfg["person_order"])
+    keep = person_order(keypoint_score, shards_cfg.persons, shards_cfg.person_order)
     xy = keypoint[keep].astype(np.float32)
     score = keypoint_score[keep].astype(np.float32)
-    xy = normalize(xy, score, cfg["normalize"], img_hw, cfg["min_score"])
+    xy = normalize(xy, score, shards_cfg.normalize, img_hw, shards_cfg.min_score)
     # Zero undetected and hidden joints before sampling frames rather than in the output:
     # the same values end up zero, but with 10 test views the output is several times larger.
-    if cfg["min_score"] > 0:
-        low = score < cfg["min_score"]
+    if shards_cfg.min_score > 0:
+        low = score < shards_cfg.min_score
         np.copyto(xy, 0.0, where=low[..., None])
         np.copyto(score, 0.0, where=low)
     if hidden_joints:
         xy[:, :, hidden_joints] = 0.0
         score[:, :, hidden_joints] = 0.0
-    idx = frame_indices(xy.shape[1], cfg["frames"], cfg["sampling"], views, rng)
+    idx = frame_indices(xy.shape[1], shards_cfg.frames, shards_cfg.sampling, views, rng)
     n, p = idx.shape[1], len(keep)
-    shape = (views, cfg["frames"], cfg["persons"], skeleton.NUM_JOINTS, 3)
+    shape = (views, shards_cfg.frames, shards_cfg.persons, skeleton.NUM_JOINTS, 3)
     if out is None:
         out = np.zeros(shape, np.float32)
     else:

@@ -9,9 +9,11 @@ from __future__ import annotations
 import math
 import re
 import reprlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
+
+from pipeline import checksums
 
 Check = Callable[[Any], str | None]  # returns a description of what was expected, or None if fine
 
@@ -90,13 +92,16 @@ def boolean(v: Any) -> str | None:
     return None if isinstance(v, bool) else "true or false"
 
 
-def hex_digest(length: int) -> Check:
+def hex_digest(kind: str) -> Check:
+    """null, or a digest of that kind (`md5`, `sha256`) in hex."""
+    digits = checksums.DIGITS[kind]
+
     def check(v: Any) -> str | None:
-        if v is None or (isinstance(v, str) and re.fullmatch(f"[0-9a-fA-F]{{{length}}}", v)):
+        if v is None or checksums.is_digest(kind, v):
             return None
         if _is_int(v):  # YAML reads unquoted digits as a number, dropping leading zeros
-            return f"a {length}-digit hex digest in quotes (YAML read these digits as a number)"
-        return f"null or a {length}-digit hex digest"
+            return f"a {digits}-digit hex digest in quotes (YAML read these digits as a number)"
+        return f"null or a {digits}-digit hex digest"
 
     return check
 
@@ -124,11 +129,15 @@ def int_range(v: Any) -> str | None:
     return None if ok and v[0] <= v[1] else "[min, max] with 1 <= min <= max"
 
 
-def streams(v: Any) -> str | None:
-    allowed = {"joint", "bone", "motion"}
-    ok = isinstance(v, list) and v and all(isinstance(x, str) for x in v)
-    ok = ok and set(v) <= allowed and len(set(v)) == len(v)
-    return None if ok else f"a non-empty list drawn from {sorted(allowed)}"
+def distinct_choices(allowed: Sequence[str]) -> Check:
+    """A non-empty list of distinct values drawn from `allowed`."""
+
+    def check(v: Any) -> str | None:
+        ok = isinstance(v, list) and v and all(isinstance(x, str) for x in v)
+        ok = ok and set(v) <= set(allowed) and len(set(v)) == len(v)
+        return None if ok else f"a non-empty list drawn from {sorted(allowed)}"
+
+    return check
 
 
 def folds(v: Any) -> str | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
@@ -20,23 +20,15 @@ import numpy as np
 from pipeline import params, preprocess, skeleton
 from pipeline.atomic import atomic_dir, prepare_outputs, write_json
 from pipeline.errors import StopFlag, cli, fail
+from pipeline.params import ShardsParams
 from pipeline.paths import SHARDS_DIR, SUBSET_DIR
 from pipeline.subset import SPLITS, Subset, write_npy
 
-_subset: Subset | None = None  # one open subset per worker process
-
-
-def _worker_subset(folder: str) -> Subset:
-    global _subset
-    if _subset is None or str(_subset.folder) != folder:
-        _subset = Subset(folder)
-    return _subset
-
 
 def build_shard(
-    folder: str,
+    subset: Subset,
     rows: np.ndarray,
-    cfg: Mapping[str, Any],
+    shards_cfg: ShardsParams,
     views: int,
     out: str,
     hidden_joints: list[int] | None = None,
@@ -46,38 +38,55 @@ def build_shard(
     The file is what np.save writes, streamed clip by clip behind its header, so a worker
     holds one clip at a time rather than the whole shard (1024 test clips of 10 views are
     267 MB)."""
-    data = _worker_subset(folder)
-    img = data.index[["img_h", "img_w"]].to_numpy()
-    clip_shape = (views, cfg["frames"], cfg["persons"], skeleton.NUM_JOINTS, 3)
+    img = subset.index[["img_h", "img_w"]].to_numpy()
+    clip_shape = (views, shards_cfg.frames, shards_cfg.persons, skeleton.NUM_JOINTS, 3)
     buffer = np.empty(clip_shape, np.float32)
     lengths = np.empty(len(rows), np.int64)
 
     def clips() -> Iterator[np.ndarray]:
         for k, row in enumerate(rows):
-            keypoint, score = data.clip(int(row))
-            rng = np.random.default_rng([cfg["seed"], int(row)]) if views > 1 else None
+            keypoint, score = subset.clip(int(row))
+            rng = np.random.default_rng([shards_cfg.seed, int(row)]) if views > 1 else None
             _, lengths[k] = preprocess.build_clip(
-                keypoint, score, tuple(img[row]), cfg, views, rng, hidden_joints, out=buffer
-            )
+                keypoint, score, tuple(img[row]), shards_cfg, views, rng, hidden_joints,
+                out=buffer,
+            )  # fmt: skip
             yield buffer
 
     write_npy(Path(out), "<f4", (len(rows), *clip_shape), clips())
     return lengths
 
 
-def train_visibility(data: Subset, threshold: float) -> tuple[np.ndarray, int]:
+_worker_subset: Subset | None = None  # a pool worker's own view of the subset
+
+
+def _start_worker(folder: str) -> None:
+    """Open the subset once per pool worker. Ctrl-C reaches every process of the terminal's
+    group: the workers ignore it, so the user sees one line from the parent, not a traceback
+    from each worker."""
+    global _worker_subset
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _worker_subset = Subset(folder)
+
+
+def _build_in_worker(*args: Any) -> np.ndarray:
+    assert _worker_subset is not None, "run by a pool started with _start_worker"
+    return build_shard(_worker_subset, *args)
+
+
+def train_visibility(subset: Subset, threshold: float) -> tuple[np.ndarray, int]:
     """Per joint, in how many person-frames of the train split it was detected; and of how many.
 
     Reads the scores in large runs of rows rather than clip by clip: train clips lie back to
     back in the subset, so this is a few big reads instead of thousands of small ones."""
     visible = np.zeros(skeleton.NUM_JOINTS, np.int64)
     seen = 0
-    rows = data.rows("train")
-    starts = data.index["offset"].to_numpy()[rows]
-    stops = starts + (data.index["persons"].to_numpy() * data.index["frames"].to_numpy())[rows]
+    rows = subset.rows("train")
+    starts = subset.index["offset"].to_numpy()[rows]
+    stops = starts + (subset.index["persons"].to_numpy() * subset.index["frames"].to_numpy())[rows]
     for start, stop in _runs(starts, stops):
         for first in range(start, stop, _CHUNK_ROWS):
-            score = data.scores.rows(first, min(stop, first + _CHUNK_ROWS))
+            score = subset.scores.rows(first, min(stop, first + _CHUNK_ROWS))
             visible += (score > threshold).sum(axis=0)
         seen += stop - start
     return visible, seen
@@ -97,101 +106,91 @@ def _runs(starts: np.ndarray, stops: np.ndarray) -> list[tuple[int, int]]:
     return runs
 
 
-def views_for(split: str, cfg: Mapping[str, Any]) -> int:
+def views_for(split: str, shards_cfg: ShardsParams) -> int:
     """Sampled views stored per clip: several of train (a different one each epoch) and test
     (averaged at test time), one of val; head sampling has only one."""
-    if cfg["sampling"] != "uniform":
+    if shards_cfg.sampling != "uniform":
         return 1
-    return {"train": cfg["train_views"], "test": cfg["test_views"]}.get(split, 1)
+    return {"train": shards_cfg.train_views, "test": shards_cfg.test_views}.get(split, 1)
 
 
-def _leave_ctrl_c_to_parent() -> None:
-    """Ctrl-C reaches every process of the terminal's group: the workers ignore it, so the user
-    sees one line from the parent, not a traceback from each worker."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def _drop_worker_subset() -> None:
-    """Forget the cached subset: a folder of the same name may since have been rewritten."""
-    global _subset
-    if _subset is not None:
-        _subset.close()
-        _subset = None
-
-
-def shards(cfg: Mapping[str, Any], subset_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
+def shards(shards_cfg: ShardsParams, subset_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
     """Run the stage; return the manifest."""
     prepare_outputs(folders=[out_dir])
     if not (Path(subset_dir) / "index.csv").is_file():
         raise fail(str(subset_dir), "no subset found (run `python -m pipeline.extract` first)")
-    _drop_worker_subset()  # forked workers inherit it; a stale one would serve old clips
-    data = Subset(subset_dir)
+    subset = Subset(subset_dir)
     jobs = []
     for split in SPLITS:
-        rows = data.rows(split)
-        for number, start in enumerate(range(0, len(rows), cfg["size"])):
-            jobs.append((split, number, rows[start : start + cfg["size"]]))
-    workers = min(cfg["workers"] or os.cpu_count() or 1, len(jobs))
+        rows = subset.rows(split)
+        for number, start in enumerate(range(0, len(rows), shards_cfg.size)):
+            jobs.append((split, number, rows[start : start + shards_cfg.size]))
+    workers = min(shards_cfg.workers or os.cpu_count() or 1, len(jobs))
     hidden: list[int] = []
-    if cfg["min_joint_visibility"] > 0:
-        visible, seen = train_visibility(data, cfg["min_score"])
-        hidden = preprocess.rare_joints(visible, seen, cfg["min_joint_visibility"])
+    if shards_cfg.min_joint_visibility > 0:
+        visible, seen = train_visibility(subset, shards_cfg.min_score)
+        hidden = preprocess.rare_joints(visible, seen, shards_cfg.min_joint_visibility)
+    clip = [shards_cfg.frames, shards_cfg.persons, skeleton.NUM_JOINTS, len(preprocess.CHANNELS)]
     manifest: dict[str, Any] = {
-        "classes": data.classes,
+        "classes": subset.classes,
         "channels": list(preprocess.CHANNELS),
         "joints": list(skeleton.JOINTS),
-        "shape": [cfg["frames"], cfg["persons"], skeleton.NUM_JOINTS, len(preprocess.CHANNELS)],
+        "shape": clip,
         "layout": "clips, views, frames, persons, joints, channels",
         "splits": {},
-        "data": {"source": data.meta["source"], **data.meta["splits"]},
-        "params": dict(cfg),
+        "data": {"source": subset.meta["source"], **subset.meta["splits"]},
+        "params": params.plain(shards_cfg),
         "hidden_joints": [skeleton.JOINTS[j] for j in hidden],
     }
     with atomic_dir(out_dir) as tmp:
         names = [f"{split}-{number:05d}.npy" for split, number, _ in jobs]
         args = [
-            (str(subset_dir), rows, dict(cfg), views_for(split, cfg), str(tmp / name), hidden)
+            (rows, shards_cfg, views_for(split, shards_cfg), str(tmp / name), hidden)
             for (split, _, rows), name in zip(jobs, names, strict=True)
         ]
         if workers > 1:
-            # largest shards first (test clips carry many views), so no worker is left
-            # with a big one at the end while the others idle
-            order = sorted(range(len(args)), key=lambda i: -len(args[i][1]) * args[i][3])
-            with (
-                StopFlag().installed() as stop,
-                ProcessPoolExecutor(workers, initializer=_leave_ctrl_c_to_parent) as pool,
-            ):
-                futures = {pool.submit(build_shard, *args[i]): i for i in order}
-                by_job = {}
-                for future in as_completed(futures):
-                    by_job[futures[future]] = future.result()
-                    if stop.raised:  # Ctrl-C: drop the shards not started, report it once
-                        pool.shutdown(cancel_futures=True)
-                        raise KeyboardInterrupt
-            lengths = [by_job[i] for i in range(len(args))]
+            lengths = _build_in_pool(workers, str(subset_dir), args)
         else:
-            lengths = [build_shard(*a) for a in args]
+            lengths = [build_shard(subset, *a) for a in args]
         columns = ["frame_dir", "label", "target", "class_name"]
         for split in SPLITS:
             mine = [i for i, (s, _, _) in enumerate(jobs) if s == split]
-            table = data.index.iloc[data.rows(split)][columns].copy()
+            table = subset.index.iloc[subset.rows(split)][columns].copy()
             table["length"] = np.concatenate([lengths[i] for i in mine])
             table.to_csv(tmp / f"{split}.csv", index=False)
             manifest["splits"][split] = {
                 "clips": len(table),
-                "views": views_for(split, cfg),
+                "views": views_for(split, shards_cfg),
                 "shards": [names[i] for i in mine],
             }
         write_json(tmp / "manifest.json", manifest)
-    data.close()
-    _drop_worker_subset()
+    subset.close()
     return manifest
+
+
+def _build_in_pool(workers: int, folder: str, args: list[tuple]) -> list[np.ndarray]:
+    """build_shard(*a) for each of `args` in a pool of processes; the lengths in that order."""
+    # largest shards first (test clips carry many views), so no worker is left with a big one
+    # at the end while the others idle
+    order = sorted(range(len(args)), key=lambda i: -len(args[i][0]) * args[i][2])
+    by_job = {}
+    with (
+        StopFlag().installed() as stop,
+        ProcessPoolExecutor(workers, initializer=_start_worker, initargs=(folder,)) as pool,
+    ):
+        futures = {pool.submit(_build_in_worker, *args[i]): i for i in order}
+        for future in as_completed(futures):
+            by_job[futures[future]] = future.result()
+            if stop.raised:  # Ctrl-C: drop the shards not started, report it once
+                pool.shutdown(cancel_futures=True)
+                raise KeyboardInterrupt
+    return [by_job[i] for i in range(len(args))]
 
 
 @cli
 def main() -> None:
-    cfg = params.load("shards")["shards"]
-    manifest = shards(cfg, SUBSET_DIR, SHARDS_DIR)
+    shards_cfg = params.load("shards")["shards"]
+    manifest = shards(shards_cfg, SUBSET_DIR, SHARDS_DIR)
     counts = ", ".join(f"{s} {v['clips']}" for s, v in manifest["splits"].items())
     hidden = ", ".join(manifest["hidden_joints"]) or "none"
     print(

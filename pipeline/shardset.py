@@ -17,7 +17,9 @@ from pipeline.readers import check_range, check_shape, damaged, map_npy, read_cs
 STAGE = "shards"  # the stage that writes every file read here
 MANIFEST = {
     "classes": [str],
+    "channels": [str],
     "shape": [int],
+    "hidden_joints": [str],
     "params": dict,
     "data": {"source": str, "train": str, "test": str},
     "splits": dict,

@@ -93,11 +93,17 @@ def copy_code(dest: Path) -> None:
             shutil.copy2(source, target)
 
 
-def tool_env() -> dict[str, str]:
+def tool_env(importable: Path | None = None) -> dict[str, str]:
     """This environment with this interpreter's bin folder first on PATH, so the `python` and
-    `dvc` that stages and DVC run are this venv's, activated or not."""
-    bin_dir = str(Path(sys.executable).parent)
-    return {**os.environ, "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")])}
+    `dvc` that stages and DVC run are this venv's, activated or not. With `importable` (a
+    checkout), its `pipeline` comes first on PYTHONPATH, for running its stages from another
+    folder (the tests and benchmarks do; a workspace runs the copy it holds)."""
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    if importable is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(importable),
+                                                          env.get("PYTHONPATH")]))  # fmt: skip
+    return env
 
 
 def run_tool(dest: Path, *command: str) -> None:

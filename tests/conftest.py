@@ -2,7 +2,8 @@
 
 - `make_dataset(...)` builds a small PYSKL-format dict in memory, deterministic from a seed;
   `write_pkl(data, path)` pickles it.
-- `write_params(folder, overrides)` copies the project's params.yaml with dotted overrides.
+- `write_params(folder, overrides)` copies the project's params.yaml with dotted overrides;
+  `section(name, **changes)` is one of its sections, typed, as a stage gets it.
 - `run_stage(stage, cwd)` runs `python -m pipeline.<stage>` as a subprocess; `call_stage` runs
   the same `main()` in this process (much faster) and returns the same CompletedProcess shape.
 - `start_stage(stage, cwd, kill_at=...)` starts a stage as a process a test can signal (`stop`)
@@ -153,15 +154,22 @@ def write_params(
     return values
 
 
+def section(name: str, **changes: Any) -> Any:
+    """Section `name` of the project's params.yaml as the stages get it (typed, checked), with
+    `changes` to its keys."""
+    from pipeline import params
+
+    values = yaml.safe_load(PARAMS_YAML.read_text())[name]
+    return params.parse(name, {**values, **changes})
+
+
 def run_stage(
     stage: str, cwd: str | os.PathLike[str], *args: str, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
     """`python -m pipeline.<stage> args` in `cwd`, importing this checkout's `pipeline`."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     return subprocess.run(
         [sys.executable, "-m", f"pipeline.{stage}", *args],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False,
+        cwd=cwd, env=stage_env(), capture_output=True, text=True, timeout=timeout, check=False,
     )  # fmt: skip
 
 
@@ -230,9 +238,9 @@ runpy.run_module(f"pipeline.{stage}", run_name="__main__", alter_sys=True)
 
 def stage_env() -> dict[str, str]:
     """The environment for a stage subprocess: this checkout's `pipeline` importable."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    return env
+    from pipeline import workspace
+
+    return workspace.tool_env(importable=REPO)
 
 
 def start_stage(

@@ -103,7 +103,7 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ("pipeline.pklio.load_pickle", "extract", ()),
         ("pipeline.preprocess.normalize", "shards", ()),  # in the pool's workers' time
         ("pipeline.models.build_model", "train", ("baseline",)),  # start-up, before any epoch
-        ("pipeline.training.predict", "evaluate", ("baseline",)),
+        ("pipeline.inference.predict", "evaluate", ("baseline",)),
     ],
 )
 def test_ctrl_c_is_one_line_and_exit_130_with_outputs_kept(

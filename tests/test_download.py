@@ -22,7 +22,8 @@ from typing import Any
 
 import pytest
 
-from pipeline.download import download, file_hashes
+from pipeline.checksums import file_hashes
+from pipeline.download import download
 from pipeline.errors import PipelineError, fail
 
 PAYLOAD = random.Random(0).randbytes(4096)

@@ -15,6 +15,7 @@ from conftest import (
     make_annotation,
     make_dataset,
     run_stage,
+    section,
     ucf_name,
     write_params,
     write_pkl,
@@ -126,8 +127,8 @@ def test_group_validation_never_puts_a_group_on_both_sides():
     chosen_sets = set()
     for seed in (0, 1, 42):
         for fraction in (0.1, 0.2, 0.35, 0.5):
-            cfg = {"val_by": "group", "group_pattern": r"_g(\d+)_", "seed": seed,
-                   "val_fraction": fraction, "folds": None, "fold": 0}  # fmt: skip
+            cfg = section("data", val_by="group", group_pattern=r"_g(\d+)_", seed=seed,
+                          val_fraction=fraction, folds=None, fold=0)  # fmt: skip
             val, method = extract.carve_validation(names, labels, names, cfg, "f.pkl")
             assert method == "group"
             val_groups = {n.split("_g")[1][:2] for n in val}
@@ -141,10 +142,10 @@ def test_group_validation_never_puts_a_group_on_both_sides():
 
 def folds_of(names, labels, all_train, k: int, method: str, **cfg) -> list[set[str]]:
     """The k held-out sets of a k-fold carve-out; each must be reported as `method`, fold f."""
-    cfg = {"val_by": "group", "group_pattern": r"_g(\d+)_", "seed": 0, "val_fraction": 0.2,
-           "folds": k, **cfg}  # fmt: skip
-    held = [extract.carve_validation(names, labels, all_train, {**cfg, "fold": f}, "f.pkl")
-            for f in range(k)]  # fmt: skip
+    values = {"val_by": "group", "group_pattern": r"_g(\d+)_", "seed": 0, "val_fraction": 0.2,
+              "folds": k, **cfg}  # fmt: skip
+    held = [extract.carve_validation(names, labels, all_train, section("data", **values, fold=f),
+                                     "f.pkl") for f in range(k)]  # fmt: skip
     assert [how for _, how in held] == [f"{method}, fold {f} of {k}" for f in range(k)]
     return [val for val, _ in held]
 

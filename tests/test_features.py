@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
-import pytest
 import torch
 
-from pipeline.errors import PipelineError
 from pipeline.features import augment, build_input, in_channels
+from pipeline.params import NO_AUGMENT, AugmentParams
 from pipeline.skeleton import FLIP_INDEX, NUM_JOINTS, J
-from pipeline.training import NO_AUGMENT
 
 OFF = NO_AUGMENT
-ALL = {"scale": 0.3, "rotate": 40.0, "flip": 0.5, "temporal": 0.4, "drop": 0.0, "stretch": 0.2}
+ALL = AugmentParams(scale=0.3, rotate=40.0, flip=0.5, temporal=0.4, drop=0.0, stretch=0.2)
 
 
 def clip_batch(lengths: list[int], frames: int = 12, persons: int = 2, seed: int = 0):
@@ -85,12 +84,6 @@ def test_motion_is_next_minus_current_and_zero_at_clip_end():
     torch.testing.assert_close(motion, expected)
 
 
-def test_unknown_stream_names_the_key():
-    x, lengths = clip_batch([12])
-    with pytest.raises(PipelineError, match="streams"):
-        build_input(x, lengths, ["velocity"], False)
-
-
 def test_augment_all_zero_returns_the_input():
     x, lengths = clip_batch([12, 7, 1])
     assert augment(x, lengths, OFF, torch.Generator().manual_seed(0)) is x
@@ -101,7 +94,7 @@ def test_augment_keeps_shape_padding_and_missing_joints_zero():
     # Symmetric joints missing throughout clip 0, so flips and re-timing cannot move them.
     missing = [J["nose"], J["left_ankle"], J["right_ankle"]]
     x[0, :, :, missing] = 0
-    out = augment(x, lengths, {**ALL, "flip": 1.0}, torch.Generator().manual_seed(3))
+    out = augment(x, lengths, replace(ALL, flip=1.0), torch.Generator().manual_seed(3))
     assert out.shape == x.shape
     assert not torch.equal(out, x)
     assert (out[0, :, :, missing] == 0).all()
@@ -118,7 +111,7 @@ def test_flip_moves_missing_joints_with_their_side_and_leaves_plain_zeros():
     gen = torch.Generator().manual_seed(0)
     missing = torch.rand(x.shape[:-1], generator=gen) < 0.3
     x[missing] = 0
-    out = augment(x, lengths, {**OFF, "flip": 1.0}, gen)
+    out = augment(x, lengths, replace(OFF, flip=1.0), gen)
     assert torch.equal(out == 0, (x == 0)[..., list(FLIP_INDEX), :])
     assert not torch.signbit(out).any(-1)[out.eq(0).all(-1)].any()  # 0.0, not -0.0
 
@@ -134,7 +127,7 @@ def test_augment_is_deterministic_per_seed():
 
 def test_flip_swaps_left_and_right_and_negates_x():
     x, lengths = clip_batch([12, 6])
-    out = augment(x, lengths, {**OFF, "flip": 1.0}, torch.Generator().manual_seed(0))
+    out = augment(x, lengths, replace(OFF, flip=1.0), torch.Generator().manual_seed(0))
     sign = torch.tensor([-1.0, 1.0, 1.0])
     lw, rw, nose = J["left_wrist"], J["right_wrist"], J["nose"]
     assert torch.equal(out[..., lw, :], x[..., rw, :] * sign)
@@ -146,7 +139,7 @@ def test_flip_swaps_left_and_right_and_negates_x():
 
 def test_rotation_preserves_norms_and_scores():
     x, lengths = clip_batch([12, 6, 2])
-    out = augment(x, lengths, {**OFF, "rotate": 60.0}, torch.Generator().manual_seed(0))
+    out = augment(x, lengths, replace(OFF, rotate=60.0), torch.Generator().manual_seed(0))
     torch.testing.assert_close(out[..., :2].norm(dim=-1), x[..., :2].norm(dim=-1))
     assert torch.equal(out[..., 2], x[..., 2])
     assert not torch.allclose(out[..., :2], x[..., :2])
@@ -154,7 +147,7 @@ def test_rotation_preserves_norms_and_scores():
 
 def test_scale_is_one_factor_per_clip_within_range():
     x, lengths = clip_batch([12, 6, 2, 9])
-    out = augment(x, lengths, {**OFF, "scale": 0.25}, torch.Generator().manual_seed(0))
+    out = augment(x, lengths, replace(OFF, scale=0.25), torch.Generator().manual_seed(0))
     for b in range(x.shape[0]):
         valid = (x[b] != 0).any(-1)
         ratio = out[b][valid][:, :2] / x[b][valid][:, :2]
@@ -165,7 +158,7 @@ def test_scale_is_one_factor_per_clip_within_range():
 
 def test_stretch_scales_x_and_y_by_independent_factors_within_range():
     x, lengths = clip_batch([12, 6, 2, 9, 12, 12, 12, 12])
-    out = augment(x, lengths, {**OFF, "stretch": 0.2}, torch.Generator().manual_seed(0))
+    out = augment(x, lengths, replace(OFF, stretch=0.2), torch.Generator().manual_seed(0))
     differ = False
     for b in range(x.shape[0]):
         valid = (x[b] != 0).any(-1)
@@ -188,7 +181,7 @@ def test_temporal_resamples_a_window_and_keeps_lengths():
     x = torch.zeros(len(lengths), frames, 1, NUM_JOINTS, 3)
     x[..., :] = (torch.arange(frames, dtype=torch.float32) + 1)[None, :, None, None, None]
     x = x * (torch.arange(frames)[None, :] < lengths[:, None])[:, :, None, None, None]
-    out = augment(x, lengths, {**OFF, "temporal": strength}, torch.Generator().manual_seed(5))
+    out = augment(x, lengths, replace(OFF, temporal=strength), torch.Generator().manual_seed(5))
 
     assert torch.equal(out[..., 2] == 0, x[..., 2] == 0)  # same valid frames, padding zero
     assert torch.equal(out[..., 0], out[..., 2])  # whole frames were moved, nothing else
@@ -207,7 +200,7 @@ def test_drop_hides_whole_joints_for_the_whole_clip() -> None:
     torch.manual_seed(0)
     x = torch.randn(64, 6, 1, 17, 3)
     lengths = torch.full((64,), 6)
-    out = augment(x, lengths, {**OFF, "drop": 0.3}, torch.Generator().manual_seed(1))
+    out = augment(x, lengths, replace(OFF, drop=0.3), torch.Generator().manual_seed(1))
     hidden = (out == 0).all(dim=-1)  # [B, T, P, V]
     per_clip = hidden.all(dim=1)  # a hidden joint is hidden in every frame
     assert torch.equal(hidden, per_clip[:, None].expand_as(hidden))

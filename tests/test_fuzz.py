@@ -22,13 +22,13 @@ import struct
 import tempfile
 import warnings
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import yaml
-from conftest import PARAMS_YAML, make_dataset, run_stage, write_params, write_pkl
+from conftest import make_dataset, run_stage, section, write_params, write_pkl
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -79,7 +79,7 @@ def base_dataset() -> dict[str, Any]:
 
 
 BASE = base_dataset()
-CFG = yaml.safe_load(PARAMS_YAML.read_text())["data"]
+CFG = section("data")  # params.yaml's, typed
 
 
 def assert_one_line(exc: PipelineError) -> str:
@@ -536,7 +536,7 @@ def check_subset(data: dict[str, Any], meta: dict[str, Any], folder: Path) -> No
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])  # fmt: skip
 @given(st.lists(MUTATIONS, min_size=1, max_size=3), CONFIGS)
 def test_extract_is_clean_or_one_line_and_writes_only_its_output(mutations, overrides):
-    cfg = {**CFG, **overrides, "pkl": "data.pkl"}
+    cfg = replace(CFG, **overrides, pkl="data.pkl")
     with sandbox() as (outer, work):
         data = apply(mutations, str(outer / "abs_evil"))
         write_pkl(data, work / "data.pkl")
@@ -570,7 +570,7 @@ def test_hostile_frame_dirs_only_appear_inside_the_csv(tmp_path):
     for members in data["split"].values():
         members[:] = [renamed.get(m, m) for m in members]
     write_pkl(data, work / "data.pkl")
-    cfg = {**CFG, "pkl": "data.pkl", "classes": [0, 1], "val_by": "clip"}
+    cfg = replace(CFG, pkl="data.pkl", classes=[0, 1], val_by="clip")
     with contextlib.chdir(work):
         meta = extract.extract(cfg, "data.pkl", "data/subset")
     assert tree(outer) == {"w1", "w1/w2", "w1/w2/data.pkl", "w1/w2/data", "w1/w2/data/subset"} | {
@@ -639,7 +639,7 @@ def test_extract_subprocess_on_fuzzed_pickles_exits_0_or_2_with_one_line(tmp_pat
 
 def run_select(data: dict[str, Any]) -> dict[str, Any]:
     """extract.select on a dataset pickled and loaded the way the stage reads it."""
-    cfg = {**CFG, "classes": [0, 1], "val_by": "clip"}
+    cfg = replace(CFG, classes=[0, 1], val_by="clip")
     loaded = pickle.loads(pickle.dumps(data))
     return extract.select(cfg, loaded, "f.pkl")[2]
 
@@ -693,7 +693,7 @@ def test_names_that_look_like_numbers_read_back_as_text(tmp_path):
     for members in data["split"].values():
         members[:] = [renamed[m] for m in members]
     write_pkl(data, tmp_path / "data.pkl")
-    cfg = {**CFG, "classes": [0, 1], "val_by": "clip"}
+    cfg = replace(CFG, classes=[0, 1], val_by="clip")
     extract.extract(cfg, tmp_path / "data.pkl", tmp_path / "subset")
     sub = Subset(tmp_path / "subset")
     assert sorted(sub.index["frame_dir"]) == [f"{i:04d}" for i in range(8)]

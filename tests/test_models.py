@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
+from conftest import section
 from torch import nn
 
 from pipeline.errors import PipelineError
@@ -37,14 +40,8 @@ def config(
     dropout=0.0,
     frame_pool: str = "mean",
 ):
-    return {
-        "arch": arch,
-        "hidden": hidden,
-        "layers": layers,
-        "dropout": dropout,
-        "pool": pool,
-        "frame_pool": frame_pool,
-    }
+    return section("model", arch=arch, hidden=hidden, layers=layers, dropout=dropout, pool=pool,
+                   frame_pool=frame_pool)  # fmt: skip
 
 
 def batch(lengths: list[int], frames: int = 16, persons: int = 1, channels: int = 2, seed=0):
@@ -121,7 +118,7 @@ def test_baseline_lstm_is_the_notebook_model():
     x, lengths = batch([16, 11, 5])
     with torch.no_grad():
         torch.testing.assert_close(model(x, lengths), notebook(x.flatten(2)))
-    packed = build_model({**cfg, "pool": "packed"}, in_channels=2, persons=1, num_classes=8)
+    packed = build_model(replace(cfg, pool="packed"), in_channels=2, persons=1, num_classes=8)
     assert sum(p.numel() for p in packed.parameters()) == count
 
 
@@ -202,9 +199,10 @@ def test_mean_max_doubles_the_classifier_input():
         assert (mean.head.fc.in_features, both.head.fc.in_features) == (16, 32)
 
 
-def test_unknown_arch_names_the_key():
-    with pytest.raises(PipelineError, match="arch"):
-        build_model(config("gru"), in_channels=2, persons=1, num_classes=4)
+def test_unknown_arch_is_refused_by_the_params_naming_the_key():
+    with pytest.raises(PipelineError, match=r"model\.arch: expected one of \['lstm', 'tcn', "
+                                            r"'stgcn'\], found 'gru'"):  # fmt: skip
+        config("gru")
 
 
 def _train_briefly(model: nn.Module, x: torch.Tensor, lengths: torch.Tensor) -> None:

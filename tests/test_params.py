@@ -6,12 +6,14 @@ import contextlib
 import copy
 import random
 import re
+from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import DELETE, PARAMS_YAML, make_dataset, write_params
+from conftest import DELETE, PARAMS_YAML, make_dataset, section, write_params
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -19,7 +21,7 @@ from pipeline import extract, features, params, runtime, training
 from pipeline.errors import PipelineError
 from pipeline.models import build_model
 
-SECTIONS = tuple(params.SCHEMA)
+SECTIONS = tuple(params.SECTIONS)
 
 
 def test_project_params_load_and_validate_in_every_section(tmp_path):
@@ -28,8 +30,8 @@ def test_project_params_load_and_validate_in_every_section(tmp_path):
     loaded = params.load(*SECTIONS, path=PARAMS_YAML)
     assert list(loaded) == list(SECTIONS)
     for name in SECTIONS:
-        assert loaded[name] == raw[name]
-        params.validate(name, raw[name])
+        assert params.plain(loaded[name]) == raw[name]
+        assert params.parse(name, raw[name]) == loaded[name]
     # a file rewritten through the test helper is equally valid
     write_params(tmp_path)
     assert params.load(*SECTIONS, path=tmp_path / "params.yaml") == loaded
@@ -38,7 +40,8 @@ def test_project_params_load_and_validate_in_every_section(tmp_path):
 def test_load_returns_only_the_sections_asked_for():
     loaded = params.load("shards", path=PARAMS_YAML)
     assert list(loaded) == ["shards"]
-    assert loaded["shards"]["frames"] == 64
+    assert isinstance(loaded["shards"], params.ShardsParams)
+    assert loaded["shards"].frames == 64
 
 
 @pytest.mark.parametrize(
@@ -150,7 +153,7 @@ def test_structure_errors_name_the_key(tmp_path, override, expected):
 
 def test_an_error_in_one_section_does_not_affect_loading_another(tmp_path):
     write_params(tmp_path, {"model.hidden": 0})
-    assert params.load("data", "shards", path=tmp_path / "params.yaml")["shards"]["frames"] == 64
+    assert params.load("data", "shards", path=tmp_path / "params.yaml")["shards"].frames == 64
     with pytest.raises(PipelineError, match="model.hidden"):
         params.load("data", "model", path=tmp_path / "params.yaml")
 
@@ -167,20 +170,36 @@ def test_unreadable_params_files_name_the_file(tmp_path):
         params.read(path)
 
 
-def test_validate_checks_a_stored_config_by_section():
+def test_parse_checks_a_stored_config_by_section():
     good = copy.deepcopy(yaml.safe_load(PARAMS_YAML.read_text())["model"])
-    params.validate("model", good, source="ckpt.pt")
+    assert params.parse("model", good, source="ckpt.pt").layers == good["layers"]
     good["layers"] = 0
     with pytest.raises(PipelineError, match=r"^ckpt.pt: model.layers: expected an integer"):
-        params.validate("model", good, source="ckpt.pt")
+        params.parse("model", good, source="ckpt.pt")
+
+
+def test_a_section_round_trips_through_its_plain_values():
+    """What a checkpoint stores (plain values) builds the same section again."""
+    model = section("model", streams=["bone"], augment={**params.plain(params.NO_AUGMENT),
+                                                        "flip": 0.5})  # fmt: skip
+    assert model.augment.flip == 0.5 and model.eval.clips == 10
+    assert params.parse("model", params.plain(model)) == model
+
+
+def test_every_key_of_every_section_has_a_rule():
+    """A field whose type does not say what it accepts (an int, a float, a list) must carry its
+    own rule; the rules are derived per class, so a field without one fails here."""
+    for cls in set(params.SECTIONS.values()):
+        for key, rule in params.rules(cls).items():
+            assert callable(rule), (cls.__name__, key)
 
 
 def test_split_names_default_to_the_numbered_official_split():
-    data = {"split": 2, "train_split": None, "test_split": None}
-    assert params.split_names(data) == ("train2", "test2")
-    assert params.split_names({**data, "split": 1}) == ("train1", "test1")
-    assert params.split_names({**data, "train_split": "train"}) == ("train", "test2")
-    assert params.split_names({**data, "train_split": "train", "test_split": "test"}) == (
+    data = section("data", split=2, train_split=None, test_split=None)
+    assert data.split_names() == ("train2", "test2")
+    assert replace(data, split=1).split_names() == ("train1", "test1")
+    assert replace(data, train_split="train").split_names() == ("train", "test2")
+    assert replace(data, train_split="train", test_split="test").split_names() == (
         "train",
         "test",
     )
@@ -196,15 +215,15 @@ def test_model_section_maps_stage_names():
 # --- fuzzed values: a wrong value is one line naming its key, never another exception ------------
 
 
-def _leaves(schema: dict, prefix: str = "") -> list[str]:
+def _leaves(cls: type, prefix: str) -> list[str]:
     out = []
-    for key, rule in schema.items():
-        dotted = f"{prefix}{key}"
-        out += _leaves(rule, dotted + ".") if isinstance(rule, dict) else [dotted]
+    for key, rule in params.rules(cls).items():
+        dotted = f"{prefix}.{key}"
+        out += _leaves(rule, dotted) if isinstance(rule, type) else [dotted]
     return out
 
 
-LEAVES = _leaves(params.SCHEMA)
+LEAVES = [key for name, cls in params.SECTIONS.items() for key in _leaves(cls, name)]
 # Values at and beyond the edges of what some rule accepts, of every type YAML can produce.
 EDGES = [
     None, True, False, 0, -1, 1, 2, 3, 100, 2**31, 2**32 - 1, 2**32, 2**63, 2**64, 10**400,
@@ -241,34 +260,34 @@ BUILD = {"arch", "hidden", "layers", "dropout", "pool", "frame_pool", "streams",
 STEPS = {"optimizer", "lr", "weight_decay", "schedule", "warmup_epochs", "epochs"}
 
 
-def _use(key: str, values: dict) -> None:
-    """What the stages do first with a section the schema accepted, for a changed `key`: none
-    of it may fail."""
+def _use(key: str, values: Any) -> None:
+    """What the stages do first with a section the schema accepted (typed), for a changed
+    `key`: none of it may fail."""
     section, _, field = key.partition(".")
     if section == "data":
         extract.select(values, copy.deepcopy(TINY_DATA), "f.pkl")
     elif section == "train":
         state = random.getstate(), np.random.get_state(), torch.get_rng_state()
         try:
-            runtime.seed_everything(values["seed"])
-            np.random.default_rng(training.epoch_seed(values["seed"], 1))
+            runtime.seed_everything(values.seed)
+            np.random.default_rng(training.epoch_seed(values.seed, 1))
         finally:
             random.setstate(state[0])
             np.random.set_state(state[1])
             torch.set_rng_state(state[2])
     elif section == "shards":
-        np.random.default_rng([values["seed"], 0])
+        np.random.default_rng([values.seed, 0])
     elif field in STEPS:
         optimizer = training.make_optimizer(torch.nn.Linear(2, 2), values)
         schedule = training.make_schedule(optimizer, values, 3)
         optimizer.step()
         schedule.step()
     elif field in BUILD:
-        channels = features.in_channels(values["streams"], values["score"])
+        channels = features.in_channels(values.streams, values.score)
         model = build_model(values, channels, 2, 3)
         x = torch.zeros(2, 9, 2, 17, 3)
-        model.eval()(features.build_input(x, torch.tensor([9, 4]), values["streams"],
-                                          values["score"]), torch.tensor([9, 4]))  # fmt: skip
+        model.eval()(features.build_input(x, torch.tensor([9, 4]), values.streams,
+                                          values.score), torch.tensor([9, 4]))  # fmt: skip
 
 
 def test_every_key_accepts_an_edge_value_that_works_or_names_itself(tmp_path):
@@ -282,14 +301,14 @@ def test_every_key_accepts_an_edge_value_that_works_or_names_itself(tmp_path):
             values = copy.deepcopy(raw[section])
             _set(values, key.partition(".")[2], copy.deepcopy(value))
             try:
-                params.validate(section, values)
+                typed = params.parse(section, values)
             except PipelineError as exc:
                 text = str(exc)
                 assert text.startswith(f"params.yaml: {key}") and "\n" not in text, (key, text)
                 continue
             with contextlib.chdir(tmp_path):  # label_map paths resolve here
                 try:
-                    _use(key, values)
+                    _use(key, typed)
                 except PipelineError as exc:  # e.g. a group pattern no clip matches
                     assert "\n" not in str(exc), (key, value)
 

@@ -32,7 +32,7 @@ from conftest import (
     write_params,
 )
 
-from pipeline import evaluate, pklio, training
+from pipeline import checkpoint, pklio, training
 from pipeline.errors import PipelineError
 
 MODULE_CODE = """
@@ -338,7 +338,7 @@ class Sneaky:
 
 
 def hostile_checkpoints(marker: Path) -> dict[str, Any]:
-    good = {key: 0 for key in evaluate.CHECKPOINT_KEYS} | {"model": {"w": torch.zeros(2)}}
+    good = {key: 0 for key in checkpoint.KEYS} | {"model": {"w": torch.zeros(2)}}
     return {
         "os.system payload": {**good, "extra": ShellPayload(marker)},
         "custom class instance": {**good, "config": Sneaky(marker)},
@@ -360,7 +360,7 @@ def test_load_checkpoint_refuses_more_than_tensors(tmp_path, kind):
     path = tmp_path / "m.pt"
     torch.save(hostile_checkpoints(marker)[kind], path)
     with pytest.raises(PipelineError, match=r"refused to load the checkpoint \(") as excinfo:
-        evaluate.load_checkpoint(path)
+        checkpoint.load(path)
     text = str(excinfo.value)
     assert text.startswith(f"{path}: ") and "\n" not in text
     assert "False" not in text and "add_safe_globals" not in text  # no advice to load unsafely
@@ -385,7 +385,7 @@ def test_load_checkpoint_names_a_file_that_is_no_train_checkpoint(tmp_path, cont
     else:
         torch.save(content, path)
     with pytest.raises(PipelineError) as excinfo:
-        evaluate.load_checkpoint(path)
+        checkpoint.load(path)
     assert str(excinfo.value).startswith(f"{path}: {expected}")
 
 

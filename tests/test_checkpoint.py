@@ -1,0 +1,140 @@
+"""A model file alone is enough to use the model: what train writes, evaluate reads back through
+one schema (pipeline.checkpoint), and the fit loop, inference and scoring that produced it."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import call_stage, make_dataset, section, write_params, write_pkl
+
+from pipeline import checkpoint, evaluate, inference, params, runtime, train, training
+from pipeline.errors import PipelineError
+from pipeline.models import build_model
+from pipeline.scoring import score
+from pipeline.shardset import ShardSet
+
+MANIFEST = Path("data/shards/manifest.json")
+
+
+@pytest.fixture(autouse=True)
+def _runtime_kept():
+    """runtime.setup changes process-wide torch state: put it back after each test."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+    torch.set_flush_denormal(False)
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A workspace where extract, shards, train baseline and evaluate baseline ran on tiny data."""
+    work = tmp_path_factory.mktemp("checkpoint")
+    write_pkl(make_dataset(labels=(0, 1, 2), groups=range(1, 9)), work / "data/raw/ucf101_2d.pkl")
+    write_params(work, {
+        "data.classes": [0, 1, 2], "shards.frames": 8, "shards.test_views": 2,
+        "shards.workers": 1, "train.threads": 1, "baseline.epochs": 2,
+        "baseline.eval": {"clips": 2, "flip": True},
+    })  # fmt: skip
+    for stage in ("extract", "shards"):
+        assert call_stage(stage, work).returncode == 0
+    with contextlib.chdir(work), contextlib.redirect_stdout(None):
+        train.run("baseline")
+        evaluate.evaluate("baseline")
+    return work
+
+
+def test_the_checkpoint_holds_what_preprocessing_and_the_model_need(work: Path) -> None:
+    manifest = json.loads((work / MANIFEST).read_text())
+    ckpt = checkpoint.load(work / "models/baseline.pt", "baseline")
+    assert ckpt.shards == params.parse("shards", manifest["params"])
+    assert (ckpt.shards.frames, ckpt.shards.persons) == (8, 2)
+    assert ckpt.hidden_joints == manifest["hidden_joints"]
+    assert ckpt.channels == ["x", "y", "score"] == manifest["channels"]
+    assert ckpt.classes == manifest["classes"] == ["ApplyEyeMakeup", "ApplyLipstick", "Archery"]
+    assert ckpt.config == section("baseline", epochs=2, eval={"clips": 2, "flip": True})
+    assert ckpt.in_channels == 2 and (ckpt.persons, ckpt.joints) == (2, 17)
+    saved = torch.load(work / "models/baseline.pt", weights_only=True)
+    assert list(saved) == list(checkpoint.KEYS)
+    assert saved["config"] == params.plain(ckpt.config)  # plain values: no class in the file
+
+
+def test_the_model_is_rebuilt_from_the_file_alone(work: Path, tmp_path: Path) -> None:
+    """Without the shards or params.yaml, the file builds the network; its predictions on the
+    test split are those the evaluate stage wrote."""
+    alone = tmp_path / "baseline.pt"
+    shutil.copy(work / "models/baseline.pt", alone)
+    ckpt = checkpoint.load(alone, "baseline")
+    model = ckpt.build_model()
+    test = ShardSet(work / "data/shards", "test")
+    runtime.setup(ckpt.train)
+    probs = inference.predict(model, test, ckpt.config, torch.device("cpu"), 8,
+                              ckpt.config.eval.clips, ckpt.config.eval.flip)  # fmt: skip
+    table = evaluate.prediction_table(test, probs, ckpt.classes)
+    written = (work / "metrics/baseline/predictions.csv").read_text()
+    assert table.to_csv(index=False) == written
+    metrics = json.loads((work / "metrics/baseline.json").read_text())
+    scores = score(test.targets, probs)
+    assert (round(scores.accuracy, 6), round(scores.loss, 6)) == (
+        metrics["accuracy"], metrics["loss"]
+    )
+
+
+def test_shards_with_other_hidden_joints_are_refused(work: Path) -> None:
+    ckpt = checkpoint.load(work / "models/baseline.pt", "baseline")
+    manifest = json.loads((work / MANIFEST).read_text())
+    ckpt.check_against(manifest, MANIFEST)
+    manifest["hidden_joints"] = ["left_knee"]
+    with pytest.raises(PipelineError) as excinfo:
+        ckpt.check_against(manifest, MANIFEST)
+    assert str(excinfo.value) == (
+        f"{work / 'models/baseline.pt'}: its hidden_joints is [], where {MANIFEST} has "
+        "['left_knee']; retrain it with `dvc repro train@baseline`"
+    )
+
+
+def test_a_field_of_the_wrong_kind_is_named(work: Path, tmp_path: Path) -> None:
+    saved = torch.load(work / "models/baseline.pt", weights_only=True)
+    path = tmp_path / "baseline.pt"
+    torch.save({**saved, "shards": {**saved["shards"], "frames": 0}}, path)
+    with pytest.raises(PipelineError, match=r"its shards params are not a valid shards section "
+                                            r"\(shards\.frames: expected an integer"):  # fmt: skip
+        checkpoint.load(path, "baseline")
+    torch.save({**saved, "epochs_run": 2.5}, path)
+    with pytest.raises(PipelineError, match=r"its epochs_run is 2\.5, not a int"):
+        checkpoint.load(path, "baseline")
+
+
+def test_fit_logs_without_the_stage_name_and_returns_the_best_epoch(work: Path) -> None:
+    """The loop is the stage's minus its name: progress through `log`, the selected weights,
+    epoch and history in the result; its validation scores are those of `scoring`."""
+    cfg = section("baseline", epochs=2, hidden=8)
+    train_cfg = section("train", threads=1, batch_size=8)
+    shards = work / "data/shards"
+    train_set, val_set = ShardSet(shards, "train"), ShardSet(shards, "val")
+    device = runtime.setup(train_cfg)
+    model = build_model(cfg, 2, train_set.persons, len(train_set.classes), 17)
+    lines: list[str] = []
+    resume = work / "fit.resume.pt"
+    result = training.fit(model, cfg, train_cfg, train_set, val_set, device, resume,
+                          log=lines.append)  # fmt: skip
+    resume.unlink()
+    assert [line[:9] for line in lines] == ["epoch   1", "epoch   2"]
+    assert [row.epoch for row in result.history] == [1, 2]
+    best = max(result.history, key=lambda r: (r.val_acc, -r.val_loss))
+    assert result.selected == best
+    model.load_state_dict(result.weights)
+    probs = inference.predict(model, val_set, cfg, device, 8)
+    assert score(val_set.targets, probs).accuracy == best.val_acc
+
+
+def test_every_stage_that_runs_a_model_flushes_denormals() -> None:
+    """Validation inside train and the evaluate stage compute in one float mode."""
+    torch.set_flush_denormal(False)
+    assert torch.tensor([1e-40]).mul(1.0).item() != 0.0
+    runtime.setup(section("train", device="cpu", threads=1))
+    assert torch.tensor([1e-40]).mul(1.0).item() == 0.0
