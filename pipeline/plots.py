@@ -61,8 +61,8 @@ def write_gallery(folder: Path, predictions: pd.DataFrame, classes: list[str]) -
     for (prefix, _), clip in zip(chosen, clips, strict=True):
         frames = draw_clip(clip.keypoint, clip.score, clip.img_shape, caption(clip, predictions),
                            width=GALLERY_WIDTH, frames=GALLERY_FRAMES)  # fmt: skip
-        save_gif(frames, folder / file_name(clip.name, prefix), GALLERY_FPS)
         written.append(file_name(clip.name, prefix))
+        save_gif(frames, folder / written[-1], GALLERY_FPS)
     return written
 
 
@@ -71,14 +71,16 @@ def main() -> None:
     prepare_outputs(folders=[PLOTS_DIR, GALLERY_DIR])
     classes = read_manifest(SHARDS_DIR)["classes"]
     predictions = {name: plotdata.read_predictions(name) for name in MODELS}
-    with atomic_dir(PLOTS_DIR) as tmp:
+    # Both folders are complete before either replaces the old one: a failure while drawing
+    # the gallery leaves the old tables too.
+    with atomic_dir(PLOTS_DIR) as tables, atomic_dir(GALLERY_DIR) as pictures:
         for name, table in predictions.items():
             confusion = plotdata.square_confusion(table, classes, name)
-            confusion.to_csv(tmp / f"confusion_{name}.csv", index=False)
-        plotdata.curves(MODELS).round(6).to_csv(tmp / "curves.csv", index=False)
-        plotdata.per_class(MODELS, classes).round(6).to_csv(tmp / "per_class.csv", index=False)
-    with atomic_dir(GALLERY_DIR) as tmp:
-        gallery = write_gallery(tmp, predictions["improved"], classes)
+            confusion.to_csv(tables / f"confusion_{name}.csv", index=False)
+        plotdata.curves(MODELS).round(6).to_csv(tables / "curves.csv", index=False)
+        per_class = plotdata.per_class(MODELS, classes).round(6)
+        per_class.to_csv(tables / "per_class.csv", index=False)
+        gallery = write_gallery(pictures, predictions["improved"], classes)
     errors = sum(name.startswith("error") for name in gallery)
     print(f"plots: square confusion matrices of {len(classes)} classes, curves, per-class "
           f"scores; a gallery of {errors} errors and {len(gallery) - errors} correct clips "

@@ -148,6 +148,7 @@ def create(
     for key, value in (("core.analytics", "false"), ("core.autostage", "true")):
         subprocess.run([sys.executable, "-m", "dvc", "config", key, value], cwd=dest, check=True,
                        capture_output=True)  # fmt: skip
+    copy_code(dest)  # after `dvc init`, which refuses a folder that holds .dvc/ already
     run_tool(dest, "pipeline.fetch")
     commit(dest, "pipeline workspace and its raw data")
     return dest

@@ -118,19 +118,39 @@ def test_the_gallery_holds_the_top_errors_and_a_correct_clip_per_class(work: Pat
             assert gif.n_frames == min(GALLERY_FRAMES, lengths[clip]), path.name
 
 
-def test_the_stage_refuses_damaged_predictions(work: Path, tmp_path: Path) -> None:
-    copy = tmp_path / "w"
-    shutil.copytree(work, copy)
-    path = copy / "metrics/improved/predictions.csv"
+def damage_predictions(work: Path) -> None:
+    path = work / "metrics/improved/predictions.csv"
     table = pd.read_csv(path, dtype=str, keep_default_na=False)
     table.loc[0, "actual"] = "Lipstick"
     table.to_csv(path, index=False)
+
+
+def drop_gallery_clips(work: Path) -> None:
+    """The subset no longer holds the test clips the gallery draws (renamed in its index)."""
+    path = work / "data/subset/index.csv"
+    path.write_text(re.sub(r"_g0([12])_", r"_g9\1_", path.read_text()))  # the test groups
+
+
+@pytest.mark.parametrize(
+    ("damage", "expected"),
+    [
+        (damage_predictions, "error: metrics/improved/predictions.csv: column 'actual', row 1: "
+         "'Lipstick' is not a class of the shards' manifest; run `dvc repro -f -s "
+         "evaluate@improved` to rebuild it"),
+        (drop_gallery_clips, "error: data/subset: no clip named 'v_"),
+    ],
+)  # fmt: skip
+def test_a_failure_keeps_every_previous_output(
+    work: Path, tmp_path: Path, damage: object, expected: str
+) -> None:
+    copy = tmp_path / "w"
+    shutil.copytree(work, copy)
+    damage(copy)
     before = {p: p.read_bytes() for p in (copy / "metrics").rglob("*") if p.is_file()}
     line = error_line(run(copy, "plots"))
-    assert line.startswith("error: metrics/improved/predictions.csv: column 'actual'")
-    assert "is not a class of the shards' manifest" in line and "dvc repro -f -s evaluate@" in line
+    assert line.startswith(expected), line
     after = {p: p.read_bytes() for p in (copy / "metrics").rglob("*") if p.is_file()}
-    assert after == before  # the previous plots and gallery are kept whole
+    assert after == before  # the tables and the gallery of the last run, whole
 
 
 # --- the page ------------------------------------------------------------------------------
