@@ -3,6 +3,7 @@ named curves, per-class bars and a gallery of skeleton GIFs, drawn offline (in C
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -12,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import vl_convert
 import yaml
 from conftest import REPO, call_stage, error_line, make_dataset, write_params, write_pkl
 from PIL import Image
@@ -125,6 +127,13 @@ def damage_predictions(work: Path) -> None:
     table.to_csv(path, index=False)
 
 
+def damage_per_class(work: Path) -> None:
+    path = work / "metrics/baseline/per_class.csv"
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    table.loc[1, "f1-score"] = "high"
+    table.to_csv(path, index=False)
+
+
 def drop_gallery_clips(work: Path) -> None:
     """The subset no longer holds the test clips the gallery draws (renamed in its index)."""
     path = work / "data/subset/index.csv"
@@ -137,6 +146,8 @@ def drop_gallery_clips(work: Path) -> None:
         (damage_predictions, "error: metrics/improved/predictions.csv: column 'actual', row 1: "
          "'Lipstick' is not a class of the shards' manifest; run `dvc repro -f -s "
          "evaluate@improved` to rebuild it"),
+        (damage_per_class, "error: metrics/baseline/per_class.csv: column 'f1-score', row 2: "
+         "expected a number, found 'high'; run `dvc repro -f -s evaluate@baseline`"),
         (drop_gallery_clips, "error: data/subset: no clip named 'v_"),
     ],
 )  # fmt: skip
@@ -177,6 +188,17 @@ def test_the_page_needs_no_network_and_holds_every_plot(page: Path) -> None:
         assert title in html, title
     gifs = list((page.parent / "static").glob("*.gif"))
     assert len(gifs) == len(list((page.parents[1] / "metrics/gallery").iterdir()))
+
+
+def test_every_plot_of_the_page_compiles_and_draws(page: Path) -> None:
+    """Each filled template renders to SVG in vl-convert's own Vega (no browser needed): a
+    template Vega-Lite cannot compile leaves its plot blank on the page."""
+    specs = re.findall(r"var spec = (\{.*?\});\n", page.read_text(), re.DOTALL)
+    assert len(specs) == len(PLOT_TITLES)
+    for text in specs:
+        spec = json.loads(text)
+        svg = vl_convert.vegalite_to_svg(spec, vl_version=plots_page.VEGA_LITE)
+        assert svg.count("<path") > 5, spec["title"]
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
