@@ -90,14 +90,18 @@ def check_shape(
         raise damaged(path, stage, problem)
 
 
-def read_csv(path: str | os.PathLike[str], stage: str, columns: Mapping[str, type]) -> pd.DataFrame:
-    """The table, which must have `columns` (name -> str or int); further columns are kept.
+def read_csv(
+    path: str | os.PathLike[str], stage: str, columns: Mapping[str, type], sep: str = ","
+) -> pd.DataFrame:
+    """The table, which must have `columns` (name -> str, int or float); further columns are
+    kept.
 
-    Text columns stay text (a group '007' is not 7, an empty name is not NaN)."""
+    Text columns stay text (a group '007' is not 7, an empty name is not NaN). `sep` is "\t"
+    for dvclive's .tsv files."""
     path = Path(path)
     text = {name: str for name, kind in columns.items() if kind is str}
     try:
-        table = pd.read_csv(path, keep_default_na=False, dtype=text)
+        table = pd.read_csv(path, keep_default_na=False, dtype=text, sep=sep)
     except OSError as exc:
         raise _open_error(path, stage, exc) from None
     except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
@@ -115,6 +119,14 @@ def read_csv(path: str | os.PathLike[str], stage: str, columns: Mapping[str, typ
                                  f"found {table[name].iloc[bad[0]]!r}"
                 )  # fmt: skip
             table[name] = number.astype(np.int64)  # written as 3.0: still a whole number
+        if kind is float and not pd.api.types.is_float_dtype(table[name]):
+            number = pd.to_numeric(table[name], errors="coerce")
+            bad = np.flatnonzero(number.isna().to_numpy())
+            if len(bad):
+                found = table[name].iloc[bad[0]]
+                raise damaged(path, stage, f"column {name!r}, row {bad[0] + 1}: expected a "
+                                           f"number, found {found!r}")  # fmt: skip
+            table[name] = number.astype(np.float64)
     return table
 
 

@@ -19,10 +19,12 @@ from typing import Any
 import yaml
 from ruamel.yaml import YAML
 
+from pipeline import plots_page
 from pipeline.errors import fail
 
 PROJECT = Path(__file__).resolve().parents[1]
-CODE = ("dvc.yaml", ".dvcignore", "pipeline")  # what a refresh brings up to date
+# What a refresh brings up to date (.dvc/plots: the Vega templates dvc.yaml's plots name).
+CODE = ("dvc.yaml", ".dvcignore", "pipeline", ".dvc/plots")
 MARKER = ".pipeline-workspace"
 GIT_ID = ["-c", "user.name=pipeline", "-c", "user.email=pipeline@localhost"]
 
@@ -84,6 +86,8 @@ def is_workspace(dest: Path) -> bool:
 
 
 def copy_code(dest: Path) -> None:
+    """The pipeline's code into a workspace (a DVC repo already), and the offline page that
+    `dvc plots show` draws with."""
     for name in CODE:
         source, target = PROJECT / name, dest / name
         if source.is_dir():
@@ -91,6 +95,7 @@ def copy_code(dest: Path) -> None:
             shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
         elif source.exists():
             shutil.copy2(source, target)
+    plots_page.install(dest)
 
 
 def tool_env(importable: Path | None = None) -> dict[str, str]:
@@ -135,14 +140,13 @@ def create(
             "in it): choose another folder, or remove this one yourself",
         )  # fmt: skip
     dest.mkdir(parents=True, exist_ok=True)
-    copy_code(dest)
     shutil.copy2(PROJECT / "params.yaml", dest / "params.yaml")
     override_file(dest / "params.yaml", overrides or {})
     (dest / "data" / "raw").mkdir(parents=True)
     if raw is not None:
         pkl = yaml.safe_load((dest / "params.yaml").read_text())["data"]["pkl"]
         shutil.copy2(raw, dest / pkl)
-    (dest / ".gitignore").write_text("__pycache__/\n/dvc_plots/\n")
+    (dest / ".gitignore").write_text("__pycache__/\n/dvc_plots/\n/.dvc/plots.html\n")
     (dest / MARKER).write_text("made by pipeline.workspace: `make demo` may reuse this folder\n")
     git(dest, "init", "-q")
     subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=dest, check=True,
@@ -150,6 +154,7 @@ def create(
     for key, value in (("core.analytics", "false"), ("core.autostage", "true")):
         subprocess.run([sys.executable, "-m", "dvc", "config", key, value], cwd=dest, check=True,
                        capture_output=True)  # fmt: skip
+    copy_code(dest)  # after `dvc init`, which refuses a folder that holds .dvc/ already
     run_tool(dest, "pipeline.fetch")
     commit(dest, "pipeline workspace and its raw data")
     return dest

@@ -95,7 +95,7 @@ def test_evaluate_rows(run: dict) -> None:
 def test_demo_and_noop_repro_rows(run: dict) -> None:
     (made,) = rows_named(run, "make demo")
     (noop,) = rows_named(run, "no-op dvc repro")
-    assert "7 stages" in made.note  # extract, shards, train and evaluate of both, summary
+    assert "8 stages" in made.note  # extract, shards, train and evaluate of both, summary, plots
     rerun = next(c for c in noop.checks if c.label == "stages rerun")
     assert rerun.value == 0
 

@@ -21,9 +21,11 @@ from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import readme
 from conftest import REPO, make_dataset, write_pkl
+from PIL import Image
 
 from pipeline import workspace
 
@@ -49,9 +51,9 @@ DEMO_PARAMS = " ".join(
 )
 ALL_STAGES = {
     "extract", "shards", "train@baseline", "train@improved",
-    "evaluate@baseline", "evaluate@improved", "summary",
+    "evaluate@baseline", "evaluate@improved", "summary", "plots",
 }  # fmt: skip
-IMPROVED = {"train@improved", "evaluate@improved", "summary"}
+IMPROVED = {"train@improved", "evaluate@improved", "summary", "plots"}
 # Every heading whose bash block is run here, and the test that runs it.
 COVERED = {
     "Skeleton action recognition on UCF101, as a DVC pipeline": "test_make_demo_* (`make test` "
@@ -59,6 +61,7 @@ COVERED = {
     "Getting the data": "test_getting_the_data_on_a_fresh_clone",
     "Your own PYSKL pickle": "test_your_own_pickle_*",
     "Everyday DVC commands": "test_everyday_dvc_commands_in_the_demo",
+    "See what the model does": "test_see_what_the_model_does_in_the_demo",
     "The notebook's protocol": "test_the_notebooks_protocol_in_the_demo",
 }
 
@@ -196,6 +199,9 @@ def test_make_demo_runs_and_commits_the_pipeline(clone: Path) -> None:
     demo = clone / ".demo"
     assert ran(out) == ALL_STAGES
     assert "metrics/improved.json" in out and "metrics/baseline.json" in out  # the table
+    assert "dvc_plots/index.html" in out.splitlines()[-1]  # ends with the page of plots
+    assert (demo / "dvc_plots" / "index.html").is_file()
+    assert list((demo / "metrics" / "gallery").glob("*.gif"))  # pictures of skeletons
     log = workspace.git(demo, "log", "--format=%s").stdout.splitlines()
     assert log == ["demo: pipeline run", "pipeline workspace and its raw data"]
     assert workspace.git(demo, "status", "--porcelain").stdout == ""
@@ -235,7 +241,7 @@ def test_everyday_dvc_commands_in_the_demo(clone: Path) -> None:
     assert ran(repro) == set() and "up to date" in repro
     assert ran(sh(next(commands), demo).stdout) == IMPROVED  # -S model.hidden=128
     improved_model = md5(demo / "models" / "improved.pt")
-    assert ran(sh(next(commands), demo).stdout) == {"evaluate@improved", "summary"}  # eval only
+    assert ran(sh(next(commands), demo).stdout) == {"evaluate@improved", "summary", "plots"}
     assert md5(demo / "models" / "improved.pt") == improved_model  # not retrained
     assert "model.hidden" in sh(next(commands), demo).stdout  # exp show --only-changed
     shown = sh(next(commands), demo).stdout  # metrics show
@@ -244,7 +250,8 @@ def test_everyday_dvc_commands_in_the_demo(clone: Path) -> None:
     assert "metrics/improved.json" in diff and "metrics/baseline.json" not in diff
     sh(next(commands), demo)  # plots show
     html = (demo / "dvc_plots" / "index.html").read_text()
-    assert "Improved confusion (test)" in html and "ApplyEyeMakeup" in html
+    assert "Improved confusion (test clips)" in html and "ApplyEyeMakeup" in html
+    assert "cdn.jsdelivr.net" not in html and "window.vegaEmbed" in html  # draws offline
 
     assert "Queued" in sh(next(commands), demo).stdout  # two experiments queued
     sh(next(commands), demo)  # queue start
@@ -255,6 +262,22 @@ def test_everyday_dvc_commands_in_the_demo(clone: Path) -> None:
         assert ran(sh(f"dvc queue logs {name}", demo).stdout) == IMPROVED
     assert md5(demo / "models" / "baseline.pt") == baseline_model
     assert md5(pkl) == before
+
+
+def test_see_what_the_model_does_in_the_demo(clone: Path) -> None:
+    demo = clone / ".demo"
+    errors, one_clip = readme.block("See what the model does")
+    predictions = pd.read_csv(demo / "metrics" / "improved" / "predictions.csv")
+    wrong = predictions[predictions["actual"] != predictions["predicted"]]
+    top = wrong.sort_values("confidence", ascending=False, kind="stable").head(4)
+    sh(errors, demo)
+    assert sorted(p.name for p in (demo / "renders").iterdir()) == sorted(
+        f"{clip}.gif" for clip in top["frame_dir"]
+    )
+    sh(one_clip, demo)
+    frames = pd.read_csv(demo / "data" / "subset" / "index.csv").set_index("frame_dir")["frames"]
+    with Image.open(demo / "renders" / "v_ApplyEyeMakeup_g01_c01.gif") as gif:
+        assert gif.n_frames == min(32, frames["v_ApplyEyeMakeup_g01_c01"])
 
 
 def test_the_notebooks_protocol_in_the_demo(clone: Path) -> None:
