@@ -1,22 +1,13 @@
 """The README's commands, run as a user runs them: exactly as written, with the real `make`, `git`
-and `dvc`, on tiny data, in fresh clones of this checkout.
-
-Each clone is this working tree's files in a new git repository (the venv linked in, so `make`
-finds it installed), with params.yaml shrunk to tiny data and committed: what a user has after
-`git clone`. Tests in a module build on each other in file order, as a user's session does.
+and `dvc`, on tiny data, in fresh clones of this checkout (tests/usershell.py makes them).
+Tests in a module build on each other in file order, as a user's session does.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
-import os
-import shutil
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -24,36 +15,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import readme
-from conftest import REPO, make_dataset, write_pkl
+from conftest import make_dataset, write_pkl
 from PIL import Image
+from usershell import ALL_STAGES, IMPROVED, fresh_clone, md5, queue_names, ran, sh, wait_for_queue
 
 from pipeline import workspace
 
 pytestmark = pytest.mark.e2e
-Done = subprocess.CompletedProcess[str]
-
-# Tiny data: every README command runs in seconds. Nothing else about the pipeline changes.
-TINY = {
-    "data.classes": [0, 1, 2],
-    "synthetic.clips_per_group": [1, 1],
-    "synthetic.frames": [20, 60],
-    "shards.frames": 16,
-    "shards.test_views": 2,
-    "baseline.epochs": 2,
-    "baseline.hidden": 8,
-    "model.epochs": 2,
-    "model.hidden": 16,
-    "model.eval.clips": 2,
-}
-DEMO_PARAMS = " ".join(
-    ["data.source=synthetic", "data.pkl=data/raw/synthetic_2d.pkl"]
-    + [f"{key}={json.dumps(value).replace(' ', '')}" for key, value in TINY.items()]
-)
-ALL_STAGES = {
-    "extract", "shards", "train@baseline", "train@improved",
-    "evaluate@baseline", "evaluate@improved", "summary", "plots",
-}  # fmt: skip
-IMPROVED = {"train@improved", "evaluate@improved", "summary", "plots"}
 # Every heading whose bash block is run here, and the test that runs it.
 COVERED = {
     "Skeleton action recognition on UCF101, as a DVC pipeline": "test_make_demo_* (`make test` "
@@ -63,72 +31,8 @@ COVERED = {
     "Everyday DVC commands": "test_everyday_dvc_commands_in_the_demo",
     "See what the model does": "test_see_what_the_model_does_in_the_demo",
     "The notebook's protocol": "test_the_notebooks_protocol_in_the_demo",
+    "Working with a team": "test_team.py: test_a_teammate_*",
 }
-
-
-def user_env() -> dict[str, str]:
-    """A user's shell after `source .venv/bin/activate`, with a git identity, no proxy."""
-    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    for who in ("AUTHOR", "COMMITTER"):
-        env[f"GIT_{who}_NAME"], env[f"GIT_{who}_EMAIL"] = "user", "user@localhost"
-    env["DEMO_PARAMS"] = DEMO_PARAMS  # make's `?=` takes it: `make demo` on tiny data
-    return env
-
-
-def sh(command: str, cwd: Path, ok: bool = True, timeout: float = 600) -> Done:
-    """One README command, through bash, exactly as written."""
-    done = subprocess.run(
-        ["bash", "-c", command], cwd=cwd, env=user_env(), capture_output=True, text=True,
-        timeout=timeout,
-    )  # fmt: skip
-    if ok:
-        assert done.returncode == 0, f"`{command}` failed:\n{done.stdout}\n{done.stderr}"
-    return done
-
-
-def ran(output: str) -> set[str]:
-    """Stage names that `dvc repro` / `dvc exp run` actually ran."""
-    return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
-
-
-def md5(path: Path) -> str:
-    return hashlib.md5(path.read_bytes()).hexdigest()
-
-
-def fresh_clone(dest: Path) -> Path:
-    """This checkout's files (tracked and untracked-but-not-ignored) as a new committed repo."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO, capture_output=True, text=True, check=True,
-    ).stdout.split("\0")  # fmt: skip
-    for name in filter(None, listed):
-        source = REPO / name
-        if source.is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, dest / name)
-    (dest / ".venv").symlink_to(REPO / ".venv")
-    stamp = (REPO / ".venv" / ".installed").stat().st_mtime
-    os.utime(dest / "pyproject.toml", (stamp - 1, stamp - 1))  # make: the venv is up to date
-    workspace.override_file(dest / "params.yaml", TINY)
-    workspace.git(dest, "init", "-q")
-    workspace.commit(dest, "clone")
-    return dest
-
-
-def wait_for_queue(repo: Path, limit: float = 500) -> str:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        status = sh("dvc queue status", repo).stdout
-        if "Queued" not in status and "Running" not in status:
-            return status
-        time.sleep(2)
-    sh("dvc queue stop --kill", repo, ok=False)
-    raise AssertionError(f"the queue did not finish in {limit} s:\n{status}")
-
-
-def queue_names(status: str, state: str = "Success") -> list[str]:
-    return [line.split()[1] for line in status.splitlines() if line.split()[-1:] == [state]]
 
 
 @pytest.fixture(scope="module")
