@@ -155,7 +155,10 @@ def snapshot(repo: Path) -> dict[str, str]:
 
 
 def workspace_files(repo: Path) -> dict[str, str]:
-    return {name: h for name, h in snapshot(repo).items() if not name.startswith(".dvc/")}
+    """What a run leaves, less DVC's own folder and the page `dvc plots show` wrote (made on
+    demand, gitignored, shared by neither git nor DVC)."""
+    skipped = (".dvc/", "dvc_plots/")
+    return {name: h for name, h in snapshot(repo).items() if not name.startswith(skipped)}
 
 
 def errors(done: subprocess.CompletedProcess[str]) -> list[str]:
