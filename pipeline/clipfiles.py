@@ -39,13 +39,13 @@ def read(path: str | Path, split: str | None = None) -> tuple[list[Clip], list[s
     those left out for holding no person (as extract leaves them out)."""
     path = Path(path)
     if path.suffix.lower() not in SINGLE:
-        return _read_pickle(path, split)
+        return _pickled_clips(path, split)
     if split is not None:
         raise fail(str(path), f"--split {split}: only a pickle has splits; this file is one clip")
     return [read_clip(path)], []
 
 
-def _read_pickle(path: Path, split: str | None) -> tuple[list[Clip], list[str]]:
+def _pickled_clips(path: Path, split: str | None) -> tuple[list[Clip], list[str]]:
     source = str(path)
     splits, annotations = pklio.check_dataset(pklio.load_pickle(path), source)
     chosen = list(range(len(annotations)))

@@ -105,10 +105,9 @@ def to_onnx(ckpt: Checkpoint, out: Path) -> None:
 
 
 def to_torchscript(ckpt: Checkpoint, out: Path) -> None:
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # deprecation of TorchScript, tracer warnings
+    with warnings.catch_warnings(), torch.no_grad(), atomic_path(out) as tmp:
+        warnings.simplefilter("ignore")  # TorchScript's deprecation, the tracer's warnings
         traced = torch.jit.trace(classifier(ckpt), example(ckpt))
-    with atomic_path(out) as tmp:
         torch.jit.save(traced, str(tmp), _extra_files={METADATA_FILE: json.dumps(contract(ckpt))})
 
 

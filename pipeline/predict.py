@@ -144,9 +144,13 @@ def known_clips(clips: list[Clip], ckpt: Checkpoint, source: str) -> list[Clip]:
         raise fail(source, f"none of its {len(clips)} clips has a label the model was trained on "
                    f"(its labels: {_few(other)}; the model's: {_few(ckpt.labels)})")  # fmt: skip
     if other:
-        warn(f"{source}: left out {len(clips) - len(known)} clips of labels the model was not "
-             f"trained on ({_few(other)})")  # fmt: skip
+        warn(f"{source}: left out {_clips(len(clips) - len(known))} of labels the model was "
+             f"not trained on ({_few(other)})")  # fmt: skip
     return known
+
+
+def _clips(count: int) -> str:
+    return f"{count} clip{'' if count == 1 else 's'}"
 
 
 def _few(values: Sequence[Any], limit: int = 8) -> str:
@@ -198,7 +202,7 @@ def main(argv: list[str] | None = None) -> None:
                    f"classes), found {args.top}")  # fmt: skip
     clips, empty = clipfiles.read(args.input, args.split)
     if empty:
-        warn(f"{args.input}: left out {len(empty)} clips with no person (first {empty[0]!r})")
+        warn(f"{args.input}: left out {_clips(len(empty))} with no person (first {empty[0]!r})")
     clips = known_clips(clips, ckpt, str(args.input))
     if not clips:
         raise fail(str(args.input), "no clip to predict")
@@ -206,10 +210,10 @@ def main(argv: list[str] | None = None) -> None:
     table = predictor.table(clips, predictor.probabilities(clips, progress=True), args.top)
     if args.out is not None:
         write(table, args.out)
-        print(f"predict: {len(table)} clips -> {args.out}")
+        print(f"predict: {_clips(len(table))} -> {args.out}")
         return
     shown = table.head(SHOWN).to_string(index=False)
-    more = f"\n... {len(table) - SHOWN} more clips (--out FILE writes them all)"
+    more = f"\n... {_clips(len(table) - SHOWN).replace(' ', ' more ')} (--out FILE writes them all)"
     print(shown + (more if len(table) > SHOWN else ""))
 
 
