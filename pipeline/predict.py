@@ -10,28 +10,32 @@ Options:
   --out FILE         write the predictions to FILE, .csv or .json (default: a table on stdout)
   --top K            how many of the most likely classes to list (default 3)
   --device D         auto (CUDA when present), cpu or cuda (default auto)
+  --views N          test views to average (default: the model's eval.clips, as trained)
+  --flip, --no-flip  average their mirror images too, or not (default: its eval.flip)
 
 One row per clip: frame_dir, the true class (`actual`, when the pickle's labels are classes of
 the model), the predicted class, its probability (`confidence`) and the top K classes. Each clip
 is preprocessed as the shards stage did for the model (the params are in the model file) and
 averaged over the same test views and mirror images as the evaluate stage (its `eval` params as
 trained), through the same code: the test split of the training pickle gets exactly the
-predictions of metrics/<name>/predictions.csv. Clips with no person, and clips whose label is
-not one of the model's classes, are left out (a warning says how many).
+predictions of metrics/<name>/predictions.csv (after `dvc exp run -S model.eval...`, which
+re-evaluates without retraining, pass the new values as --views and --flip). Clips with no
+person, and clips whose label is not one of the model's classes, are left out (a warning says
+how many).
 
 From Python:
 
     from pipeline.predict import Predictor
-    predictor = Predictor.load("models/improved.pt")            # device="auto" | "cpu" | "cuda"
+    predictor = Predictor.load("models/improved.pt")  # device=, views=, flip= as the options
     probs = predictor.predict(keypoint, keypoint_score, img_shape)  # keypoint_score may be None
     # {class name: probability}, most likely first; predictor.classes lists the model's classes
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import sys
-from argparse import Namespace
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -67,21 +71,29 @@ def device_named(name: str | torch.device) -> torch.device:
 class Predictor:
     """A trained model with what it needs to classify raw clips (see the module docstring)."""
 
-    def __init__(self, ckpt: Checkpoint, device: str | torch.device = "auto") -> None:
+    def __init__(
+        self, ckpt: Checkpoint, device: str | torch.device = "auto", views: int | None = None,
+        flip: bool | None = None,
+    ) -> None:  # fmt: skip
         self.checkpoint = ckpt
         self.classes: list[str] = list(ckpt.classes)
         self.device = device_named(device)
-        self.views, self.flip = ckpt.config.eval.clips, ckpt.config.eval.flip
+        self.views = ckpt.config.eval.clips if views is None else views
+        self.flip = ckpt.config.eval.flip if flip is None else flip
         self.stored_views = preprocess.views_for("test", ckpt.shards)
-        if self.views > self.stored_views:
-            raise fail(ckpt.source, f"its eval.clips is {self.views}, more than the "
-                       f"{self.stored_views} test views its shards params give")  # fmt: skip
+        if not 1 <= self.views <= self.stored_views:
+            given = "views" if views is not None else f"{ckpt.source}: its eval.clips"
+            raise fail(given, f"expected 1 to {self.stored_views} views (shards.test_views and "
+                       f"sampling as trained), found {self.views}")  # fmt: skip
         self.model = ckpt.build_model().to(self.device).eval()
 
     @classmethod
-    def load(cls, path: str | Path, device: str | torch.device = "auto") -> Predictor:
+    def load(
+        cls, path: str | Path, device: str | torch.device = "auto", views: int | None = None,
+        flip: bool | None = None,
+    ) -> Predictor:  # fmt: skip
         section = params.STAGE_SECTION.get(Path(path).stem, "model")
-        return cls(checkpoint.load(path, section), device)
+        return cls(checkpoint.load(path, section), device, views, flip)
 
     def preprocess(self, clip: Clip, out: np.ndarray | None = None) -> tuple[np.ndarray, int]:
         """A clip's test views as the shards store them: [views, frames, persons, 17, 3]."""
@@ -161,7 +173,7 @@ def warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
 
 
-def parse(argv: list[str]) -> Namespace:
+def parse(argv: list[str]) -> argparse.Namespace:
     parser = ArgumentParser("pipeline.predict")
     parser.add_argument("model", type=Path)
     parser.add_argument("input", type=Path)
@@ -169,6 +181,8 @@ def parse(argv: list[str]) -> Namespace:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--top", type=int, default=3)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--views", type=int)
+    parser.add_argument("--flip", action=argparse.BooleanOptionalAction)
     return parser.parse_args(argv)
 
 
@@ -195,7 +209,7 @@ def main(argv: list[str] | None = None) -> None:
             if args.out.resolve() == given.resolve():
                 raise fail(str(args.out), f"--out is {given}, an input: choose another name")
         prepare_outputs(files=[args.out])
-    predictor = Predictor.load(args.model, args.device)
+    predictor = Predictor.load(args.model, args.device, args.views, args.flip)
     ckpt = predictor.checkpoint
     if not 1 <= args.top <= len(ckpt.classes):
         raise fail("--top", f"expected an integer in [1, {len(ckpt.classes)}] (the model's "

@@ -30,8 +30,9 @@ from conftest import (
     write_pkl,
 )
 
-from pipeline import clipfiles, evaluate, export, predict, train
+from pipeline import clipfiles, evaluate, export, inference, predict, train
 from pipeline.predict import Predictor
+from pipeline.shardset import ShardSet
 
 PKL = "data/raw/ucf101_2d.pkl"
 MODELS = ("baseline", "improved")
@@ -111,6 +112,20 @@ def test_the_test_split_gets_exactly_the_predictions_of_evaluate(work: Path, nam
         f"warning: {PKL}: left out 6 clips of labels the model was not trained on (3)",
     ]
     assert done.stdout == "predict: 18 clips -> p.csv\n"
+
+
+def test_other_views_and_flips_as_evaluate_would_average_them(work: Path) -> None:
+    """--views and --flip: what evaluate gives after `dvc exp run -S model.eval...`."""
+    done = run(work, predict, "models/improved.pt", PKL, "--split", "test1", "--views", "1",
+               "--no-flip", "--out", "one.csv")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    predictor = Predictor.load(work / "models/improved.pt", device="cpu")
+    test = ShardSet(work / "data/shards", "test")
+    probs = inference.predict(predictor.model, test, predictor.checkpoint.config,
+                              torch.device("cpu"), 2, views=1, flip=False)  # fmt: skip
+    got = pd.read_csv(work / "one.csv")
+    np.testing.assert_allclose(got["confidence"], probs.max(1), rtol=0, atol=1e-6)
+    assert not np.allclose(got["confidence"], evaluated(work, "improved")["confidence"])
 
 
 def test_json_output_top_k_and_every_clip_of_the_pickle(work: Path) -> None:
@@ -225,6 +240,7 @@ def bad_inputs(work: Path, tmp: Path) -> list[tuple[list[str], str]]:
         ([m, PKL, "--out", "p.txt"], "expected a file name ending in .csv or .json"),
         ([m, str(tmp / "nan.json"), "--out", str(tmp / "nan.json")], "an input: choose another"),
         ([m, PKL, "--device", "tpu"], "usage: argument --device: invalid choice"),
+        ([m, PKL, "--views", "4"], "views: expected 1 to 3 views"),
     ]  # fmt: skip
 
 

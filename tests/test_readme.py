@@ -8,6 +8,7 @@ finds it installed), with params.yaml shrunk to tiny data and committed: what a 
 
 from __future__ import annotations
 
+import ast
 import functools
 import hashlib
 import json
@@ -21,11 +22,13 @@ from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import readme
 from conftest import REPO, make_dataset, write_pkl
 
-from pipeline import workspace
+from pipeline import pklio, workspace
 
 pytestmark = pytest.mark.e2e
 Done = subprocess.CompletedProcess[str]
@@ -60,6 +63,7 @@ COVERED = {
     "Your own PYSKL pickle": "test_your_own_pickle_*",
     "Everyday DVC commands": "test_everyday_dvc_commands_in_the_demo",
     "The notebook's protocol": "test_the_notebooks_protocol_in_the_demo",
+    "Use the model": "test_use_the_model_in_the_demo (its python block too)",
 }
 
 
@@ -148,6 +152,7 @@ def clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_every_readme_block_is_run_by_a_test() -> None:
     assert set(readme.blocks()) == set(COVERED)
+    assert set(readme.fenced("python")) <= set(COVERED)
 
 
 # --- Getting the data ------------------------------------------------------------------------
@@ -267,6 +272,32 @@ def test_the_notebooks_protocol_in_the_demo(clone: Path) -> None:
     assert manifest["shape"][1] == 1  # one person, as the notebook
     improved = json.loads((demo / "metrics" / "improved.json").read_text())
     assert improved["epochs_run"] == 15 and improved["views"] == 1
+
+
+def test_use_the_model_in_the_demo(clone: Path) -> None:
+    """After the notebook's protocol (its eval params are those the models were trained with)."""
+    demo = clone / ".demo"
+    want = pd.read_csv(demo / "metrics" / "improved" / "predictions.csv")
+    data = pklio.load_pickle(demo / "data" / "raw" / "synthetic_2d.pkl")
+    ann = next(a for a in data["annotations"] if a["frame_dir"] == want["frame_dir"][0])
+    np.savez(demo / "my_clip.npz", keypoint=ann["keypoint"], keypoint_score=ann["keypoint_score"],
+             img_shape=ann["img_shape"])  # fmt: skip
+    on_pickle, on_clip, export = readme.block("Use the model")
+
+    sh(on_pickle, demo)
+    got = pd.read_csv(demo / "p.csv")
+    assert got["frame_dir"].tolist() == want["frame_dir"].tolist()
+    assert got["predicted"].tolist() == want["predicted"].tolist()
+    assert (got["confidence"] - want["confidence"]).abs().max() <= 1e-6
+    table = sh(on_clip, demo).stdout.splitlines()
+    assert table[1].split()[:2] == ["my_clip", want["predicted"][0]], table
+    assert sh(export, demo).stdout.startswith("export: models/improved.pt -> improved.onnx")
+
+    done = subprocess.run([sys.executable, "-c", readme.python_block("Use the model")], cwd=demo,
+                          env=user_env(), capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    printed = ast.literal_eval(done.stdout.strip())
+    assert printed == want["predicted"].tolist()[: len(printed)] and len(printed) == len(want)
 
 
 # --- Your own PYSKL pickle ---------------------------------------------------------------------
