@@ -39,13 +39,7 @@ MODELS = ("baseline", "improved")
 EMPTY = "v_Archery_g01_c09"  # a test clip with no person: left out, as extract leaves it out
 
 
-@pytest.fixture(autouse=True)
-def _runtime_kept():
-    """predict's main sets torch's threads and denormal flushing: put them back after each test."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-    torch.set_flush_denormal(False)
+pytestmark = pytest.mark.usefixtures("torch_state_kept")  # predict's main sets torch's threads
 
 
 @pytest.fixture(scope="module")
