@@ -133,7 +133,7 @@ class Predictor:
         """One clip's class probabilities, most likely first. The clip is checked as a pickle's
         clip is (a PipelineError names what is wrong)."""
         fields = {"keypoint": keypoint, "keypoint_score": keypoint_score, "img_shape": img_shape}
-        clip = clipfiles.from_fields(fields, "clip", "clip")
+        clip = clipfiles.from_fields(fields, "clip", "Predictor.predict")
         probs = self.probabilities([clip])[0]
         return {self.classes[i]: float(probs[i]) for i in np.argsort(-probs, kind="stable")}
 
