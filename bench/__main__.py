@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import demo, evaluate, extract, gpu, shards, train
+from bench import demo, evaluate, extract, gpu, predict, shards, train
 from bench.common import DEFAULT_CSV, RESULTS, BenchError, Context, Row, load_average, table
 
 BENCHMARKS: dict[str, Callable[[Context], list[Row]]] = {
@@ -28,6 +28,7 @@ BENCHMARKS: dict[str, Callable[[Context], list[Row]]] = {
     "shards": shards.run,
     "train": train.run,
     "evaluate": evaluate.run,
+    "predict": predict.run,
     "demo": demo.run,
     "gpu": gpu.run,
 }

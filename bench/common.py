@@ -123,7 +123,7 @@ class Context:
         """
         if self.quick:
             return [1]
-        threads = load_params("train")["train"]["threads"] or os.cpu_count() or 1
+        threads = load_params("train")["train"].threads or os.cpu_count() or 1
         return [None] if threads == 1 else [None, 1]
 
     @property

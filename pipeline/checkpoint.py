@@ -3,10 +3,11 @@ uses the model: one schema, `Checkpoint`, for both sides.
 
 A checkpoint carries everything needed to turn a raw clip into the model's input and the
 model's output into class names, so the file alone is enough to predict: the shards params that
-shaped the input (frames, sampling, normalization, persons, minimum score), the joints zeroed
-as too rare in training, the input channels and streams, the class names and the model section
-that built the network. It is a dict of plain values and tensors, so it loads with torch's
-`weights_only=True` and never runs code.
+shaped the input (frames, sampling, normalization, persons, minimum score, the seed of the test
+views), the joints zeroed as too rare in training, the input channels and streams, the class
+names with the pickle labels they stand for, and the model section that built the network
+(with its test-time views and flips, `eval`). It is a dict of plain values and tensors, so it
+loads with torch's `weights_only=True` and never runs code.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pipeline import features, params
+from pipeline import features, params, skeleton
 from pipeline.atomic import atomic_path
 from pipeline.errors import PipelineError, fail
 from pipeline.models import build_model
@@ -47,6 +48,7 @@ class Checkpoint:
     shards: ShardsParams  # the params that built the shards it learned from
     hidden_joints: list[str]  # joints zeroed in every clip (rarely seen in train)
     classes: list[str]  # class names, in the order of the model's outputs
+    labels: list[int]  # the pickle's label of each class, in the same order
     channels: list[str]  # per joint as stored in the shards: x, y, score
     in_channels: int  # per joint after the streams: what the network takes
     persons: int
@@ -80,8 +82,8 @@ class Checkpoint:
                            f"{show(trained_on[key])}, {manifest_file} has {show(now)}; "
                            f"{self._redo}")  # fmt: skip
         _, persons, joints, _ = manifest["shape"]
-        shards = {"classes": manifest["classes"], "persons": persons, "joints": joints,
-                  "hidden_joints": manifest["hidden_joints"]}  # fmt: skip
+        shards = {"classes": manifest["classes"], "labels": manifest["labels"], "persons": persons,
+                  "joints": joints, "hidden_joints": manifest["hidden_joints"]}  # fmt: skip
         for key, now in shards.items():
             if not _same(getattr(self, key), now):
                 raise fail(self._where, f"its {key} is {show(getattr(self, key))}, where "
@@ -96,6 +98,10 @@ class Checkpoint:
         return model
 
     @property
+    def hidden_joint_indices(self) -> list[int]:
+        return [skeleton.J[name] for name in self.hidden_joints]
+
+    @property
     def _where(self) -> str:
         return self.source or "checkpoint"
 
@@ -108,9 +114,10 @@ class Checkpoint:
 KEYS = ("model", *(f.name for f in dataclasses.fields(Checkpoint)[1:] if f.name != "source"))
 SECTIONS = {"config": None, "train": "train", "shards": "shards"}  # None: the model's section
 # The other keys' kinds; a float may be stored as an int.
-PLAIN = {"hidden_joints": list, "classes": list, "channels": list, "in_channels": int,
-         "persons": int, "joints": int, "epochs_run": int, "selected_epoch": int,
-         "val_acc": float, "val_loss": float, "device": str}  # fmt: skip
+PLAIN = {"hidden_joints": list, "classes": list, "labels": list, "channels": list,
+         "in_channels": int, "persons": int, "joints": int, "epochs_run": int,
+         "selected_epoch": int, "val_acc": float, "val_loss": float, "device": str}  # fmt: skip
+ITEMS = {"hidden_joints": str, "classes": str, "labels": int, "channels": str}  # the lists' items
 assert set(KEYS) == {"model", *SECTIONS, *PLAIN}
 
 
@@ -155,7 +162,18 @@ def load(path: Any, section: str = "model") -> Checkpoint:
         kinds = (int, float) if kind is float else kind
         if not isinstance(raw[key], kinds) or isinstance(raw[key], bool):
             raise fail(where, f"its {key} is {show(raw[key])}, not a {kind.__name__}; {redo}")
+        items = ITEMS.get(key)
+        if items and not all(type(item) is items for item in raw[key]):
+            raise fail(where, f"its {key} is {show(raw[key])}, not a list of {items.__name__}; "
+                       f"{redo}")  # fmt: skip
         values[key] = raw[key]
+    unknown = [j for j in raw["hidden_joints"] if j not in skeleton.JOINTS]
+    if unknown:
+        raise fail(where, f"its hidden_joints names {show(unknown[0])}, not a COCO-17 joint; "
+                   f"{redo}")  # fmt: skip
+    if len(raw["labels"]) != len(raw["classes"]):
+        raise fail(where, f"it has {len(raw['classes'])} classes but {len(raw['labels'])} labels; "
+                   f"{redo}")  # fmt: skip
     channels = features.in_channels(values["config"].streams, values["config"].score)
     if raw["in_channels"] != channels:
         raise fail(where, f"its in_channels is {show(raw['in_channels'])}, where its config's "

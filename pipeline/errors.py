@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import functools
 import inspect
@@ -64,6 +65,17 @@ class StopFlag:
             yield self
         finally:
             signal.signal(signal.SIGINT, previous)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse for a command's options, its errors one line and exit code 2 like any bad
+    input; `--help` is the module docstring, printed by `cli`."""
+
+    def __init__(self, module: str) -> None:
+        super().__init__(prog=f"python -m {module}", add_help=False)
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise fail("usage", f"{message} ({self.prog} --help)")
 
 
 def usage(module: str) -> str:

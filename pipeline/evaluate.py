@@ -14,25 +14,18 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import classification_report
 
-from pipeline import checkpoint, params, runtime
+from pipeline import checkpoint, inference, params, runtime
 from pipeline.atomic import atomic_dir, prepare_outputs, write_json
 from pipeline.errors import cli, fail
-from pipeline.inference import predict
 from pipeline.paths import METRICS_DIR, SHARDS_DIR, metrics_path, model_path
 from pipeline.scoring import score
 from pipeline.shardset import ShardSet
 
 
 def prediction_table(test: ShardSet, probs: np.ndarray, classes: list[str]) -> pd.DataFrame:
-    top = np.argsort(-probs, axis=1, kind="stable")[:, :3]
-    names = np.asarray(classes)
-    return pd.DataFrame({
-        "frame_dir": test.table["frame_dir"],
-        "actual": names[test.targets],
-        "predicted": names[top[:, 0]],
-        "confidence": probs[np.arange(len(probs)), top[:, 0]].round(6),
-        "top3": ["|".join(names[row]) for row in top],
-    })  # fmt: skip
+    """predictions.csv: each test clip with its true class and the top 3 predicted."""
+    actual = np.asarray(classes)[test.targets]
+    return inference.table(test.table["frame_dir"], probs, classes, top=3, actual=actual)
 
 
 def evaluate(name: str) -> dict[str, Any]:
@@ -53,8 +46,8 @@ def evaluate(name: str) -> dict[str, Any]:
             f"(the views stored per test clip, shards.test_views), found {evaluation.clips}",
         )
     model.to(device)
-    probs = predict(model, test, ckpt.config, device, train_cfg.batch_size, evaluation.clips,
-                    evaluation.flip, train_cfg.amp)  # fmt: skip
+    probs = inference.predict(model, test, ckpt.config, device, train_cfg.batch_size,
+                              evaluation.clips, evaluation.flip, train_cfg.amp)  # fmt: skip
     if not np.isfinite(probs).all():  # finite weights can still overflow on these inputs
         raise fail(str(model_path(name)), "the model's outputs are not finite (its training "
                    f"diverged); {checkpoint.retrain(model_path(name))} after lowering its lr")

@@ -71,6 +71,13 @@ def build_input(x: Tensor, lengths: Tensor, streams: Sequence[str], score: bool)
     return torch.cat(parts, dim=-1)
 
 
+def mirror(x: Tensor) -> Tensor:
+    """`x` [..., V, 3] mirrored left to right: x negated, each left joint swapped with its right
+    twin. Missing joints stay exactly zero (not -0.0)."""
+    mirrored = x[..., list(FLIP_INDEX), :] * x.new_tensor([-1.0, 1.0, 1.0])
+    return torch.where(_present(mirrored).unsqueeze(-1), mirrored, torch.zeros_like(mirrored))
+
+
 def augment(
     x: Tensor, lengths: Tensor, knobs: AugmentParams, generator: torch.Generator
 ) -> Tensor:
@@ -101,8 +108,7 @@ def augment(
         x = _resample(x, lengths.to(x.device), temporal, u[:, 0], u[:, 1])
 
     flipped = u[:, 2] < flip
-    mirrored = x[..., list(FLIP_INDEX), :] * x.new_tensor([-1.0, 1.0, 1.0])
-    x = torch.where(flipped[:, None, None, None, None], mirrored, x)
+    x = torch.where(flipped[:, None, None, None, None], mirror(x), x)
     # -0.0 == 0, so a mirrored missing joint still counts as missing
     present = _present(x) & ~hidden
 

@@ -61,6 +61,7 @@ class SkeletonLSTM(nn.Module):
     ) -> None:
         super().__init__()
         self.packed = packed
+        self.traceable = False  # set by `traceable`: no packing, which cannot be exported
         self.lstm = nn.LSTM(
             input_size,
             hidden,
@@ -72,10 +73,24 @@ class SkeletonLSTM(nn.Module):
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
         seq = x.flatten(2)  # [B, T, P*V*C]
+        if self.packed and self.traceable:
+            out, _ = self.lstm(seq)  # [B, T, hidden]: the last layer's state after each frame
+            last = (lengths.to(out.device) - 1).clamp(min=0)
+            return self.fc(out[torch.arange(out.shape[0], device=out.device), last])
         if self.packed:
             seq = pack_padded_sequence(seq, lengths.cpu(), batch_first=True, enforce_sorted=False)
         _, (h_n, _) = self.lstm(seq)  # with a packed input h_n comes back in batch order
         return self.fc(h_n[-1])
+
+
+def traceable(model: nn.Module) -> nn.Module:
+    """`model` in a form torch.onnx and TorchScript can trace, computing the same logits: a
+    packed LSTM runs the padded sequence and takes each clip's output at its last frame. (An
+    LSTM reads frames in order, so the padding after a clip never reaches that output.)"""
+    for module in model.modules():
+        if isinstance(module, SkeletonLSTM):
+            module.traceable = True
+    return model
 
 
 def _fold_persons(x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor, Tensor]:

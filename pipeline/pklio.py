@@ -130,10 +130,11 @@ def _all_finite(values: np.ndarray) -> bool:
     return bool(np.isfinite(values).all())
 
 
-def check_annotation(ann: Any, source: str, position: int) -> int:
+def check_annotation(ann: Any, source: str, position: int, labelled: bool = True) -> int:
     """Check one annotation fully; return its person count (0 = degenerate clip, to be skipped).
 
-    Raises PipelineError naming the file, the clip and the field on anything malformed.
+    Raises PipelineError naming the file, the clip and the field on anything malformed. With
+    `labelled` False a clip may have no label (clips to classify); one it has is still checked.
     """
     if not isinstance(ann, Mapping):
         raise fail(source, f"annotations[{position}]: expected a dict, found {_kind(ann)}")
@@ -148,9 +149,9 @@ def check_annotation(ann: Any, source: str, position: int) -> int:
         )
     where = f"clip {clip!r}"
     for key in ("label", "keypoint", "keypoint_score", "img_shape", "total_frames"):
-        if key not in ann:
+        if key not in ann and (labelled or key != "label"):
             raise fail(source, f"{where}: missing key {key!r}")
-    label = as_int(ann["label"])
+    label = as_int(ann.get("label", 0))
     if label is None or label < 0:
         raise fail(source, f"{where}: label must be an integer >= 0, found {_show(ann['label'])}")
     shape = ann["img_shape"]

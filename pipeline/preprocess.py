@@ -1,16 +1,20 @@
 """Turning one ragged clip into fixed-size model input: frame sampling, persons, normalization.
 
-Each step is a small function over one clip so the shards stage, the tests and the notebook
-comparison all use the same code. Output layout: [views, frames, persons, 17, 3] float32 with
-channels (x, y, score), zero after the clip's sampled length and for absent persons.
+Each step is a small function over one clip so the shards stage, `predict`, the tests and the
+notebook comparison all use the same code; `clip_views` is the whole of it, from a raw clip as a
+PYSKL pickle holds it to what the shards store. Output layout: [views, frames, persons, 17, 3]
+float32 with channels (x, y, score), zero after the clip's sampled length and for absent persons.
 """
 
 from __future__ import annotations
+
+import zlib
 
 import numpy as np
 
 from pipeline import skeleton
 from pipeline.params import ShardsParams
+from pipeline.subset import DTYPE
 
 CHANNELS = ("x", "y", "score")
 
@@ -140,3 +144,38 @@ def build_clip(
     out[:, :n, :p, :, :2] = xy[:, idx].transpose(1, 2, 0, 3, 4)
     out[:, :n, :p, :, 2] = score[:, idx].transpose(1, 2, 0, 3)
     return out, n
+
+
+def views_for(split: str, shards_cfg: ShardsParams) -> int:
+    """Sampled views stored per clip: several of train (a different one each epoch) and test
+    (averaged at test time), one of val; head sampling has only one."""
+    if shards_cfg.sampling != "uniform":
+        return 1
+    return {"train": shards_cfg.train_views, "test": shards_cfg.test_views}.get(split, 1)
+
+
+def view_rng(keypoint: np.ndarray, keypoint_score: np.ndarray, seed: int) -> np.random.Generator:
+    """The random stream of one clip's sampled views, keyed by `seed` and the clip's own values
+    rather than its place in the subset: a clip gets the same views wherever it is preprocessed,
+    in the shards stage or by `predict` from a raw pickle. (CRC-32 is ample for a key, and fast
+    enough to cost the shards stage nothing noticeable.)"""
+    shape = [int(n) for n in keypoint.shape]
+    return np.random.default_rng([seed, *shape, zlib.crc32(np.ascontiguousarray(keypoint)),
+                                  zlib.crc32(np.ascontiguousarray(keypoint_score))])  # fmt: skip
+
+
+def clip_views(
+    keypoint: np.ndarray,
+    keypoint_score: np.ndarray,
+    img_hw: tuple[int, int],
+    shards_cfg: ShardsParams,
+    views: int,
+    hidden_joints: list[int] | None = None,
+    out: np.ndarray | None = None,
+) -> tuple[np.ndarray, int]:
+    """A raw clip as the shards store it: its values rounded to the subset's float16, then
+    `build_clip` with `views` sampled views drawn from `view_rng`."""
+    keypoint = keypoint.astype(DTYPE, copy=False)
+    keypoint_score = keypoint_score.astype(DTYPE, copy=False)
+    rng = view_rng(keypoint, keypoint_score, shards_cfg.seed) if views > 1 else None
+    return build_clip(keypoint, keypoint_score, img_hw, shards_cfg, views, rng, hidden_joints, out)

@@ -46,11 +46,8 @@ def build_shard(
     def clips() -> Iterator[np.ndarray]:
         for k, row in enumerate(rows):
             keypoint, score = subset.clip(int(row))
-            rng = np.random.default_rng([shards_cfg.seed, int(row)]) if views > 1 else None
-            _, lengths[k] = preprocess.build_clip(
-                keypoint, score, tuple(img[row]), shards_cfg, views, rng, hidden_joints,
-                out=buffer,
-            )  # fmt: skip
+            _, lengths[k] = preprocess.clip_views(keypoint, score, tuple(img[row]), shards_cfg,
+                                                  views, hidden_joints, out=buffer)  # fmt: skip
             yield buffer
 
     write_npy(Path(out), "<f4", (len(rows), *clip_shape), clips())
@@ -106,14 +103,6 @@ def _runs(starts: np.ndarray, stops: np.ndarray) -> list[tuple[int, int]]:
     return runs
 
 
-def views_for(split: str, shards_cfg: ShardsParams) -> int:
-    """Sampled views stored per clip: several of train (a different one each epoch) and test
-    (averaged at test time), one of val; head sampling has only one."""
-    if shards_cfg.sampling != "uniform":
-        return 1
-    return {"train": shards_cfg.train_views, "test": shards_cfg.test_views}.get(split, 1)
-
-
 def shards(shards_cfg: ShardsParams, subset_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
     """Run the stage; return the manifest."""
     prepare_outputs(folders=[out_dir])
@@ -133,6 +122,7 @@ def shards(shards_cfg: ShardsParams, subset_dir: str | Path, out_dir: str | Path
     clip = [shards_cfg.frames, shards_cfg.persons, skeleton.NUM_JOINTS, len(preprocess.CHANNELS)]
     manifest: dict[str, Any] = {
         "classes": subset.classes,
+        "labels": subset.meta["labels"],  # the pickle's label of each class
         "channels": list(preprocess.CHANNELS),
         "joints": list(skeleton.JOINTS),
         "shape": clip,
@@ -145,7 +135,7 @@ def shards(shards_cfg: ShardsParams, subset_dir: str | Path, out_dir: str | Path
     with atomic_dir(out_dir) as tmp:
         names = [f"{split}-{number:05d}.npy" for split, number, _ in jobs]
         args = [
-            (rows, shards_cfg, views_for(split, shards_cfg), str(tmp / name), hidden)
+            (rows, shards_cfg, preprocess.views_for(split, shards_cfg), str(tmp / name), hidden)
             for (split, _, rows), name in zip(jobs, names, strict=True)
         ]
         if workers > 1:
@@ -160,7 +150,7 @@ def shards(shards_cfg: ShardsParams, subset_dir: str | Path, out_dir: str | Path
             table.to_csv(tmp / f"{split}.csv", index=False)
             manifest["splits"][split] = {
                 "clips": len(table),
-                "views": views_for(split, shards_cfg),
+                "views": preprocess.views_for(split, shards_cfg),
                 "shards": [names[i] for i in mine],
             }
         write_json(tmp / "manifest.json", manifest)

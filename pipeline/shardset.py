@@ -17,6 +17,7 @@ from pipeline.readers import check_range, check_shape, damaged, map_npy, read_cs
 STAGE = "shards"  # the stage that writes every file read here
 MANIFEST = {
     "classes": [str],
+    "labels": [int],
     "channels": [str],
     "shape": [int],
     "hidden_joints": [str],

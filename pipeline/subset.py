@@ -29,8 +29,13 @@ INDEX = {
 }  # fmt: skip
 INDEX_COLUMNS = list(INDEX)
 SPLITS = ("train", "val", "test")
+# Keypoints and scores are stored as float16: half the size, and precise enough for pixel
+# coordinates. Models learn from the rounded values, so predicting rounds a raw clip the same way.
+DTYPE = "<f2"
 STAGE = "extract"  # the stage that writes every file read here
-META = {"source": str, "splits": {"train": str, "test": str}, "classes": [str]}
+META = {
+    "source": str, "splits": {"train": str, "test": str}, "labels": [int], "classes": [str],
+}  # fmt: skip
 
 
 def write_npy(path: Path, dtype: str, shape: tuple[int, ...], parts: Iterable[np.ndarray]) -> None:
@@ -55,11 +60,11 @@ def write(
     total = int(offsets[-1])
     with atomic_dir(out_dir) as tmp:
         write_npy(
-            tmp / "keypoints.npy", "<f2", (total, NUM_JOINTS, 2),
+            tmp / "keypoints.npy", DTYPE, (total, NUM_JOINTS, 2),
             (a["keypoint"].reshape(-1, NUM_JOINTS, 2) for a in annotations),
         )  # fmt: skip
         write_npy(
-            tmp / "scores.npy", "<f2", (total, NUM_JOINTS),
+            tmp / "scores.npy", DTYPE, (total, NUM_JOINTS),
             (a["keypoint_score"].reshape(-1, NUM_JOINTS) for a in annotations),
         )  # fmt: skip
         pd.DataFrame(rows, columns=INDEX_COLUMNS).to_csv(tmp / "index.csv", index=False)
@@ -70,7 +75,7 @@ class _FlatReader:
     """Rows of a flat .npy read with pread: unlike a memory map, pages read are not held in RSS."""
 
     def __init__(self, path: Path, row_shape: tuple[int, ...]) -> None:
-        shape, self._dtype, self._start = npy_layout(path, STAGE, "<f2", 1 + len(row_shape))
+        shape, self._dtype, self._start = npy_layout(path, STAGE, DTYPE, 1 + len(row_shape))
         if shape[1:] != row_shape:
             raise damaged(path, STAGE, f"expected rows of shape {row_shape}, found {shape[1:]}")
         self._path = path

@@ -88,6 +88,7 @@ def run(name: str) -> Checkpoint:
         weights=result.weights, config=cfg, train=train_cfg,
         shards=params.parse("shards", manifest["params"], str(SHARDS_DIR / "manifest.json")),
         hidden_joints=manifest["hidden_joints"], classes=manifest["classes"],
+        labels=manifest["labels"],
         channels=manifest["channels"], in_channels=in_channels, persons=persons, joints=joints,
         epochs_run=len(result.history), selected_epoch=selected.epoch,
         val_acc=selected.val_acc, val_loss=selected.val_loss, device=device.type,

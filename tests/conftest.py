@@ -21,7 +21,7 @@ import pickle
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,18 @@ def ucf_name(label: int, group: int, clip: int) -> str:
 
 def _draw(rng: np.random.Generator, value: int | tuple[int, int]) -> int:
     return int(rng.integers(value[0], value[1] + 1)) if isinstance(value, tuple) else int(value)
+
+
+@pytest.fixture
+def torch_state_kept() -> Iterator[None]:
+    """runtime.setup, which every command that runs a model calls, changes process-wide torch
+    state: the thread count and denormal flushing are put back after the test."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+    torch.set_flush_denormal(False)
 
 
 def make_annotation(

@@ -1,8 +1,8 @@
 """The README's command blocks, as the tests run them: read from README.md, never copied.
 
 A block is a fenced ```bash block; its commands are its lines with `\\` continuations joined and
-`#` comments dropped. Blocks are found by the heading they sit under ("" for the text before
-the first heading).
+`#` comments dropped. A ```python block is run whole, as its text. Blocks are found by the
+heading they sit under ("" for the text before the first heading).
 """
 
 from __future__ import annotations
@@ -13,22 +13,32 @@ from pathlib import Path
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
-_FENCE = re.compile(r"^```bash\n(.*?)^```", re.MULTILINE | re.DOTALL)
+_FENCE = r"^```{language}\n(.*?)^```"
 
 
-def blocks(text: str | None = None) -> dict[str, list[list[str]]]:
-    """Heading -> the bash blocks under it, each a list of commands."""
+def fenced(language: str, text: str | None = None) -> dict[str, list[str]]:
+    """Heading -> the text of each ```<language> block under it."""
     text = README.read_text() if text is None else text
-    found: dict[str, list[list[str]]] = {}
+    found: dict[str, list[str]] = {}
     heading = ""
     position = 0
-    for match in _FENCE.finditer(text):
+    for match in re.finditer(_FENCE.format(language=language), text, re.MULTILINE | re.DOTALL):
         for line in text[position : match.start()].splitlines():
             if line.startswith("#"):
                 heading = line.lstrip("#").strip()
         position = match.end()
-        found.setdefault(heading, []).append(commands(match.group(1)))
+        found.setdefault(heading, []).append(match.group(1))
     return found
+
+
+def blocks(text: str | None = None) -> dict[str, list[list[str]]]:
+    """Heading -> the bash blocks under it, each a list of commands."""
+    found = fenced("bash", text)
+    return {heading: [commands(block) for block in texts] for heading, texts in found.items()}
+
+
+def python_block(heading: str, index: int = 0) -> str:
+    return fenced("python")[heading][index]
 
 
 def commands(block: str) -> list[str]:

@@ -92,6 +92,18 @@ def test_evaluate_rows(run: dict) -> None:
         assert positive(row.throughput)
 
 
+def test_predict_rows_for_both_models_torch_against_onnx_runtime(run: dict) -> None:
+    rows = rows_named(run, "predict")
+    assert [r.name.split(" (")[0] for r in rows] == [
+        "predict baseline, batch 1", "predict baseline, batch 8",  # --quick: 8, not 64
+        "predict improved, batch 1", "predict improved, batch 8",
+    ]  # fmt: skip
+    for row in rows:
+        assert positive(row.throughput) and positive(row.ratio)
+        assert row.reference.startswith("ONNX Runtime ") and "clips/s" in row.reference
+    assert "Predictor.predict" in rows[0].note
+
+
 def test_demo_and_noop_repro_rows(run: dict) -> None:
     (made,) = rows_named(run, "make demo")
     (noop,) = rows_named(run, "no-op dvc repro")

@@ -21,13 +21,7 @@ from pipeline.shardset import ShardSet
 MANIFEST = Path("data/shards/manifest.json")
 
 
-@pytest.fixture(autouse=True)
-def _runtime_kept():
-    """runtime.setup changes process-wide torch state: put it back after each test."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-    torch.set_flush_denormal(False)
+pytestmark = pytest.mark.usefixtures("torch_state_kept")
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +50,7 @@ def test_the_checkpoint_holds_what_preprocessing_and_the_model_need(work: Path) 
     assert ckpt.hidden_joints == manifest["hidden_joints"]
     assert ckpt.channels == ["x", "y", "score"] == manifest["channels"]
     assert ckpt.classes == manifest["classes"] == ["ApplyEyeMakeup", "ApplyLipstick", "Archery"]
+    assert ckpt.labels == manifest["labels"] == [0, 1, 2]  # the pickle's label of each class
     assert ckpt.config == section("baseline", epochs=2, eval={"clips": 2, "flip": True})
     assert ckpt.in_channels == 2 and (ckpt.persons, ckpt.joints) == (2, 17)
     saved = torch.load(work / "models/baseline.pt", weights_only=True)
@@ -106,6 +101,15 @@ def test_a_field_of_the_wrong_kind_is_named(work: Path, tmp_path: Path) -> None:
         checkpoint.load(path, "baseline")
     torch.save({**saved, "epochs_run": 2.5}, path)
     with pytest.raises(PipelineError, match=r"its epochs_run is 2\.5, not a int"):
+        checkpoint.load(path, "baseline")
+    torch.save({**saved, "labels": ["0", "1", "2"]}, path)
+    with pytest.raises(PipelineError, match=r"its labels is \['0', '1', '2'\], not a list of int"):
+        checkpoint.load(path, "baseline")
+    torch.save({**saved, "labels": [0, 1]}, path)
+    with pytest.raises(PipelineError, match="it has 3 classes but 2 labels"):
+        checkpoint.load(path, "baseline")
+    torch.save({**saved, "hidden_joints": ["left_tail"]}, path)
+    with pytest.raises(PipelineError, match="its hidden_joints names 'left_tail', not a COCO-17"):
         checkpoint.load(path, "baseline")
 
 

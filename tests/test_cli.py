@@ -104,6 +104,8 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ("pipeline.preprocess.normalize", "shards", ()),  # in the pool's workers' time
         ("pipeline.models.build_model", "train", ("baseline",)),  # start-up, before any epoch
         ("pipeline.inference.predict", "evaluate", ("baseline",)),
+        ("pipeline.inference.predict", "predict",
+         ("models/baseline.pt", "data/raw/ucf101_2d.pkl", "--out", "p.csv")),
     ],
 )
 def test_ctrl_c_is_one_line_and_exit_130_with_outputs_kept(

@@ -5,21 +5,35 @@ Tests in a module build on each other in file order, as a user's session does.
 
 from __future__ import annotations
 
+import ast
 import functools
 import json
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import readme
 from conftest import make_dataset, write_pkl
 from PIL import Image
-from usershell import ALL_STAGES, IMPROVED, fresh_clone, md5, queue_names, ran, sh, wait_for_queue
+from usershell import (
+    ALL_STAGES,
+    IMPROVED,
+    fresh_clone,
+    md5,
+    queue_names,
+    ran,
+    sh,
+    user_env,
+    wait_for_queue,
+)
 
-from pipeline import workspace
+from pipeline import pklio, workspace
 
 pytestmark = pytest.mark.e2e
 # Every heading whose bash block is run here, and the test that runs it.
@@ -32,6 +46,7 @@ COVERED = {
     "See what the model does": "test_see_what_the_model_does_in_the_demo",
     "The notebook's protocol": "test_the_notebooks_protocol_in_the_demo",
     "Working with a team": "test_team.py: test_a_teammate_*",
+    "Use the model": "test_use_the_model_in_the_demo (its python block too)",
 }
 
 
@@ -55,6 +70,7 @@ def clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_every_readme_block_is_run_by_a_test() -> None:
     assert set(readme.blocks()) == set(COVERED)
+    assert set(readme.fenced("python")) <= set(COVERED)
 
 
 # --- Getting the data ------------------------------------------------------------------------
@@ -194,6 +210,32 @@ def test_the_notebooks_protocol_in_the_demo(clone: Path) -> None:
     assert manifest["shape"][1] == 1  # one person, as the notebook
     improved = json.loads((demo / "metrics" / "improved.json").read_text())
     assert improved["epochs_run"] == 15 and improved["views"] == 1
+
+
+def test_use_the_model_in_the_demo(clone: Path) -> None:
+    """After the notebook's protocol (its eval params are those the models were trained with)."""
+    demo = clone / ".demo"
+    want = pd.read_csv(demo / "metrics" / "improved" / "predictions.csv")
+    data = pklio.load_pickle(demo / "data" / "raw" / "synthetic_2d.pkl")
+    ann = next(a for a in data["annotations"] if a["frame_dir"] == want["frame_dir"][0])
+    np.savez(demo / "my_clip.npz", keypoint=ann["keypoint"], keypoint_score=ann["keypoint_score"],
+             img_shape=ann["img_shape"])  # fmt: skip
+    on_pickle, on_clip, export = readme.block("Use the model")
+
+    sh(on_pickle, demo)
+    got = pd.read_csv(demo / "p.csv")
+    assert got["frame_dir"].tolist() == want["frame_dir"].tolist()
+    assert got["predicted"].tolist() == want["predicted"].tolist()
+    assert (got["confidence"] - want["confidence"]).abs().max() <= 1e-6
+    table = sh(on_clip, demo).stdout.splitlines()
+    assert table[1].split()[:2] == ["my_clip", want["predicted"][0]], table
+    assert sh(export, demo).stdout.startswith("export: models/improved.pt -> improved.onnx")
+
+    done = subprocess.run([sys.executable, "-c", readme.python_block("Use the model")], cwd=demo,
+                          env=user_env(), capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    printed = ast.literal_eval(done.stdout.strip())
+    assert printed == want["predicted"].tolist()[: len(printed)] and len(printed) == len(want)
 
 
 # --- Your own PYSKL pickle ---------------------------------------------------------------------

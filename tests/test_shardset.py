@@ -25,7 +25,8 @@ def folder(tmp_path):
         "frame_dir": [f"clip{i}" for i in range(7)], "label": 0, "target": np.arange(7) % 2,
         "class_name": "a", "length": [4, 3, 2, 4, 1, 4, 4],
     }).to_csv(tmp_path / "train.csv", index=False)  # fmt: skip
-    manifest = {"classes": ["a", "b"], "channels": ["x", "y", "score"], "shape": [4, 1, 17, 3],
+    manifest = {"classes": ["a", "b"], "labels": [0, 1], "channels": ["x", "y", "score"],
+                "shape": [4, 1, 17, 3],
                 "hidden_joints": [], "params": {},
                 "data": {"source": "tiny.pkl", "train": "train1", "test": "test1"},
                 "splits": {"train": {"clips": 7, "views": 2, "shards": names}}}  # fmt: skip
