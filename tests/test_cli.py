@@ -49,6 +49,7 @@ def test_help_prints_usage_and_does_nothing_else(tmp_path: Path, module: str, fl
 # first time it calls `function`: the moment is chosen, not raced.
 _INTERRUPT_AT = """
 import importlib, os, runpy, signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)  # even if the test runner ignores it
 function, stage, *args = sys.argv[1:]
 module_name, name = function.rsplit(".", 1)
 owner = importlib.import_module(module_name)
