@@ -138,7 +138,8 @@ def test_a_subset_folder_is_an_input_too(data: Path, tmp_path: Path) -> None:
         "frame_dir": "wave_c", "label": 0, "target": 0, "class_name": "wave", "group": "1",
         "split": "test", "frames": 4, "persons": 1, "img_h": IMG[0], "img_w": IMG[1],
     }  # fmt: skip
-    meta = {"source": "clips.pkl", "splits": {"train": "t", "test": "test"}, "classes": ["wave"]}
+    meta = {"source": "clips.pkl", "splits": {"train": "t", "test": "test"}, "labels": [0],
+            "classes": ["wave"]}  # fmt: skip
     subset.write(tmp_path / "subset", [row], [{"keypoint": kp, "keypoint_score": score}], meta)
     done = call(tmp_path, "subset", "--clips", "wave_c", "--out", "gifs")
     assert done.returncode == 0, done.stderr
