@@ -48,8 +48,12 @@ IMPROVED = {"train@improved", "evaluate@improved", "summary", "plots"}
 
 
 def user_env() -> dict[str, str]:
-    """A user's shell after `source .venv/bin/activate`, with a git identity, no proxy."""
-    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    """A user's shell after `source .venv/bin/activate`, with a git identity, no proxy, and not
+    inside `make test` (whose MAKELEVEL would make `make demo` a chattier sub-make)."""
+    outer = ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")
+    env = {
+        k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy") and k not in outer
+    }
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     for who in ("AUTHOR", "COMMITTER"):
         env[f"GIT_{who}_NAME"], env[f"GIT_{who}_EMAIL"] = "user", "user@localhost"
