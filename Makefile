@@ -11,7 +11,7 @@ RUN := PATH="$(BIN):$$PATH"
 DEMO_DIR ?= .demo
 DEMO_PARAMS ?= data.source=synthetic data.pkl=data/raw/synthetic_2d.pkl synthetic.clips_per_group=[2,3]
 
-.PHONY: install test demo data repro bench accuracy lint clean
+.PHONY: install test demo data repro bench accuracy gpu-check lint clean
 
 install: $(STAMP)
 
@@ -43,6 +43,10 @@ bench: $(STAMP)
 
 accuracy: $(STAMP)
 	$(RUN) python -m bench.accuracy
+
+# On a machine with CUDA: the demo trained on the GPU, with amp and on every GPU (DDP); one table.
+gpu-check: $(STAMP)
+	$(RUN) python -m bench.gpu_check
 
 lint: $(STAMP)
 	$(RUN) ruff check pipeline tests bench

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import demo, evaluate, extract, gpu, predict, shards, train
+from bench import ddp, demo, evaluate, extract, gpu, predict, shards, sweep, train
 from bench.common import DEFAULT_CSV, RESULTS, BenchError, Context, Row, load_average, table
 
 BENCHMARKS: dict[str, Callable[[Context], list[Row]]] = {
@@ -31,6 +31,8 @@ BENCHMARKS: dict[str, Callable[[Context], list[Row]]] = {
     "predict": predict.run,
     "demo": demo.run,
     "gpu": gpu.run,
+    "ddp": ddp.run,
+    "sweep": sweep.run,
 }
 
 

@@ -21,12 +21,17 @@ NO_CUDA = Row(name="GPU: improved epoch", skipped="no CUDA device "
               "(torch.cuda.is_available() is False); GPU vs CPU not measured")  # fmt: skip
 
 
-def cuda_available() -> bool:
-    """Asked of a child, so this process never imports torch or touches a GPU."""
-    code = "import torch; print(torch.cuda.is_available())"
+def ask_torch(expression: str) -> str:
+    """What `expression` prints in a child that imported torch, so this process never
+    imports torch or touches a GPU ("" if the child failed)."""
+    code = f"import torch; print({expression})"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env=child_env())  # fmt: skip
-    return done.returncode == 0 and done.stdout.strip() == "True"
+    return done.stdout.strip() if done.returncode == 0 else ""
+
+
+def cuda_available() -> bool:
+    return ask_torch("torch.cuda.is_available()") == "True"
 
 
 def _epoch(ctx: Context, shards: str, device: str, amp: bool) -> Measurement:

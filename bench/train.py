@@ -24,6 +24,7 @@ import csv
 import itertools
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,16 +55,59 @@ def setup(
     return loaded[section], train, runtime.setup(train)
 
 
+def timed_epoch(
+    model: Any, data: Any, cfg: Any, train: Any, dev: Any, batches: int, world: Any = None,
+    before: Callable[[], None] | None = None,
+) -> dict[str, Any]:
+    """The pipeline's own `training.train_epoch`, cut to WARMUP batches (epoch 1), then timed
+    over `batches` (epoch 2; 0 = the whole epoch); `before` runs just before each is timed.
+    With several processes (`world`), each trains its share of the same global batches."""
+    import torch
+
+    from pipeline import distributed, training
+    from pipeline.errors import StopFlag
+
+    world = world or distributed.SINGLE
+    optimizer = training.make_optimizer(model, cfg)
+    steps = len(list(data.batches(train.batch_size, None, train.drop_last)))
+    scheduler = training.make_schedule(optimizer, cfg, steps)
+    criterion = training.make_criterion(cfg, world)
+    limit = min(batches, steps) if batches else steps
+    all_batches = data.batches
+
+    def epoch(number: int, count: int) -> float:
+        data.batches = lambda *a, **k: itertools.islice(all_batches(*a, **k), count)
+        if before is not None:
+            before()
+        world.sum([0.0])  # every process starts together
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        training.train_epoch(model, data, cfg, train, dev, optimizer, scheduler, criterion,
+                             number, StopFlag(), "bench", world)  # fmt: skip
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    try:
+        epoch(1, min(WARMUP, limit))
+        seconds = epoch(2, limit)
+    finally:
+        data.batches = all_batches
+    clips = sum(len(i) for i in itertools.islice(
+        data.batches(train.batch_size, None, train.drop_last), limit))  # fmt: skip
+    return {"seconds": seconds, "clips": clips, "batches": limit, "steps": steps,
+            "batch_size": train.batch_size, "threads": torch.get_num_threads(),
+            "cuda": torch.cuda.is_available()}  # fmt: skip
+
+
 def child_ours(shards: str, section: str, batches: int, device: str = "cpu",
                amp: bool | None = None, threads: int | None = None,
                settle: bool = True) -> dict[str, Any]:
     """Our loop; `batches` 0 = one whole epoch. Returns seconds, clips and the data share."""
     import numpy as np
-    import torch
-    from torch import nn
 
     from pipeline import features, training
-    from pipeline.errors import StopFlag
     from pipeline.models import build_model
     from pipeline.shardset import ShardSet
 
@@ -72,45 +116,23 @@ def child_ours(shards: str, section: str, batches: int, device: str = "cpu",
     joints = data.manifest["shape"][2]
     model = build_model(cfg, features.in_channels(cfg.streams, cfg.score), data.persons,
                         len(data.classes), joints).to(dev)  # fmt: skip
-    optimizer = training.make_optimizer(model, cfg)
-    steps = len(list(data.batches(train.batch_size, None, train.drop_last)))
-    scheduler = training.make_schedule(optimizer, cfg, steps)
-    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-
     watch = Stopwatch()
-    all_batches, gather, to_input = data.batches, data.gather, training.to_input
-    limit = min(batches, steps) if batches else steps
+    gather, to_input = data.gather, training.to_input
     data.gather = watch.wrap(gather)  # the instance attribute shadows the method
     training.to_input = watch.wrap(to_input)  # train_epoch looks it up in its module
     try:
-        def epoch(number: int, count: int) -> float:
-            data.batches = lambda *a, **k: itertools.islice(all_batches(*a, **k), count)
-            watch.seconds = 0.0
-            if dev.type == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            training.train_epoch(model, data, cfg, train, dev, optimizer, scheduler, criterion,
-                                 number, StopFlag(), "bench")  # fmt: skip
-            if dev.type == "cuda":
-                torch.cuda.synchronize()
-            return time.perf_counter() - start
-
-        epoch(1, min(WARMUP, limit))
-        seconds = epoch(2, limit)
-        share = watch.seconds / seconds
+        result = timed_epoch(model, data, cfg, train, dev, batches,
+                             before=lambda: setattr(watch, "seconds", 0.0))  # fmt: skip
     finally:
-        data.batches, data.gather, training.to_input = all_batches, gather, to_input
-    clips = sum(len(i) for i in itertools.islice(
-        data.batches(train.batch_size, None, train.drop_last), limit))  # fmt: skip
+        data.gather, training.to_input = gather, to_input
+    result["share"] = watch.seconds / result["seconds"]
     if settle:
         # untimed: touch what the rest of a real epoch and its validation would
         views = np.random.default_rng(0)
         for idx in data.batches(train.batch_size):
             data.gather(idx, views.integers(data.views, size=len(idx)))
         training.validate(model, val, cfg, train, dev)
-    return {"seconds": seconds, "clips": clips, "share": share, "batches": limit,
-            "steps": steps, "batch_size": train.batch_size,
-            "threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()}  # fmt: skip
+    return result
 
 
 def _train_names(shards: str) -> list[str]:

@@ -133,8 +133,12 @@ class TrainParams(Section):
     seed: int = rule(SEED)
     batch_size: int = rule(integer(1, 1 << 20))
     threads: int = rule(integer(0, 1024))
+    nproc: int = rule(integer(1, 1024))
     amp: bool
     drop_last: bool
+
+    def relation(self) -> str | None:
+        return batch_split(self.batch_size, self.nproc, "train.nproc")
 
 
 @dataclass(frozen=True)
@@ -175,6 +179,14 @@ class ModelParams(Section):
     select: Literal["best", "last"]
     augment: AugmentParams
     eval: EvalParams
+
+
+def batch_split(batch_size: int, processes: int, what: str) -> str | None:
+    """train.batch_size is the global batch: each of the processes takes an equal share."""
+    if batch_size % processes:
+        return (f"{what}: expected a divisor of train.batch_size ({batch_size}), the global "
+                f"batch that the processes share equally, found {processes}")
+    return None
 
 
 NO_AUGMENT = AugmentParams(**{f.name: 0.0 for f in dataclasses.fields(AugmentParams)})

@@ -27,14 +27,17 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def setup(train_cfg: TrainParams) -> torch.device:
+def setup(train_cfg: TrainParams, processes: int = 1) -> torch.device:
     """Apply train.threads and train.seed, flush denormal floats to zero; return the device.
+
+    The threads are shared by the `processes` training processes of this machine (at least
+    one each), so that N processes do not ask the cores for N times as many threads.
 
     Flushing denormals (magnitudes below ~1e-38) spares x86 CPUs their slow path; doing it
     here, for every stage, makes validation in training and the evaluate stage compute alike.
     It is a flag of the CPU thread: numpy's arithmetic in this thread flushes them too."""
     device = resolve_device(train_cfg.device)
-    torch.set_num_threads(train_cfg.threads or os.cpu_count() or 1)
+    torch.set_num_threads(max(1, (train_cfg.threads or os.cpu_count() or 1) // processes))
     torch.set_flush_denormal(True)
     seed_everything(train_cfg.seed)
     return device
@@ -49,4 +52,5 @@ def seed_everything(seed: int) -> None:
 def describe(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
-    return f"cpu ({torch.get_num_threads()} threads)"
+    threads = torch.get_num_threads()
+    return f"cpu ({threads} thread{'' if threads == 1 else 's'})"

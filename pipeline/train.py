@@ -5,6 +5,10 @@ the selected weights, with all that using them needs (pipeline.checkpoint), to m
 and per-epoch curves with dvclive to metrics/train/<name>/. The curves are written when the run
 is done, from its history, and published with the model: a killed or failed run leaves the old
 model with its own curves.
+
+With `train.nproc` N > 1 it trains in N processes with DistributedDataParallel
+(pipeline.distributed), `train.batch_size` being their global batch; under torchrun it is one
+of torchrun's processes. Rank 0 alone writes the model, the resume file and the curves.
 """
 
 from __future__ import annotations
@@ -14,11 +18,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
 from dvclive import Live
 
-from pipeline import features, params, runtime
+from pipeline import distributed, features, params, runtime
 from pipeline.atomic import atomic_dir, prepare_outputs
 from pipeline.checkpoint import Checkpoint
+from pipeline.distributed import RankExit
 from pipeline.errors import EXIT_INTERRUPTED, PipelineError, cli, fail
 from pipeline.models import build_model
 from pipeline.paths import SHARDS_DIR, curves_path, model_path, resume_path
@@ -63,26 +69,57 @@ def diverged(name: str, exc: Diverged, lr: float) -> PipelineError:
     )
 
 
-def run(name: str) -> Checkpoint:
+def run(name: str) -> Checkpoint | None:
+    """Train model `name`: in this process, in the `train.nproc` processes it starts, or as one
+    process of a world a launcher (torchrun) set up. Rank 0 returns the checkpoint it wrote;
+    the others, and a process that started them, return None."""
+    train_cfg = params.load("train", params.model_section(name))["train"]  # all checked here
+    device = runtime.resolve_device(train_cfg.device)
+    world = distributed.from_environment()
+    if world is None or world.main:  # before any process starts: rank 0 alone writes
+        prepare_outputs(files=[model_path(name), resume_path(name)],
+                        folders=[curves_path(name)])  # fmt: skip
+    if world is None and train_cfg.nproc > 1:
+        if device.type == "cuda" and train_cfg.nproc > torch.cuda.device_count():
+            raise fail(params.PARAMS_FILE, f"train.nproc: expected at most the "
+                       f"{torch.cuda.device_count()} CUDA devices of this machine (one per "
+                       f"process), found {train_cfg.nproc}")  # fmt: skip
+        distributed.spawn(train_rank, train_cfg.nproc, device, name)
+        return None
+    world = world or distributed.SINGLE
+    problem = params.batch_split(train_cfg.batch_size, world.size, "WORLD_SIZE")
+    if problem:
+        raise fail(params.PARAMS_FILE, problem)
+    with distributed.joined(world, device) as world:
+        return train_rank(world, name)
+
+
+def train_rank(world: distributed.World, name: str) -> Checkpoint | None:
+    """What each training process does; rank 0 alone logs and writes."""
     section = params.model_section(name)
     loaded = params.load("train", section)
     cfg, train_cfg = loaded[section], loaded["train"]
-    prepare_outputs(files=[model_path(name), resume_path(name)], folders=[curves_path(name)])
-    device = runtime.setup(train_cfg)
+    runtime.setup(train_cfg, world.local_size)
+    device = torch.device(world.device)
     train_set, val_set = ShardSet(SHARDS_DIR, "train"), ShardSet(SHARDS_DIR, "val")
     manifest = train_set.manifest
     _, persons, joints, _ = manifest["shape"]
     in_channels = features.in_channels(cfg.streams, cfg.score)
     model = build_model(cfg, in_channels, persons, len(manifest["classes"]), joints).to(device)
-    print(
-        f"train {name}: {cfg.arch} on {runtime.describe(device)}, "
-        f"{sum(p.numel() for p in model.parameters()):,} parameters"
-    )
+    log = (lambda line: print(f"train {name}: {line}", flush=True)) if world.main else _quiet
+    where = runtime.describe(device)
+    if world.size > 1:
+        where = f"{world.size} processes ({distributed.backend(device)}), each on {where}"
+    log(f"{cfg.arch} on {where}, {sum(p.numel() for p in model.parameters()):,} parameters")
     try:
-        result = fit(model, cfg, train_cfg, train_set, val_set, device, resume_path(name),
-                     log=lambda line: print(f"train {name}: {line}"))  # fmt: skip
+        result = fit(distributed.wrap(model, world, device), cfg, train_cfg, train_set, val_set,
+                     device, resume_path(name), log, world)  # fmt: skip
     except Diverged as exc:
         raise diverged(name, exc, cfg.lr) from None
+    except Interrupted as exc:
+        raise RankExit(EXIT_INTERRUPTED, interrupted(name, exc) if world.main else "") from None
+    if not world.main:
+        return None
     selected = result.selected
     checkpoint = Checkpoint(
         weights=result.weights, config=cfg, train=train_cfg,
@@ -100,11 +137,12 @@ def run(name: str) -> Checkpoint:
         write_curves(curves, result.history, summary)
         checkpoint.save(model_path(name))
     resume_path(name).unlink(missing_ok=True)
-    print(
-        f"train {name}: kept epoch {selected.epoch} (val acc {selected.val_acc:.3f})"
-        f" -> {model_path(name)}"
-    )
+    log(f"kept epoch {selected.epoch} (val acc {selected.val_acc:.3f}) -> {model_path(name)}")
     return checkpoint
+
+
+def _quiet(line: str) -> None:
+    """The log of a process other than rank 0: its lines would repeat rank 0's."""
 
 
 @cli
@@ -112,9 +150,10 @@ def main(argv: list[str] | None = None) -> None:
     name = params.model_argument(sys.argv[1:] if argv is None else argv, "pipeline.train")
     try:
         run(name)
-    except Interrupted as exc:
-        print(interrupted(name, exc), file=sys.stderr)
-        raise SystemExit(EXIT_INTERRUPTED) from None
+    except RankExit as exc:
+        if exc.message:
+            print(exc.message, file=sys.stderr)
+        raise SystemExit(exc.code) from None
 
 
 if __name__ == "__main__":

@@ -3,12 +3,18 @@
 Randomness is derived from (train.seed, epoch) at the start of every epoch, so an epoch's
 shuffle, augmentation and dropout do not depend on how the run got there: a run resumed from
 the resume file of epoch k continues exactly as the uninterrupted run would have.
+
+With several processes (pipeline.distributed) every process draws the same shuffle, so the
+global batches are those of one process, and takes its share of each; rank 0 validates, logs
+and writes the resume file, and hands the others what they need to agree: the batch's loss,
+the validation scores, a stop asked for by Ctrl-C, the resume file's content.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import math
 from collections.abc import Callable
@@ -23,6 +29,7 @@ from tqdm import tqdm
 
 from pipeline import params
 from pipeline.checkpoint import save_atomic
+from pipeline.distributed import SINGLE, World, unwrap
 from pipeline.errors import StopFlag
 from pipeline.inference import autocast, predict, to_input
 from pipeline.params import ModelParams, TrainParams
@@ -75,6 +82,18 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch) % 2**63
 
 
+def rank_seed(seed: int, rank: int) -> int:
+    """The seed of a process's own draws (dropout, augmentation); rank 0 keeps `seed`, so one
+    process draws as it always did."""
+    return (seed + rank * 0x9E3779B97F4A7C15) % 2**63
+
+
+def make_criterion(cfg: ModelParams, world: World = SINGLE) -> nn.Module:
+    """The batch's mean cross-entropy; per clip with several processes (`World.batch_loss`)."""
+    reduction = "mean" if world.size == 1 else "none"
+    return nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing, reduction=reduction)
+
+
 def make_optimizer(model: nn.Module, cfg: ModelParams) -> torch.optim.Optimizer:
     lr, wd = cfg.lr, cfg.weight_decay
     if cfg.optimizer == "sgd":
@@ -110,19 +129,26 @@ def train_epoch(
     model: nn.Module, clips: ShardSet, cfg: ModelParams, train_cfg: TrainParams,
     device: torch.device, optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LambdaLR, criterion: nn.Module, epoch: int,
-    stop: StopFlag, desc: str,
+    stop: StopFlag, desc: str, world: World = SINGLE,
 ) -> tuple[float, float]:
-    """One pass over the train clips; the mean loss and the accuracy of the batches as seen."""
+    """One pass over the train clips; the mean loss and the accuracy of the batches as seen
+    (of the global batches, with several processes: `criterion` from `make_criterion`)."""
     seed = epoch_seed(train_cfg.seed, epoch)
-    torch.manual_seed(seed)  # dropout
-    rng = np.random.default_rng(seed)  # shuffling
-    generator = torch.Generator().manual_seed(seed)  # augmentation
+    own = rank_seed(seed, world.rank)
+    torch.manual_seed(own)  # dropout
+    rng = np.random.default_rng(seed)  # shuffling and views: the same in every process
+    generator = torch.Generator().manual_seed(own)  # augmentation
     model.train()
     loss_sum, correct, seen = 0.0, 0, 0
     batches = list(clips.batches(train_cfg.batch_size, rng, train_cfg.drop_last))
-    for number, idx in enumerate(tqdm(batches, desc=desc, leave=False, disable=None), 1):
+    bar = tqdm(batches, desc=desc, leave=False, disable=None if world.main else True)
+    for number, idx in enumerate(bar, 1):
+        total = len(idx)
         # a fresh temporal sampling of each clip every epoch, when the shards hold several
-        views = rng.integers(clips.views, size=len(idx)) if clips.views > 1 else 0
+        views = rng.integers(clips.views, size=total) if clips.views > 1 else 0
+        if world.size > 1:
+            part, weight = world.share(total)
+            idx, views = idx[part], (views[part] if clips.views > 1 else 0)
         x, lengths = to_input(
             clips.gather(idx, views), clips.lengths[idx], cfg, device, cfg.augment, generator
         )
@@ -131,16 +157,21 @@ def train_epoch(
         with autocast(device, train_cfg.amp):
             logits = model(x, lengths)
             loss = criterion(logits.float(), y)
-        value = loss.item()
+        hits = logits.argmax(1) == y
+        if world.size > 1:
+            loss, value, right, stopping = world.batch_loss(loss, hits, weight, total,
+                                                            stop.raised)  # fmt: skip
+        else:
+            value, right, stopping = loss.item(), int(hits.sum()), stop.raised
         if not math.isfinite(value):  # checked before the step, which would spread it
             raise Diverged(f"batch {number} of {len(batches)}", value, epoch)
         loss.backward()
         optimizer.step()
         scheduler.step()
-        loss_sum += value * len(idx)
-        correct += int((logits.argmax(1) == y).sum())
-        seen += len(idx)
-        if stop.raised:
+        loss_sum += value * total
+        correct += right
+        seen += total
+        if stopping:
             raise Interrupted(epoch, epoch - 1)
     return loss_sum / max(seen, 1), correct / max(seen, 1)
 
@@ -158,16 +189,44 @@ def validate(
     return scores.loss, scores.accuracy
 
 
+def validate_once(
+    net: nn.Module, clips: ShardSet, cfg: ModelParams, train_cfg: TrainParams,
+    device: torch.device, epoch: int, world: World,
+) -> tuple[float, float]:
+    """`validate` in rank 0 alone, its scores (or its finding that the weights diverged)
+    handed to the others: every process holds the same weights."""
+    if world.size == 1:
+        return validate(net, clips, cfg, train_cfg, device, epoch)
+    scores, diverged = (0.0, 0.0), 0.0
+    if world.main:
+        try:
+            scores = validate(net, clips, cfg, train_cfg, device, epoch)
+        except Diverged:
+            diverged = 1.0
+    loss, acc, diverged = world.from_main([*scores, diverged])
+    if diverged:
+        raise Diverged("validation after its last batch", float("nan"), epoch)
+    return loss, acc
+
+
 def copy_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    return {k: v.detach().cpu().clone() for k, v in unwrap(model).state_dict().items()}
 
 
-def restore(path: Path, key: str) -> dict[str, Any] | None:
-    """The resume file at `path` if it belongs to this exact configuration."""
-    if not path.exists():
+def read_resume(path: Path) -> bytes:
+    """The resume file's bytes; none when it is missing or unreadable."""
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""
+
+
+def restore(data: bytes, key: str) -> dict[str, Any] | None:
+    """A resume file's content if it belongs to this exact configuration."""
+    if not data:
         return None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception:  # a resume file from an older layout or a damaged file: start over
         return None
     return state if isinstance(state, dict) and state.get("fingerprint") == key else None
@@ -176,7 +235,7 @@ def restore(path: Path, key: str) -> dict[str, Any] | None:
 def fit(
     model: nn.Module, cfg: ModelParams, train_cfg: TrainParams, train_set: ShardSet,
     val_set: ShardSet, device: torch.device, resume_file: Path,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = print, world: World = SINGLE,
 ) -> FitResult:
     """Train `model` in place per `cfg`; return the selected weights and the run's history.
 
@@ -184,20 +243,23 @@ def fit(
     the result is safe); a run under the same params and shards resumes from it. Progress goes
     to `log`, a line at a time. Ctrl-C raises Interrupted at the next clean point; a loss gone
     NaN or infinite raises Diverged, after removing the resume file (it would diverge again).
+    With several processes (`world`, `model` wrapped by distributed.wrap) every process
+    returns the same result; rank 0 alone reads and writes `resume_file`.
     """
+    net = unwrap(model)
     optimizer = make_optimizer(model, cfg)
     size = train_cfg.batch_size
     steps = len(train_set) // size if train_cfg.drop_last else -(-len(train_set) // size)
     scheduler = make_schedule(optimizer, cfg, steps)
-    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    criterion = make_criterion(cfg, world)
     key = fingerprint(params.plain(cfg), params.plain(train_cfg), train_set.manifest,
-                      train_set.table.to_csv(index=False))  # fmt: skip
-    state = restore(resume_file, key)
+                      train_set.table.to_csv(index=False), world.size)  # fmt: skip
+    state = restore(world.bytes_from_main(read_resume(resume_file) if world.main else b""), key)
     history: list[Epoch] = []
     best: tuple[Epoch, dict[str, torch.Tensor]] | None = None
     start = 1
     if state is not None:
-        model.load_state_dict(state["model"])
+        net.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         history = [Epoch(**row) for row in state["history"]]
@@ -209,11 +271,12 @@ def fit(
             try:
                 fit_stats = train_epoch(
                     model, train_set, cfg, train_cfg, device, optimizer, scheduler, criterion,
-                    epoch, stop, f"epoch {epoch}/{cfg.epochs}",
+                    epoch, stop, f"epoch {epoch}/{cfg.epochs}", world,
                 )
-                val_stats = validate(model, val_set, cfg, train_cfg, device, epoch)
+                val_stats = validate_once(net, val_set, cfg, train_cfg, device, epoch, world)
             except Diverged:
-                resume_file.unlink(missing_ok=True)
+                if world.main:
+                    resume_file.unlink(missing_ok=True)
                 raise
             row = Epoch(epoch, *fit_stats, *val_stats, scheduler.get_last_lr()[0])
             history.append(row)
@@ -221,13 +284,16 @@ def fit(
                 best = (row, copy_state(model))
             log(f"epoch {epoch:3d}: loss {row.train_loss:.4f} acc {row.train_acc:.3f} | "
                 f"val loss {row.val_loss:.4f} acc {row.val_acc:.3f}")  # fmt: skip
-            save_atomic({
-                "fingerprint": key, "epoch": epoch, "model": copy_state(model),
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "history": [dataclasses.asdict(r) for r in history],
-                "best": {"row": dataclasses.asdict(best[0]), "model": best[1]},
-            }, resume_file)  # fmt: skip
-            if stop.raised:  # Ctrl-C during validation or saving: stop now that it is saved
+            if world.main:
+                save_atomic({
+                    "fingerprint": key, "epoch": epoch, "model": copy_state(model),
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "history": [dataclasses.asdict(r) for r in history],
+                    "best": {"row": dataclasses.asdict(best[0]), "model": best[1]},
+                }, resume_file)  # fmt: skip
+            # Ctrl-C during validation or saving: stop now that it is saved (the others wait
+            # for rank 0's save here, so none stops before it)
+            if world.any(stop.raised):
                 raise Interrupted(epoch, epoch)
     if cfg.select == "best":
         return FitResult(best[1], best[0], history)

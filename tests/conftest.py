@@ -185,8 +185,10 @@ def run_stage(
     )  # fmt: skip
 
 
-def call_stage(stage: str, cwd: str | os.PathLike[str]) -> subprocess.CompletedProcess[str]:
-    """Run `pipeline.<stage>.main()` in this process from `cwd`, like `run_stage` but faster.
+def call_stage(
+    stage: str, cwd: str | os.PathLike[str], *args: str
+) -> subprocess.CompletedProcess[str]:
+    """Run `pipeline.<stage>.main(args)` in this process from `cwd`, like `run_stage` but faster.
 
     Exit codes come from SystemExit as the CLI would give them (0 when main returns).
     """
@@ -195,7 +197,7 @@ def call_stage(stage: str, cwd: str | os.PathLike[str]) -> subprocess.CompletedP
     code: int | str | None = 0
     with contextlib.chdir(cwd), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
-            module.main()
+            module.main(list(args)) if args else module.main()
         except SystemExit as exc:
             code = exc.code
     return subprocess.CompletedProcess([stage], code or 0, out.getvalue(), err.getvalue())

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import csv
 import math
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import torch
 
 from bench import common, demo
 from bench.__main__ import BENCHMARKS, main
@@ -128,6 +131,22 @@ def test_gpu_rows_skip_without_cuda_and_time_the_cpu_epoch(run: dict) -> None:
     assert positive(cpu.throughput)
 
 
+def test_ddp_rows_time_one_and_two_processes_and_skip_gpus_without_cuda(run: dict) -> None:
+    one, two = rows_named(run, "DDP: epoch improved, CPU")
+    assert (one.name, two.name) == ("DDP: epoch improved, CPU, 1 process",
+                                    "DDP: epoch improved, CPU, 2 processes")  # fmt: skip
+    assert positive(one.throughput) and positive(two.throughput) and positive(two.ratio)
+    assert "1 each" in two.note and "gloo" in two.note
+    if not torch.cuda.is_available():
+        assert "torch.cuda.is_available() is False" in run["rows"][
+            "DDP: epoch improved on GPUs"].skipped
+
+
+def test_the_sweep_is_left_to_make_bench(run: dict) -> None:
+    row = run["rows"]["sweep of 4 improved experiments"]
+    assert row.skipped is not None and "--quick" in row.skipped
+
+
 def test_table_and_saved_results(run: dict) -> None:
     text = (run["results"] / "bench.md").read_text()
     lines = [line for line in text.splitlines() if line.startswith("|")]
@@ -139,3 +158,14 @@ def test_table_and_saved_results(run: dict) -> None:
 def test_a_missing_clip_list_skips_with_a_message(tmp_path: Path, capsys) -> None:
     assert main(["--quick", "--csv", str(tmp_path / "absent.csv")]) == []
     assert "skipped: the clip list" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is here: make gpu-check would run")
+def test_gpu_check_without_cuda_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "bench.gpu_check"], cwd=tmp_path,
+                          env=common.child_env(), capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert done.returncode == 2 and done.stdout == "", done
+    assert done.stderr == ("error: gpu-check: no CUDA device here (torch.cuda.is_available() is "
+                           "False); run it on a machine with a GPU and a CUDA build of torch\n")
+    assert list(tmp_path.iterdir()) == []  # no workspace was made

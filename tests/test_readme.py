@@ -44,6 +44,7 @@ COVERED = {
     "Your own PYSKL pickle": "test_your_own_pickle_*",
     "Everyday DVC commands": "test_everyday_dvc_commands_in_the_demo",
     "See what the model does": "test_see_what_the_model_does_in_the_demo",
+    "Training on several GPUs / machines": "test_ddp.py::test_torchrun_* (in its own workspace)",
     "The notebook's protocol": "test_the_notebooks_protocol_in_the_demo",
     "Working with a team": "test_team.py: test_a_teammate_*",
     "Use the model": "test_use_the_model_in_the_demo (its python block too)",
@@ -174,12 +175,17 @@ def test_everyday_dvc_commands_in_the_demo(clone: Path) -> None:
     assert "cdn.jsdelivr.net" not in html and "window.vegaEmbed" in html  # draws offline
 
     assert "Queued" in sh(next(commands), demo).stdout  # two experiments queued
-    sh(next(commands), demo)  # queue start
+    sh(next(commands), demo)  # queue start -j 2
     status = wait_for_queue(demo)
     names = queue_names(status)
     assert len(names) == 2 and "Failed" not in status, status
-    for name in names:
-        assert ran(sh(f"dvc queue logs {name}", demo).stdout) == IMPROVED
+    for name in names:  # train.threads=1: the baseline is retrained with it
+        assert ran(sh(f"dvc queue logs {name}", demo).stdout) == ALL_STAGES - {"extract", "shards"}
+    shown = sh(next(commands), demo).stdout  # exp show: the swept params and accuracy alone
+    header = next(line for line in shown.splitlines() if "Experiment" in line).split()
+    assert header == ["Experiment", "metrics/improved.json:accuracy", "model.hidden",
+                      "model.layers"], shown  # fmt: skip
+    assert all(name in shown for name in names)
     assert md5(demo / "models" / "baseline.pt") == baseline_model
     assert md5(pkl) == before
 
