@@ -58,16 +58,26 @@ def _draw(rng: np.random.Generator, value: int | tuple[int, int]) -> int:
     return int(rng.integers(value[0], value[1] + 1)) if isinstance(value, tuple) else int(value)
 
 
-@pytest.fixture
-def torch_state_kept() -> Iterator[None]:
+@contextlib.contextmanager
+def torch_state_restored() -> Iterator[None]:
     """runtime.setup, which every command that runs a model calls, changes process-wide torch
-    state: the thread count and denormal flushing are put back after the test."""
+    state: the thread count and denormal flushing are put back afterwards (a flushing process
+    breaks hypothesis' float strategies, and later tests would run on other threads)."""
     import torch
 
     threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-    torch.set_flush_denormal(False)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.set_flush_denormal(False)
+
+
+@pytest.fixture
+def torch_state_kept() -> Iterator[None]:
+    """`torch_state_restored` around the test."""
+    with torch_state_restored():
+        yield
 
 
 def make_annotation(
@@ -190,12 +200,14 @@ def call_stage(
 ) -> subprocess.CompletedProcess[str]:
     """Run `pipeline.<stage>.main(args)` in this process from `cwd`, like `run_stage` but faster.
 
-    Exit codes come from SystemExit as the CLI would give them (0 when main returns).
+    Exit codes come from SystemExit as the CLI would give them (0 when main returns); torch's
+    process-wide state is put back afterwards, as if the stage had run in its own process.
     """
     module = importlib.import_module(f"pipeline.{stage}")
     out, err = io.StringIO(), io.StringIO()
     code: int | str | None = 0
-    with contextlib.chdir(cwd), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    with torch_state_restored(), contextlib.chdir(cwd), contextlib.redirect_stdout(out), \
+            contextlib.redirect_stderr(err):  # fmt: skip
         try:
             module.main(list(args)) if args else module.main()
         except SystemExit as exc:

@@ -34,7 +34,14 @@ from typing import Any
 import pytest
 import readme
 import torch
-from conftest import call_stage, error_line, finish, stage_env, write_params
+from conftest import (
+    call_stage,
+    error_line,
+    finish,
+    stage_env,
+    torch_state_restored,
+    write_params,
+)
 
 from pipeline import evaluate, synthetic, train
 from pipeline.paths import model_path, resume_path
@@ -146,26 +153,15 @@ def digests(folder: Path) -> dict[str, str]:
     return {p.name: p.read_text() for p in sorted(folder.iterdir())}
 
 
-@contextlib.contextmanager
-def torch_state_kept():
-    """A stage run in this process sets torch's threads and float mode: put them back."""
-    threads = torch.get_num_threads()
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-        torch.set_flush_denormal(False)
-
-
 def one_process(ws: Path, name: str) -> dict[str, Any]:
     """Train and evaluate `name` in this process (train.nproc 1); the test metrics."""
-    with torch_state_kept(), contextlib.chdir(ws), contextlib.redirect_stdout(io.StringIO()):
+    with torch_state_restored(), contextlib.chdir(ws), contextlib.redirect_stdout(io.StringIO()):
         train.run(name)
     return evaluated(ws, name)
 
 
 def evaluated(ws: Path, name: str) -> dict[str, Any]:
-    with torch_state_kept(), contextlib.chdir(ws), contextlib.redirect_stdout(io.StringIO()):
+    with torch_state_restored(), contextlib.chdir(ws), contextlib.redirect_stdout(io.StringIO()):
         evaluate.evaluate(name)
     return json.loads((ws / "metrics" / f"{name}.json").read_text())
 
@@ -241,7 +237,7 @@ def test_nproc_2_baseline_stopped_by_ctrl_c_resumes_and_ends_as_one_process(
 
     monkeypatch.setenv("PYTHONPATH", env["PYTHONPATH"])  # the spawned processes read it
     monkeypatch.setenv("DDP_PROBE", env["DDP_PROBE"])
-    with torch_state_kept(), contextlib.chdir(ws):
+    with torch_state_restored(), contextlib.chdir(ws):
         assert train.run("baseline") is None  # this process only started the others
     out = capfd.readouterr().out
     assert "lstm on 2 processes (gloo)" in out and "resuming after epoch 1" in out, out
@@ -263,7 +259,7 @@ def test_a_diverging_run_ends_as_one_line_and_exit_2_from_the_stage(prepared, tm
     stage's own (the processes print nothing, no traceback)."""
     ws = copy(prepared, tmp_path / "ws", **{"train.nproc": 2, "model.lr": 10.0,
               "model.optimizer": "sgd", "model.warmup_epochs": 0})  # fmt: skip
-    with torch_state_kept():
+    with torch_state_restored():
         line = error_line(call_stage("train", ws, "improved"))
     assert re.match(r"error: params\.yaml: train improved diverged in epoch \d+, batch \d+ of "
                     r"\d+ \(loss (nan|inf)\): lower model\.lr \(now 10\.0\)", line), line

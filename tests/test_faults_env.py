@@ -10,8 +10,6 @@ kill left (only those) and end with complete outputs, the same as an uninterrupt
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import re
 import shutil
@@ -31,7 +29,7 @@ from conftest import (
     write_pkl,
 )
 
-from pipeline import atomic, evaluate, train
+from pipeline import atomic
 from pipeline.errors import PipelineError
 from pipeline.shardset import ShardSet
 from pipeline.subset import INDEX_COLUMNS, SPLITS
@@ -63,23 +61,7 @@ def call(ws: Path, stage: str, *args: str) -> tuple[int, str, str]:
     """A stage's main() in this process, as `python -m pipeline.<stage> args` runs it.
 
     An exception other than the stage's own exit escapes and fails the test: a traceback."""
-    threads = torch.get_num_threads()
-    if stage in ("train", "evaluate"):
-        module = train if stage == "train" else evaluate
-        torch.set_flush_denormal(stage == "train")  # as train's __main__ sets it
-        out, err = io.StringIO(), io.StringIO()
-        code = 0
-        try:
-            with contextlib.chdir(ws), contextlib.redirect_stdout(out), \
-                    contextlib.redirect_stderr(err):  # fmt: skip
-                module.main(list(args))
-        except SystemExit as exc:
-            code = exc.code
-        finally:
-            torch.set_flush_denormal(False)
-            torch.set_num_threads(threads)
-        return code or 0, out.getvalue(), err.getvalue()
-    result = call_stage(stage, ws)
+    result = call_stage(stage, ws, *args)
     return result.returncode, result.stdout, result.stderr
 
 
