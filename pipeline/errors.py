@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import functools
 import inspect
+import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -15,6 +16,7 @@ F = TypeVar("F", bound=Callable[..., object])
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130  # the shell's code for a process ended by SIGINT
+EXIT_BROKEN_PIPE = 141  # the shell's code for a process ended by SIGPIPE, as `yes | head` gives
 
 
 class PipelineError(Exception):
@@ -92,7 +94,8 @@ def command_name(module: str) -> str:
 
 def cli(func: F) -> F:
     """Run a command's main(): `-h`/`--help` prints its docstring and does nothing else; a
-    PipelineError becomes one line on stderr and exit code 2; Ctrl-C one line and exit 130.
+    PipelineError becomes one line on stderr and exit code 2; Ctrl-C one line and exit 130; a
+    closed stdout (`| head`) no line and exit 141.
 
     Outputs are written atomically, so an interrupted command leaves the old ones in place.
     """
@@ -100,11 +103,18 @@ def cli(func: F) -> F:
     @functools.wraps(func)
     def wrapper(*args: object, **kwargs: object) -> object:
         argv = args[0] if args and isinstance(args[0], list) else sys.argv[1:]
-        if "-h" in argv or "--help" in argv:
-            print(usage(func.__module__), end="")
-            return None
         try:
-            return func(*args, **kwargs)
+            if "-h" in argv or "--help" in argv:
+                print(usage(func.__module__), end="")
+                result = None
+            else:
+                result = func(*args, **kwargs)
+            sys.stdout.flush()  # a reader gone away shows here, not in the interpreter's exit
+            return result
+        except BrokenPipeError:
+            # stdout's reader stopped reading (`| head`): stop quietly, as Unix tools do
+            _silence_stdout()
+            raise SystemExit(EXIT_BROKEN_PIPE) from None
         except PipelineError as exc:
             text = " ".join(str(exc).split())  # one line, whatever the message held
             print(f"error: {text}", file=sys.stderr)
@@ -115,3 +125,11 @@ def cli(func: F) -> F:
             raise SystemExit(EXIT_INTERRUPTED) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's last flush finds no closed pipe."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # not a real file (tests capture it)
+        pass

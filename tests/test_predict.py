@@ -10,8 +10,10 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import pickle
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -141,6 +143,21 @@ def test_without_out_a_short_table_on_stdout(work: Path) -> None:
     lines = done.stdout.splitlines()
     assert lines[0].split() == ["frame_dir", "actual", "predicted", "confidence", "top3"]
     assert len(lines) == 1 + predict.SHOWN + 1 and lines[-1].startswith("... 28 more clips")
+
+
+def test_a_reader_that_stops_early_ends_it_quietly(work: Path) -> None:
+    """`predict ... | head -1`: stdout's reader is gone when the table is written; the command
+    stops as Unix tools do (exit 141, SIGPIPE's code), with no traceback."""
+    read, write = os.pipe()
+    os.close(read)  # the reader has gone before the first line
+    try:
+        done = subprocess.run([sys.executable, "-m", "pipeline.predict", "models/baseline.pt",
+                               PKL], cwd=work, stdout=write, stderr=subprocess.PIPE, text=True,
+                              timeout=300)  # fmt: skip
+    finally:
+        os.close(write)
+    assert done.returncode == 141, done.stderr
+    assert all(line.startswith("warning: ") for line in done.stderr.splitlines()), done.stderr
 
 
 def test_a_pickle_without_labels_is_predicted_whole(work: Path, tmp_path: Path) -> None:
