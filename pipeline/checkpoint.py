@@ -119,6 +119,8 @@ PLAIN = {"hidden_joints": list, "classes": list, "labels": list, "channels": lis
          "selected_epoch": int, "val_acc": float, "val_loss": float, "device": str}  # fmt: skip
 ITEMS = {"hidden_joints": str, "classes": str, "labels": int, "channels": str}  # the lists' items
 assert set(KEYS) == {"model", *SECTIONS, *PLAIN}
+# Params added after model files were first written, with what the older files meant.
+ADDED = {"train": {"nproc": 1}}
 
 
 def save_atomic(obj: Any, path: Path) -> None:
@@ -152,7 +154,10 @@ def load(path: Any, section: str = "model") -> Checkpoint:
     for key, name in SECTIONS.items():
         name = name or section
         try:
-            values[key] = params.parse(name, raw[key], source=where)
+            section_values = raw[key]
+            if isinstance(section_values, dict) and key in ADDED:
+                section_values = {**ADDED[key], **section_values}
+            values[key] = params.parse(name, section_values, source=where)
         except PipelineError as exc:
             problem = str(exc).removeprefix(f"{where}: ")
             what = "config is" if key == "config" else f"{key} params are"

@@ -36,6 +36,7 @@ from pipeline.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, PipelineError, fai
 
 LAUNCHER_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
 GRACE_S = 10.0  # how long the other processes get to end by themselves after one failed
+STOP_FILE = "stop"  # in the processes' shared folder: Ctrl-C came
 
 
 class RankExit(Exception):
@@ -204,19 +205,27 @@ def spawn(fn: Callable[..., None], nproc: int, device: torch.device, *args: Any)
     when all have finished. A process's failure becomes this process's: a PipelineError,
     RankExit or KeyboardInterrupt, with the lowest failed rank's message."""
     with tempfile.TemporaryDirectory(prefix="pipeline-ddp-") as folder:
-        context = torch.multiprocessing.spawn(
-            _rank_main, (fn, nproc, str(device), folder, args), nprocs=nproc, join=False
-        )
+        stop = Path(folder, STOP_FILE)
 
         def forward(signum: int, frame: object) -> None:
             # Ctrl-C reaches the processes from the terminal; a SIGINT sent to this process
-            # alone (by DVC, or kill) must reach them too, to stop them at a clean point.
+            # alone (by DVC, or kill) must reach them too, to stop them at a clean point. The
+            # file tells one still starting up, which ignored the signal.
+            stop.touch()
             for pid in context.pids():
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGINT)
 
-        previous = signal.signal(signal.SIGINT, forward)
+        # The processes start with SIGINT ignored (an ignored signal stays ignored in a new
+        # process), until _rank_main can turn it into a clean stop: Ctrl-C while they import
+        # torch would otherwise print a traceback from each. A Ctrl-C during these few
+        # milliseconds of starting them is lost.
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
+            context = torch.multiprocessing.spawn(
+                _rank_main, (fn, nproc, str(device), folder, args), nprocs=nproc, join=False
+            )
+            signal.signal(signal.SIGINT, forward)
             while not context.join(grace_period=GRACE_S):
                 pass
         except ProcessException as exc:
@@ -228,6 +237,9 @@ def spawn(fn: Callable[..., None], nproc: int, device: torch.device, *args: Any)
 def _rank_main(rank: int, fn: Callable[..., None], size: int, device_name: str, folder: str,
                args: tuple[Any, ...]) -> None:  # fmt: skip
     try:
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # ignored until now (spawn)
+        if Path(folder, STOP_FILE).exists():  # Ctrl-C came while this process started
+            raise KeyboardInterrupt
         with joined(World(rank, size, rank, size), torch.device(device_name),
                     f"file://{folder}/store") as world:  # fmt: skip
             fn(world, *args)
@@ -254,7 +266,7 @@ def _failure(folder: Path, exc: ProcessException) -> BaseException:
             return PipelineError(report["message"])
         return RankExit(report["code"], report["message"])
     code = getattr(exc, "exit_code", None)
-    if code == EXIT_INTERRUPTED:
+    if code in (EXIT_INTERRUPTED, -signal.SIGINT):
         return KeyboardInterrupt()
     if isinstance(code, int) and code < 0:
         name = signal.Signals(-code).name

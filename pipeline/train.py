@@ -13,6 +13,7 @@ of torchrun's processes. Rank 0 alone writes the model, the resume file and the 
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -122,7 +123,7 @@ def train_rank(world: distributed.World, name: str) -> Checkpoint | None:
         return None
     selected = result.selected
     checkpoint = Checkpoint(
-        weights=result.weights, config=cfg, train=train_cfg,
+        weights=result.weights, config=cfg, train=dataclasses.replace(train_cfg, nproc=world.size),
         shards=params.parse("shards", manifest["params"], str(SHARDS_DIR / "manifest.json")),
         hidden_joints=manifest["hidden_joints"], classes=manifest["classes"],
         labels=manifest["labels"],

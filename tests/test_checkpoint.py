@@ -113,6 +113,15 @@ def test_a_field_of_the_wrong_kind_is_named(work: Path, tmp_path: Path) -> None:
         checkpoint.load(path, "baseline")
 
 
+def test_a_model_file_from_before_train_nproc_still_loads(work: Path, tmp_path: Path) -> None:
+    """Model files written before a params key existed load as they were trained (one process
+    here), rather than asking for a retraining."""
+    saved = torch.load(work / "models/baseline.pt", weights_only=True)
+    path = tmp_path / "baseline.pt"
+    torch.save({**saved, "train": {k: v for k, v in saved["train"].items() if k != "nproc"}}, path)
+    assert checkpoint.load(path, "baseline").train.nproc == 1
+
+
 def test_fit_logs_without_the_stage_name_and_returns_the_best_epoch(work: Path) -> None:
     """The loop is the stage's minus its name: progress through `log`, the selected weights,
     epoch and history in the result; its validation scores are those of `scoring`."""

@@ -24,10 +24,13 @@ import contextlib
 import hashlib
 import io
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -199,6 +202,8 @@ def test_torchrun_trains_improved_in_two_processes_that_end_with_the_same_weight
     assert list(torchrun["digests"]) == ["rank0", "rank1"]
     assert len(set(torchrun["digests"].values())) == 1
     assert (ws / model_path("improved")).is_file() and not (ws / resume_path("improved")).exists()
+    saved = torch.load(ws / model_path("improved"), weights_only=True)
+    assert saved["train"]["nproc"] == 2  # the world torchrun made, not params.yaml's 1
     curves = ws / "metrics" / "train" / "improved"
     assert len((curves / "plots" / "metrics" / "val" / "loss.tsv").read_text().splitlines()) == 5
 
@@ -252,6 +257,40 @@ def test_nproc_2_baseline_stopped_by_ctrl_c_resumes_and_ends_as_one_process(
     one = one_process(copy(prepared, tmp_path / "one", **last), "baseline")
     assert two["accuracy"] == one["accuracy"] and abs(two["loss"] - one["loss"]) < 1e-4
     assert abs(val_loss(ws) - val_loss(tmp_path / "one")) < 1e-4
+
+
+def spawned(parent: int) -> list[int]:
+    """The processes `torch.multiprocessing.spawn` started for `parent` (by their command)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            if int(stat.read_text().rpartition(")")[2].split()[1]) == parent and (
+                    b"spawn_main" in (stat.parent / "cmdline").read_bytes()):  # fmt: skip
+                found.append(int(stat.parent.name))
+    return found
+
+
+def test_ctrl_c_while_the_processes_start_is_one_line_and_exit_130(prepared, tmp_path):
+    """Ctrl-C (the terminal signals the whole process group) as soon as both processes exist,
+    while they are still importing torch: no traceback from each, the stage's one line."""
+    ws = copy(prepared, tmp_path / "ws", **{"train.nproc": 2})
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.train", "baseline"], cwd=ws,
+        env={**stage_env(), "TMPDIR": str(tmp)},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while len(spawned(process.pid)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(spawned(process.pid)) == 2, "the stage did not start its processes"
+    time.sleep(0.05)  # the stage is back from starting them: the signal is its to pass on
+    os.killpg(process.pid, signal.SIGINT)
+    code, out, err = finish(process, timeout=120)
+    assert (code, err) == (130, "interrupted: train stopped; its previous outputs are kept\n")
+    assert not (ws / model_path("baseline")).exists()
+    assert list(tmp.iterdir()) == []  # the processes' shared folder is gone too
 
 
 def test_a_diverging_run_ends_as_one_line_and_exit_2_from_the_stage(prepared, tmp_path, capfd):
