@@ -174,7 +174,13 @@ def joined(world: World, device: torch.device, init_method: str = "env://") -> I
         yield world
         dist.barrier()  # done: the processes leave the group together, none while rank 0 writes
     finally:
-        dist.destroy_process_group()
+        # A Ctrl-C passed on late must not cut the group's teardown short: a process that
+        # exits with its group half destroyed can abort in C++ on its way out.
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            dist.destroy_process_group()
+        finally:
+            signal.signal(signal.SIGINT, previous)
 
 
 def wrap(model: nn.Module, world: World, device: torch.device) -> nn.Module:
