@@ -215,6 +215,15 @@ def call_stage(
     return subprocess.CompletedProcess([stage], code or 0, out.getvalue(), err.getvalue())
 
 
+def run_stages(cwd: str | os.PathLike[str], *stages: str | tuple[str, ...]) -> None:
+    """`call_stage` for each stage in turn ("extract", or ("train", "baseline") with its
+    arguments); the test fails at the first that does not succeed, with its stderr."""
+    for stage in stages:
+        name, *args = (stage,) if isinstance(stage, str) else stage
+        done = call_stage(name, cwd, *args)
+        assert done.returncode == 0, (stage, done.stderr)
+
+
 def error_line(result: subprocess.CompletedProcess[str]) -> str:
     """The single `error: ...` line of a failed stage; fails the test if it is not exactly that."""
     assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)

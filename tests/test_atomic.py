@@ -13,7 +13,15 @@ import signal
 from pathlib import Path
 
 import pytest
-from conftest import call_stage, finish, make_dataset, start_stage, write_params, write_pkl
+from conftest import (
+    call_stage,
+    finish,
+    make_dataset,
+    run_stages,
+    start_stage,
+    write_params,
+    write_pkl,
+)
 
 from pipeline.shardset import ShardSet
 from pipeline.subset import SPLITS, Subset
@@ -35,8 +43,7 @@ def setup(root: Path, with_old: bool) -> None:
     base = {"data.pkl": "data.pkl", "shards.workers": 1}
     if with_old:
         write_params(root, {**base, **OLD})
-        for stage in ("extract", "shards"):
-            assert call_stage(stage, root).returncode == 0
+        run_stages(root, "extract", "shards")
     write_params(root, {**base, **NEW})
 
 

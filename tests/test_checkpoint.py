@@ -3,16 +3,15 @@ one schema (pipeline.checkpoint), and the fit loop, inference and scoring that p
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import call_stage, make_dataset, section, write_params, write_pkl
+from conftest import make_dataset, run_stages, section, write_params, write_pkl
 
-from pipeline import checkpoint, evaluate, inference, params, runtime, train, training
+from pipeline import checkpoint, evaluate, inference, params, runtime, training
 from pipeline.errors import PipelineError
 from pipeline.models import build_model
 from pipeline.scoring import score
@@ -34,11 +33,7 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "shards.workers": 1, "train.threads": 1, "baseline.epochs": 2,
         "baseline.eval": {"clips": 2, "flip": True},
     })  # fmt: skip
-    for stage in ("extract", "shards"):
-        assert call_stage(stage, work).returncode == 0
-    with contextlib.chdir(work), contextlib.redirect_stdout(None):
-        train.run("baseline")
-        evaluate.evaluate("baseline")
+    run_stages(work, "extract", "shards", ("train", "baseline"), ("evaluate", "baseline"))
     return work
 
 

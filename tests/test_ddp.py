@@ -41,6 +41,7 @@ from conftest import (
     call_stage,
     error_line,
     finish,
+    run_stages,
     stage_env,
     torch_state_restored,
     write_params,
@@ -125,9 +126,7 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("ddp") / "prepared"
     synthetic.write(root / PARAMS["data.pkl"], **DATA)
     write_params(root, PARAMS)
-    for stage in ("extract", "shards"):
-        result = call_stage(stage, root)
-        assert result.returncode == 0, result.stderr
+    run_stages(root, "extract", "shards")
     return root
 
 

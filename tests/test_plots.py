@@ -15,7 +15,15 @@ import pandas as pd
 import pytest
 import vl_convert
 import yaml
-from conftest import REPO, call_stage, error_line, make_dataset, write_params, write_pkl
+from conftest import (
+    REPO,
+    call_stage,
+    error_line,
+    make_dataset,
+    run_stages,
+    write_params,
+    write_pkl,
+)
 from PIL import Image
 
 from pipeline import plotdata, plots_page
@@ -27,14 +35,6 @@ PLOT_TITLES = [
     next(iter(plot)) for plot in yaml.safe_load((REPO / "dvc.yaml").read_text())["plots"]
     if isinstance(plot, dict)
 ]  # fmt: skip
-
-
-def run(work: Path, stage: str, *args: str) -> subprocess.CompletedProcess[str]:
-    old, sys.argv = sys.argv, [stage, *args]
-    try:
-        return call_stage(stage, work)
-    finally:
-        sys.argv = old
 
 
 @pytest.fixture(scope="module")
@@ -49,9 +49,7 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     })  # fmt: skip
     stages = [("extract",), ("shards",), ("train", "baseline"), ("train", "improved"),
               ("evaluate", "baseline"), ("evaluate", "improved"), ("plots",)]  # fmt: skip
-    for stage, *args in stages:
-        done = run(work, stage, *args)
-        assert done.returncode == 0, (stage, done.stderr)
+    run_stages(work, *stages)
     return work
 
 
@@ -158,7 +156,7 @@ def test_a_failure_keeps_every_previous_output(
     shutil.copytree(work, copy)
     damage(copy)
     before = {p: p.read_bytes() for p in (copy / "metrics").rglob("*") if p.is_file()}
-    line = error_line(run(copy, "plots"))
+    line = error_line(call_stage("plots", copy))
     assert line.startswith(expected), line
     after = {p: p.read_bytes() for p in (copy / "metrics").rglob("*") if p.is_file()}
     assert after == before  # the tables and the gallery of the last run, whole

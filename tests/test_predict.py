@@ -7,8 +7,6 @@ the predictions evaluate wrote, and an exported ONNX model the probabilities tor
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import pickle
@@ -28,11 +26,12 @@ from conftest import (
     make_annotation,
     make_dataset,
     requires_realdata,
+    run_stages,
     write_params,
     write_pkl,
 )
 
-from pipeline import clipfiles, evaluate, export, inference, predict, train
+from pipeline import clipfiles, inference, predict
 from pipeline.predict import Predictor
 from pipeline.shardset import ShardSet
 
@@ -61,25 +60,9 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "model.epochs": 1, "model.hidden": 8, "model.layers": 2,
         "model.eval": {"clips": 3, "flip": True},
     })  # fmt: skip
-    for stage in ("extract", "shards"):
-        assert call_stage(stage, work).returncode == 0
-    with contextlib.chdir(work), contextlib.redirect_stdout(None):
-        for name in MODELS:
-            train.run(name)
-            evaluate.evaluate(name)
+    run_stages(work, "extract", "shards", *((stage, name) for name in MODELS
+                                            for stage in ("train", "evaluate")))  # fmt: skip
     return work
-
-
-def run(cwd: Path, module, *args: str) -> subprocess.CompletedProcess[str]:
-    """`python -m pipeline.<module> args`, run as its main() in this process."""
-    out, err = io.StringIO(), io.StringIO()
-    code: int | str | None = 0
-    with contextlib.chdir(cwd), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            module.main(list(args))
-        except SystemExit as exc:
-            code = exc.code
-    return subprocess.CompletedProcess(args, code or 0, out.getvalue(), err.getvalue())
 
 
 def evaluated(work: Path, name: str) -> pd.DataFrame:
@@ -94,7 +77,8 @@ def test_the_views_are_really_averaged(work: Path) -> None:
 
 @pytest.mark.parametrize("name", MODELS)
 def test_the_test_split_gets_exactly_the_predictions_of_evaluate(work: Path, name: str) -> None:
-    done = run(work, predict, f"models/{name}.pt", PKL, "--split", "test1", "--out", "p.csv")
+    done = call_stage("predict", work, f"models/{name}.pt", PKL, "--split", "test1", "--out",
+                      "p.csv")
     assert done.returncode == 0, done.stderr
     got, want = pd.read_csv(work / "p.csv"), evaluated(work, name)
     assert list(got.columns) == list(want.columns)
@@ -112,8 +96,8 @@ def test_the_test_split_gets_exactly_the_predictions_of_evaluate(work: Path, nam
 
 def test_other_views_and_flips_as_evaluate_would_average_them(work: Path) -> None:
     """--views and --flip: what evaluate gives after `dvc exp run -S model.eval...`."""
-    done = run(work, predict, "models/improved.pt", PKL, "--split", "test1", "--views", "1",
-               "--no-flip", "--out", "one.csv")  # fmt: skip
+    done = call_stage("predict", work, "models/improved.pt", PKL, "--split", "test1", "--views",
+                      "1", "--no-flip", "--out", "one.csv")  # fmt: skip
     assert done.returncode == 0, done.stderr
     predictor = Predictor.load(work / "models/improved.pt", device="cpu")
     test = ShardSet(work / "data/shards", "test")
@@ -125,7 +109,7 @@ def test_other_views_and_flips_as_evaluate_would_average_them(work: Path) -> Non
 
 
 def test_json_output_top_k_and_every_clip_of_the_pickle(work: Path) -> None:
-    done = run(work, predict, "models/improved.pt", PKL, "--out", "all.json", "--top", "2")
+    done = call_stage("predict", work, "models/improved.pt", PKL, "--out", "all.json", "--top", "2")
     assert done.returncode == 0, done.stderr
     rows = json.loads((work / "all.json").read_text())
     assert len(rows) == 3 * 8 * 2  # every clip of labels 0-2, train and test; none with no person
@@ -138,7 +122,7 @@ def test_json_output_top_k_and_every_clip_of_the_pickle(work: Path) -> None:
 
 
 def test_without_out_a_short_table_on_stdout(work: Path) -> None:
-    done = run(work, predict, "models/baseline.pt", PKL)
+    done = call_stage("predict", work, "models/baseline.pt", PKL)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0].split() == ["frame_dir", "actual", "predicted", "confidence", "top3"]
@@ -165,7 +149,7 @@ def test_a_pickle_without_labels_is_predicted_whole(work: Path, tmp_path: Path) 
     for ann in data["annotations"]:
         del ann["label"]
     write_pkl(data, tmp_path / "new.pkl")
-    done = run(work, predict, "models/improved.pt", str(tmp_path / "new.pkl"), "--split",
+    done = call_stage("predict", work, "models/improved.pt", str(tmp_path / "new.pkl"), "--split",
                "test1", "--out", str(tmp_path / "p.csv"))  # fmt: skip
     assert done.returncode == 0, done.stderr
     got = pd.read_csv(tmp_path / "p.csv")
@@ -189,7 +173,7 @@ def test_one_clip_as_npz_or_json_and_through_the_python_api(work: Path, tmp_path
     np.savez(tmp_path / "clip.npz", **fields)
     (tmp_path / "clip.json").write_text(json.dumps({k: v.tolist() for k, v in fields.items()}))
     for name in ("clip.npz", "clip.json"):
-        done = run(work, predict, "models/improved.pt", str(tmp_path / name), "--out",
+        done = call_stage("predict", work, "models/improved.pt", str(tmp_path / name), "--out",
                    str(tmp_path / f"{name}.csv"))  # fmt: skip
         assert done.returncode == 0, done.stderr
         (row,) = pd.read_csv(tmp_path / f"{name}.csv").itertuples()
@@ -209,7 +193,8 @@ def test_one_clip_as_npz_or_json_and_through_the_python_api(work: Path, tmp_path
 def test_real_clips(work: Path, tmp_path: Path) -> None:
     """Float16 arrays, extra keys and several persons, as the real pickle holds them."""
     real = REALDATA / "ucf101_mini_2d.pkl"
-    done = run(work, predict, "models/improved.pt", str(real), "--out", str(tmp_path / "p.csv"))
+    done = call_stage("predict", work, "models/improved.pt", str(real), "--out",
+                      str(tmp_path / "p.csv"))
     assert done.returncode == 0, done.stderr
     got = pd.read_csv(tmp_path / "p.csv")
     assert len(got) == 6 and set(got["actual"]) == {"ApplyEyeMakeup"}
@@ -258,8 +243,8 @@ def bad_inputs(work: Path, tmp: Path) -> list[tuple[list[str], str]]:
 def test_bad_input_is_one_line_and_exit_2_with_nothing_written(work: Path, tmp_path: Path):
     before = sorted(p.name for p in work.iterdir())
     for args, message in bad_inputs(work, tmp_path):
-        line = error_line(run(work, predict, *args, "--out", str(tmp_path / "out.csv"))
-                          if "--out" not in args else run(work, predict, *args))  # fmt: skip
+        out = [] if "--out" in args else ["--out", str(tmp_path / "out.csv")]
+        line = error_line(call_stage("predict", work, *args, *out))
         assert message in line, (args, line)
     assert not (tmp_path / "out.csv").exists() and not (tmp_path / "MARKER").exists()
     assert sorted(p.name for p in work.iterdir()) == before
@@ -272,7 +257,8 @@ def test_bad_input_is_one_line_and_exit_2_with_nothing_written(work: Path, tmp_p
 def onnx_files(work: Path) -> dict[str, Path]:
     pytest.importorskip("onnxruntime")
     for name in MODELS:
-        done = run(work, export, f"models/{name}.pt", "--format", "onnx", "--out", f"{name}.onnx")
+        done = call_stage("export", work, f"models/{name}.pt", "--format", "onnx", "--out",
+                          f"{name}.onnx")
         assert done.returncode == 0 and done.stderr == "", done.stderr
         assert done.stdout.startswith(f"export: models/{name}.pt -> {name}.onnx (onnx; 3 classes")
     return {name: work / f"{name}.onnx" for name in MODELS}
@@ -317,7 +303,8 @@ def test_onnx_gives_torchs_probabilities_on_real_clips(work: Path, onnx_files, n
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated")
 def test_torchscript_gives_torchs_probabilities_and_holds_the_contract(work: Path) -> None:
-    done = run(work, export, "models/baseline.pt", "--format", "torchscript", "--out", "b.ts")
+    done = call_stage("export", work, "models/baseline.pt", "--format", "torchscript", "--out",
+                      "b.ts")
     assert done.returncode == 0, done.stderr
     extra = {"metadata.json": ""}
     scripted = torch.jit.load(work / "b.ts", _extra_files=extra)
@@ -332,10 +319,10 @@ def test_torchscript_gives_torchs_probabilities_and_holds_the_contract(work: Pat
 
 
 def test_export_refuses_bad_input(work: Path) -> None:
-    assert "refused to load the checkpoint" in error_line(run(
-        work, export, PKL, "--format", "onnx", "--out", "x.onnx"))
-    assert "invalid choice: 'tflite'" in error_line(run(
-        work, export, "models/baseline.pt", "--format", "tflite", "--out", "x.tfl"))
-    assert "the model file itself" in error_line(run(
-        work, export, "models/baseline.pt", "--format", "onnx", "--out", "models/baseline.pt"))
+    assert "refused to load the checkpoint" in error_line(call_stage(
+        "export", work, PKL, "--format", "onnx", "--out", "x.onnx"))
+    assert "invalid choice: 'tflite'" in error_line(call_stage(
+        "export", work, "models/baseline.pt", "--format", "tflite", "--out", "x.tfl"))
+    assert "the model file itself" in error_line(call_stage(
+        "export", work, "models/baseline.pt", "--format", "onnx", "--out", "models/baseline.pt"))
     assert not (work / "x.onnx").exists()

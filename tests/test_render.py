@@ -6,18 +6,15 @@ reads its colour back from the GIF.
 
 from __future__ import annotations
 
-import contextlib
-import io
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import error_line, make_annotation, run_stage, write_pkl
+from conftest import call_stage, error_line, make_annotation, run_stage, write_pkl
 from PIL import Image, ImageSequence
 
-from pipeline import render, subset
+from pipeline import subset
 from pipeline.drawing import PALETTE
 from pipeline.skeleton import J
 
@@ -65,18 +62,6 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def call(cwd: Path, *argv: str) -> subprocess.CompletedProcess[str]:
-    """render's main() in this process, as the CLI runs it (exit code from SystemExit)."""
-    out, err = io.StringIO(), io.StringIO()
-    code = 0
-    with contextlib.chdir(cwd), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            render.main(list(argv))
-        except SystemExit as exc:
-            code = exc.code
-    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
-
-
 def frames_of(path: Path) -> list[np.ndarray]:
     with Image.open(path) as gif:
         return [np.asarray(frame.convert("RGB")) for frame in ImageSequence.Iterator(gif)]
@@ -96,8 +81,8 @@ def image_box(frame: np.ndarray) -> tuple[int, int, int, int]:
 def test_a_gif_per_clip_with_every_frame_left_and_right_in_their_colours(
     data: Path, tmp_path: Path, width: int
 ) -> None:
-    done = call(data, "clips.pkl", "--clips", "wave_a", "--out", str(tmp_path), "--width",
-                str(width), "--predictions", "predictions.csv")  # fmt: skip
+    done = call_stage("render", data, "clips.pkl", "--clips", "wave_a", "--out", str(tmp_path),
+                      "--width", str(width), "--predictions", "predictions.csv")  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert [p.name for p in tmp_path.iterdir()] == ["wave_a.gif"]
     frames = frames_of(tmp_path / "wave_a.gif")
@@ -115,8 +100,8 @@ def test_a_gif_per_clip_with_every_frame_left_and_right_in_their_colours(
 
 
 def test_a_wrong_prediction_is_red_and_frames_can_be_fewer(data: Path, tmp_path: Path) -> None:
-    done = call(data, "clips.pkl", "--clips", "wave_b", "--frames", "3", "--out", str(tmp_path),
-                "--predictions", "predictions.csv")  # fmt: skip
+    done = call_stage("render", data, "clips.pkl", "--clips", "wave_b", "--frames", "3", "--out",
+                      str(tmp_path), "--predictions", "predictions.csv")  # fmt: skip
     assert done.returncode == 0, done.stderr
     frames = frames_of(tmp_path / "wave_b.gif")
     assert len(frames) == 3
@@ -124,8 +109,8 @@ def test_a_wrong_prediction_is_red_and_frames_can_be_fewer(data: Path, tmp_path:
 
 
 def test_errors_are_the_most_confident_wrong_predictions(data: Path, tmp_path: Path) -> None:
-    done = call(data, "clips.pkl", "--errors", "1", "--out", str(tmp_path), "--predictions",
-                "predictions.csv")  # fmt: skip
+    done = call_stage("render", data, "clips.pkl", "--errors", "1", "--out", str(tmp_path),
+                      "--predictions", "predictions.csv")  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert [p.name for p in tmp_path.iterdir()] == ["jump_a.gif"]  # 0.8 beats wave_b's 0.6
     assert len(frames_of(tmp_path / "jump_a.gif")) == 6
@@ -141,7 +126,7 @@ def test_a_subset_folder_is_an_input_too(data: Path, tmp_path: Path) -> None:
     meta = {"source": "clips.pkl", "splits": {"train": "t", "test": "test"}, "labels": [0],
             "classes": ["wave"]}  # fmt: skip
     subset.write(tmp_path / "subset", [row], [{"keypoint": kp, "keypoint_score": score}], meta)
-    done = call(tmp_path, "subset", "--clips", "wave_c", "--out", "gifs")
+    done = call_stage("render", tmp_path, "subset", "--clips", "wave_c", "--out", "gifs")
     assert done.returncode == 0, done.stderr
     frames = frames_of(tmp_path / "gifs" / "wave_c.gif")
     assert len(frames) == 4 and has(frames[0], "left").any() and has(frames[0], "right").any()
@@ -157,12 +142,13 @@ def test_bad_input_is_one_line_and_exit_2_with_nothing_written(data: Path, tmp_p
         "--errors needs predictions": ("clips.pkl", "--errors", "2"),
     }
     for expected, argv in cases.items():
-        line = error_line(call(data, *argv, "--out", str(out)))
+        line = error_line(call_stage("render", data, *argv, "--out", str(out)))
         assert expected in line, line
         assert not out.exists()
     (tmp_path / "file").write_text("mine")
     for unwritable in (tmp_path / "file", tmp_path / "file" / "sub"):
-        line = error_line(call(data, "clips.pkl", "--clips", "wave_a", "--out", str(unwritable)))
+        args = ["clips.pkl", "--clips", "wave_a", "--out", str(unwritable)]
+        line = error_line(call_stage("render", data, *args))
         assert "expected a folder to hold" in line and str(tmp_path / "file") in line
     assert (tmp_path / "file").read_text() == "mine"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "notes.txt"]

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import call_stage, finish, make_dataset, start_stage, write_params, write_pkl
+from conftest import finish, make_dataset, run_stages, start_stage, write_params, write_pkl
 
 from pipeline import evaluate
 from pipeline import train as train_stage
@@ -56,9 +56,7 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )  # fmt: skip
     write_pkl(data, root / TINY["data.pkl"])
     write_params(root, TINY)
-    for stage in ("extract", "shards"):
-        result = call_stage(stage, root)
-        assert result.returncode == 0, result.stderr
+    run_stages(root, "extract", "shards")
     return root
 
 

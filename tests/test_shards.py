@@ -18,6 +18,7 @@ from conftest import (
     make_dataset,
     requires_realdata,
     run_stage,
+    run_stages,
     write_params,
     write_pkl,
 )
@@ -41,9 +42,7 @@ def build(folder: Path, data: Any, overrides: dict[str, Any] | None = None) -> d
     pkl = data if isinstance(data, Path) else write_pkl(data, folder / "data.pkl")
     base = {"data.pkl": str(pkl), "data.classes": "all", "shards.workers": 1}
     write_params(folder, {**base, **(overrides or {})})
-    for stage in ("extract", "shards"):
-        result = call_stage(stage, folder)
-        assert result.returncode == 0, result.stderr
+    run_stages(folder, "extract", "shards")
     return load(folder)
 
 
