@@ -37,10 +37,15 @@ def _reason(exc: OSError) -> str:
     return exc.strerror or type(exc).__name__
 
 
+# Marks the temporaries of this module's own making, so that cleaning up after a killed run
+# never takes a user's file beside an output ('.results.csv.original.tmp', say) for one.
+MARK = "pipeline-"
+
+
 def _tmp_name(path: Path, folder: Path | None = None, directory: bool = False) -> Path:
     """A new empty temporary file (or folder) for `path`, in its folder or in `folder`."""
     folder = path.parent if folder is None else folder
-    where = {"prefix": f".{path.name}.", "suffix": ".tmp", "dir": folder}
+    where = {"prefix": f".{path.name}.{MARK}", "suffix": ".tmp", "dir": folder}
     try:
         if directory:
             tmp = Path(tempfile.mkdtemp(**where))
@@ -86,11 +91,10 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-# The temporaries _tmp_name and atomic_dir make: '.<name>.' + mkstemp's 8 random characters
-# (or 'old.<pid>', a replaced folder on its way out) + '.tmp'. Nothing else matches, so a
-# user's own '.<name>.bak.tmp' is never taken for one.
+# The temporaries _tmp_name and atomic_dir make: '.<name>.pipeline-' + mkstemp's 8 random
+# characters (or 'old.<pid>', a replaced folder on its way out) + '.tmp'.
 def _stale_temps(path: Path) -> list[Path]:
-    pattern = re.compile(rf"\.{re.escape(path.name)}\.(?:[a-z0-9_]{{8}}|old\.\d+)\.tmp")
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.{MARK}(?:[a-z0-9_]{{8}}|old\.\d+)\.tmp")
     if not path.parent.is_dir():
         return []
     return [p for p in path.parent.iterdir() if pattern.fullmatch(p.name)]
@@ -160,7 +164,7 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
         yield tmp
         old = None
         if path.exists():
-            old = path.parent / f".{path.name}.old.{os.getpid()}.tmp"  # a leftover if killed
+            old = path.parent / f".{path.name}.{MARK}old.{os.getpid()}.tmp"  # a leftover if killed
             _replace(path, old)
         _replace(tmp, path)
         if old is not None:

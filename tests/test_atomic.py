@@ -23,6 +23,7 @@ from conftest import (
     write_pkl,
 )
 
+from pipeline import atomic
 from pipeline.shardset import ShardSet
 from pipeline.subset import SPLITS, Subset
 
@@ -74,12 +75,12 @@ CASES = [  # (stage, (function, match, n), an old output present)
     ("extract", ("pandas.DataFrame.to_csv", "", 1), True),  # writing index.csv
     ("extract", ("os.replace", "subset", 1), True),  # complete, old one moved aside
     ("extract", ("os.replace", "subset", 1), False),
-    ("extract", ("os.replace", ".subset.old.*", 1), True),  # complete, about to move the old
+    ("extract", ("os.replace", ".subset.pipeline-old.*", 1), True),  # complete, moving the old
     ("shards", ("pipeline.preprocess.build_clip", "", 10), True),  # amid writing shards
     ("shards", ("os.replace", "manifest.json", 1), True),
     ("shards", ("os.replace", "shards", 1), True),
     ("shards", ("os.replace", "shards", 1), False),
-    ("shards", ("os.replace", ".shards.old.*", 1), True),
+    ("shards", ("os.replace", ".shards.pipeline-old.*", 1), True),
 ]
 
 
@@ -113,3 +114,18 @@ def test_a_killed_stage_leaves_the_old_output_or_none_and_a_rerun_works(
     check_leftovers(output.parent)
     assert not list(output.parent.glob(f".{output.name}.*")), "the rerun clears what was left"
     (check_subset if stage == "extract" else check_shards)(tmp_path)
+
+
+def test_prepare_outputs_removes_a_killed_runs_temporaries_and_nothing_of_the_users(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "results.csv"
+    ours = [atomic._tmp_name(out), atomic._tmp_name(out, directory=True)]  # a killed run's
+    users = [tmp_path / name for name in (".results.csv.original.tmp", ".results.csv.mybackup.tmp",
+                                          ".results.csv.bak.tmp", "keep.txt")]  # fmt: skip
+    for path in users:
+        path.write_text("mine")
+    atomic.prepare_outputs(files=[out])
+    assert not any(path.exists() for path in ours)
+    assert all(path.read_text() == "mine" for path in users)
+

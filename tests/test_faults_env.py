@@ -286,14 +286,15 @@ def temps(folder: Path) -> set[str]:
 def test_shards_killed_mid_build_rerun_clears_its_temporaries(ws, prepared):
     old = snapshot(ws / "data" / "shards")
     # not this stage's temporaries: a user's files, and extract's temporary name
-    others = {".shards.mine.tmp", "shards.tmp", ".shards.old.tmp", ".subset.abcd1234.tmp"}
+    others = {".shards.mine.tmp", ".shards.mybackup.tmp", "shards.tmp", ".shards.old.tmp",
+              ".subset.pipeline-abcd1234.tmp"}
     for name in others:
         (ws / "data" / name).write_text("keep me\n")
     process = start_stage("shards", ws, kill_at=("pipeline.subset.write_npy", "", 2))
     code, out, err = finish(process, timeout=60)
     assert code == -signal.SIGKILL, (code, out, err)
     left = temps(ws / "data") - others
-    assert len(left) == 1 and re.fullmatch(r"\.shards\.[a-z0-9_]{8}\.tmp", min(left)), left
+    assert len(left) == 1 and re.fullmatch(r"\.shards\.pipeline-[a-z0-9_]{8}\.tmp", min(left)), left
     assert (ws / "data" / min(left) / "train-00000.npy").is_file(), "killed before any shard"
     assert snapshot(ws / "data" / "shards") == old
 
@@ -316,7 +317,7 @@ def test_train_killed_keeps_the_old_model_with_its_curves_and_rerun_matches(ws, 
                           kill_at=("os.replace", "improved.resume.pt", 2))  # fmt: skip
     code, out, err = finish(process, timeout=120)
     assert code == -signal.SIGKILL, (code, out, err)
-    assert any(re.fullmatch(r"\.improved\.resume\.pt\.[a-z0-9_]{8}\.tmp", p)
+    assert any(re.fullmatch(r"\.improved\.resume\.pt\.pipeline-[a-z0-9_]{8}\.tmp", p)
                for p in temps(ws / "models")), temps(ws / "models")  # fmt: skip
     assert (ws / "models" / "improved.resume.pt").exists()
     for name, content in old.items():
