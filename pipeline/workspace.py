@@ -25,6 +25,9 @@ from pipeline.errors import fail
 PROJECT = Path(__file__).resolve().parents[1]
 # What a refresh brings up to date (.dvc/plots: the Vega templates dvc.yaml's plots name).
 CODE = ("dvc.yaml", ".dvcignore", "pipeline", ".dvc/plots")
+# Folders replaced whole, so that a module the project dropped goes; into the others ours are
+# copied over, and a user's own files there stay.
+REPLACED = ("pipeline",)
 MARKER = ".pipeline-workspace"
 GIT_ID = ["-c", "user.name=pipeline", "-c", "user.email=pipeline@localhost"]
 
@@ -91,8 +94,10 @@ def copy_code(dest: Path) -> None:
     for name in CODE:
         source, target = PROJECT / name, dest / name
         if source.is_dir():
-            shutil.rmtree(target, ignore_errors=True)
-            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+            if name in REPLACED:
+                shutil.rmtree(target, ignore_errors=True)
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"),
+                            dirs_exist_ok=True)  # fmt: skip
         elif source.exists():
             shutil.copy2(source, target)
     plots_page.install(dest)

@@ -116,7 +116,13 @@ def test_fetch_never_downloads_into_a_name_the_url_does_not_name(clone: Path) ->
 def test_make_demo_runs_and_commits_the_pipeline(clone: Path) -> None:
     make_demo, make_test = readme.block("Skeleton action recognition on UCF101, as a DVC pipeline")
     assert (make_demo, make_test) == ("make demo", "make test")
+    def yours() -> dict[str, str]:  # "leaves your params.yaml and results alone"
+        files = [clone / "params.yaml", *(clone / "metrics").rglob("*"), *clone.glob("models/*")]
+        return {str(path): md5(path) for path in files if path.is_file()}
+
+    before = yours()
     out = sh(make_demo, clone).stdout
+    assert yours() == before
     demo = clone / ".demo"
     assert ran(out) == ALL_STAGES
     assert "metrics/improved.json" in out and "metrics/baseline.json" in out  # the table
@@ -131,11 +137,12 @@ def test_make_demo_runs_and_commits_the_pipeline(clone: Path) -> None:
 
 def test_make_demo_again_reuses_the_workspace(clone: Path) -> None:
     demo = clone / ".demo"
-    keep = demo / "my-notes.txt"
-    keep.write_text("mine")
+    keep = [demo / "my-notes.txt", demo / ".dvc" / "plots" / "my-template.json"]
+    for path in keep:
+        path.write_text("mine")
     out = sh("make demo", clone).stdout
     assert "reusing the workspace" in out and ran(out) == set()
-    assert keep.read_text() == "mine"
+    assert all(path.read_text() == "mine" for path in keep)
 
 
 def test_make_demo_refuses_a_folder_it_did_not_make(clone: Path) -> None:
