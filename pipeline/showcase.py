@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,5 +106,9 @@ def caption(clip: Clip, table: pd.DataFrame | None) -> Caption:
 
 def file_name(clip: str, prefix: str = "") -> str:
     """A clip's GIF name: its frame_dir with anything but letters, digits, '.', '-' and '_'
-    replaced, so no name can reach outside the output folder."""
-    return prefix + re.sub(r"[^A-Za-z0-9._-]", "_", clip).lstrip(".") + ".gif"
+    replaced, so no name can reach outside the output folder. A name that had to change gets
+    a digest of the original: 'a b' and 'a/b' would otherwise both write a_b.gif."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", clip).lstrip(".")
+    if safe != clip:
+        safe = f"{safe or 'clip'}-{zlib.crc32(clip.encode()):08x}"
+    return prefix + safe + ".gif"

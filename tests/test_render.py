@@ -14,7 +14,7 @@ import pytest
 from conftest import call_stage, error_line, make_annotation, run_stage, write_pkl
 from PIL import Image, ImageSequence
 
-from pipeline import subset
+from pipeline import showcase, subset
 from pipeline.drawing import PALETTE
 from pipeline.skeleton import J
 
@@ -158,3 +158,12 @@ def test_the_command_line_exits_2_on_a_missing_clip(data: Path, tmp_path: Path) 
     done = run_stage("render", data, "clips.pkl", "--clips", "nope", "--out", str(tmp_path / "o"))
     assert error_line(done).startswith("error: clips.pkl: no clip named 'nope'")
     assert "Traceback" not in done.stderr and not (tmp_path / "o").exists()
+
+
+def test_gif_names_stay_in_the_folder_and_never_meet() -> None:
+    names = ["v_Wave_g01_c01", "a b", "a_b", "a/b", "../up", "..", ".hidden"]
+    files = [showcase.file_name(name) for name in names]
+    assert files[0] == "v_Wave_g01_c01.gif" and files[2] == "a_b.gif"  # unchanged when safe
+    assert len(set(files)) == len(files), files
+    assert all("/" not in f and not f.startswith(".") and f.endswith(".gif") for f in files)
+
