@@ -135,7 +135,8 @@ class Context:
         """Changes with the clip list, the generator's code and the mode, not otherwise."""
         digest = hashlib.sha256()
         digest.update(self.csv.read_bytes())
-        digest.update((ROOT / "pipeline" / "synthetic.py").read_bytes())
+        for module in ("synthetic.py", "synthetic_motion.py"):
+            digest.update((ROOT / "pipeline" / module).read_bytes())
         digest.update(b"quick" if self.quick else b"full")
         return digest.hexdigest()[:12]
 

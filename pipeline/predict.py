@@ -56,16 +56,11 @@ SHOWN = 20  # rows printed when there is no --out
 
 
 def device_named(name: str | torch.device) -> torch.device:
-    """`auto` takes CUDA when present; asking for `cuda` without one is an error."""
+    """`auto`, `cpu` or `cuda`, as the train stage resolves them."""
     name = str(name)
     if name not in ("auto", "cpu", "cuda"):
         raise fail("device", f"expected auto, cpu or cuda, found {name!r}")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    elif name == "cuda" and not torch.cuda.is_available():
-        raise fail("device", "cuda was asked for, but no CUDA device is available (use auto or "
-                   "cpu)")  # fmt: skip
-    return torch.device(name)
+    return runtime.resolve_device(name, "device")
 
 
 class Predictor:
@@ -150,7 +145,8 @@ def known_clips(clips: list[Clip], ckpt: Checkpoint, source: str) -> list[Clip]:
     """The clips to predict: where a pickle labels every clip, those of the model's labels."""
     if not clips or any(clip.label is None for clip in clips):
         return clips
-    known = [clip for clip in clips if clip.label in set(ckpt.labels)]
+    labels = set(ckpt.labels)
+    known = [clip for clip in clips if clip.label in labels]
     other = sorted({clip.label for clip in clips} - set(ckpt.labels))
     if not known:
         raise fail(source, f"none of its {len(clips)} clips has a label the model was trained on "

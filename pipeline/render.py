@@ -34,7 +34,7 @@ import pandas as pd
 from pipeline import pklio
 from pipeline.atomic import prepare_outputs
 from pipeline.drawing import draw_clip, save_gif
-from pipeline.errors import cli, fail
+from pipeline.errors import ArgumentParser, cli, fail
 from pipeline.paths import METRICS_DIR
 from pipeline.showcase import (
     Clip,
@@ -50,11 +50,6 @@ from pipeline.subset import Subset
 DEFAULT_PREDICTIONS = METRICS_DIR / "improved" / "predictions.csv"
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line and exit 2, as every command
-        raise fail("usage", f"{message} (see python -m pipeline.render --help)")
-
-
 def _positive(kind: type[int] | type[float]) -> Callable[[str], float]:
     def parse(text: str) -> float:
         value = kind(text)
@@ -67,7 +62,7 @@ def _positive(kind: type[int] | type[float]) -> Callable[[str], float]:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = _Parser(prog="python -m pipeline.render", add_help=False)
+    parser = ArgumentParser("pipeline.render")
     parser.add_argument("input")
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--clips", nargs="+")

@@ -15,13 +15,11 @@ from pipeline.errors import fail
 from pipeline.params import PARAMS_FILE, TrainParams
 
 
-def resolve_device(name: str) -> torch.device:
-    """`auto` takes CUDA when present; asking for `cuda` without one is an error, not a fallback."""
+def resolve_device(name: str, where: str = f"{PARAMS_FILE}: train.device") -> torch.device:
+    """`auto` takes CUDA when present; asking for `cuda` without one is an error, not a fallback
+    (`where` names what asked, in the message)."""
     if name == "cuda" and not torch.cuda.is_available():
-        raise fail(
-            PARAMS_FILE,
-            "train.device: cuda was asked for, but no CUDA device is available (use auto or cpu)",
-        )
+        raise fail(where, "cuda was asked for, but no CUDA device is available (use auto or cpu)")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(name)
