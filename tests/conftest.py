@@ -206,12 +206,15 @@ def call_stage(
     module = importlib.import_module(f"pipeline.{stage}")
     out, err = io.StringIO(), io.StringIO()
     code: int | str | None = 0
+    argv, sys.argv = sys.argv, [f"pipeline.{stage}", *args]  # as `python -m` sets it
     with torch_state_restored(), contextlib.chdir(cwd), contextlib.redirect_stdout(out), \
             contextlib.redirect_stderr(err):  # fmt: skip
         try:
-            module.main(list(args)) if args else module.main()
+            module.main()
         except SystemExit as exc:
             code = exc.code
+        finally:
+            sys.argv = argv
     return subprocess.CompletedProcess([stage], code or 0, out.getvalue(), err.getvalue())
 
 

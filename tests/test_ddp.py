@@ -195,7 +195,7 @@ def test_torchrun_trains_improved_in_two_processes_that_end_with_the_same_weight
         torchrun["command"])
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0].startswith("train improved: tcn on 2 processes (gloo), each on cpu")
+    assert lines[0].startswith("train improved: tcn on 2 processes (gloo), each on cpu (1 thread)")
     assert sum("kept epoch" in line for line in lines) == 1  # rank 0 alone logs
     assert len([line for line in lines if re.match(r"train improved: epoch +\d+:", line)]) == 4
     assert list(torchrun["digests"]) == ["rank0", "rank1"]

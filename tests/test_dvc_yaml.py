@@ -134,12 +134,10 @@ def reads_of(stage: str, cwd: Path, *argv: str) -> set[str]:
     """Files under cwd that one in-process stage run opened for reading, relative to cwd."""
     global _opened
     _opened = []
-    old_argv = sys.argv
-    sys.argv = [stage, *argv]
     try:
-        result = call_stage(stage, cwd)
+        result = call_stage(stage, cwd, *argv)
     finally:
-        sys.argv, opened, _opened = old_argv, _opened, None
+        opened, _opened = _opened, None
     assert result.returncode == 0, result.stderr
     found = set()
     for path in opened:

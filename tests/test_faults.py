@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import re
 import shutil
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from conftest import (
     make_dataset,
     requires_realdata,
     run_stage,
+    run_stages,
     write_params,
     write_pkl,
 )
@@ -63,13 +63,7 @@ def tiny_dataset(labels: tuple[int, ...] = (0, 1)) -> dict[str, Any]:
 
 def run_here(stage: str, ws: Path, *args: str) -> tuple[int, str, str]:
     """The stage's main() in this process, with `args` as its command line."""
-    argv, threads = sys.argv, torch.get_num_threads()
-    sys.argv = [f"pipeline.{stage}", *args]
-    try:
-        result = call_stage(stage, ws)
-    finally:
-        sys.argv = argv
-        torch.set_num_threads(threads)  # train.threads must not leak into later tests
+    result = call_stage(stage, ws, *args)
     return result.returncode, result.stdout, result.stderr
 
 
@@ -79,10 +73,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ws = tmp_path_factory.mktemp("faults") / "trained"
     write_pkl(tiny_dataset(), ws / PKL)
     write_params(ws, TINY)
-    for stage, *args in (("extract",), ("shards",), ("train", "baseline"), ("train", "improved"),
-                         ("evaluate", "baseline"), ("evaluate", "improved")):  # fmt: skip
-        code, _, err = run_here(stage, ws, *args)
-        assert code == 0, (stage, err)
+    run_stages(ws, "extract", "shards", ("train", "baseline"), ("train", "improved"),
+               ("evaluate", "baseline"), ("evaluate", "improved"))  # fmt: skip
     return ws
 
 

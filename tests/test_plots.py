@@ -35,6 +35,7 @@ PLOT_TITLES = [
     next(iter(plot)) for plot in yaml.safe_load((REPO / "dvc.yaml").read_text())["plots"]
     if isinstance(plot, dict)
 ]  # fmt: skip
+assert len(PLOT_TITLES) == 7, PLOT_TITLES  # the checks below loop over them
 
 
 @pytest.fixture(scope="module")

@@ -27,6 +27,7 @@ from conftest import (
     make_dataset,
     requires_realdata,
     run_stages,
+    stage_env,
     write_params,
     write_pkl,
 )
@@ -136,8 +137,8 @@ def test_a_reader_that_stops_early_ends_it_quietly(work: Path) -> None:
     os.close(read)  # the reader has gone before the first line
     try:
         done = subprocess.run([sys.executable, "-m", "pipeline.predict", "models/baseline.pt",
-                               PKL], cwd=work, stdout=write, stderr=subprocess.PIPE, text=True,
-                              timeout=300)  # fmt: skip
+                               PKL], cwd=work, env=stage_env(), stdout=write,
+                              stderr=subprocess.PIPE, text=True, timeout=300)  # fmt: skip
     finally:
         os.close(write)
     assert done.returncode == 141, done.stderr
@@ -255,7 +256,6 @@ def test_bad_input_is_one_line_and_exit_2_with_nothing_written(work: Path, tmp_p
 
 @pytest.fixture(scope="module")
 def onnx_files(work: Path) -> dict[str, Path]:
-    pytest.importorskip("onnxruntime")
     for name in MODELS:
         done = call_stage("export", work, f"models/{name}.pt", "--format", "onnx", "--out",
                           f"{name}.onnx")
