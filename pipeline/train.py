@@ -104,6 +104,8 @@ def train_rank(world: distributed.World, name: str) -> Checkpoint | None:
     device = torch.device(world.device)
     train_set, val_set = ShardSet(SHARDS_DIR, "train"), ShardSet(SHARDS_DIR, "val")
     manifest = train_set.manifest
+    # checked now, not after an hour of training: the model file records these params
+    shards_cfg = params.parse("shards", manifest["params"], str(SHARDS_DIR / "manifest.json"))
     _, persons, joints, _ = manifest["shape"]
     in_channels = features.in_channels(cfg.streams, cfg.score)
     model = build_model(cfg, in_channels, persons, len(manifest["classes"]), joints).to(device)
@@ -124,7 +126,7 @@ def train_rank(world: distributed.World, name: str) -> Checkpoint | None:
     selected = result.selected
     checkpoint = Checkpoint(
         weights=result.weights, config=cfg, train=dataclasses.replace(train_cfg, nproc=world.size),
-        shards=params.parse("shards", manifest["params"], str(SHARDS_DIR / "manifest.json")),
+        shards=shards_cfg,
         hidden_joints=manifest["hidden_joints"], classes=manifest["classes"],
         labels=manifest["labels"],
         channels=manifest["channels"], in_channels=in_channels, persons=persons, joints=joints,
