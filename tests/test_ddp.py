@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import json
 import os
 import re
@@ -47,7 +46,7 @@ from conftest import (
     write_params,
 )
 
-from pipeline import evaluate, synthetic, train
+from pipeline import synthetic, train
 from pipeline.paths import model_path, resume_path
 
 README_HEADING = "Training on several GPUs / machines"
@@ -157,14 +156,12 @@ def digests(folder: Path) -> dict[str, str]:
 
 def one_process(ws: Path, name: str) -> dict[str, Any]:
     """Train and evaluate `name` in this process (train.nproc 1); the test metrics."""
-    with torch_state_restored(), contextlib.chdir(ws), contextlib.redirect_stdout(io.StringIO()):
-        train.run(name)
+    run_stages(ws, ("train", name))
     return evaluated(ws, name)
 
 
 def evaluated(ws: Path, name: str) -> dict[str, Any]:
-    with torch_state_restored(), contextlib.chdir(ws), contextlib.redirect_stdout(io.StringIO()):
-        evaluate.evaluate(name)
+    run_stages(ws, ("evaluate", name))
     return json.loads((ws / "metrics" / f"{name}.json").read_text())
 
 
@@ -254,8 +251,9 @@ def test_nproc_2_baseline_stopped_by_ctrl_c_resumes_and_ends_as_one_process(
     assert found["rank0"] == digest.hexdigest()
     two = evaluated(ws, "baseline")
     one = one_process(copy(prepared, tmp_path / "one", **last), "baseline")
-    assert two["accuracy"] == one["accuracy"] and abs(two["loss"] - one["loss"]) < 1e-4
-    assert abs(val_loss(ws) - val_loss(tmp_path / "one")) < 1e-4
+    # "the baseline matches to 1e-5" (README); measured: 1e-7
+    assert two["accuracy"] == one["accuracy"] and abs(two["loss"] - one["loss"]) < 1e-5
+    assert abs(val_loss(ws) - val_loss(tmp_path / "one")) < 1e-5
 
 
 def spawned(parent: int) -> list[int]:
@@ -297,8 +295,7 @@ def test_a_diverging_run_ends_as_one_line_and_exit_2_from_the_stage(prepared, tm
     stage's own (the processes print nothing, no traceback)."""
     ws = copy(prepared, tmp_path / "ws", **{"train.nproc": 2, "model.lr": 10.0,
               "model.optimizer": "sgd", "model.warmup_epochs": 0})  # fmt: skip
-    with torch_state_restored():
-        line = error_line(call_stage("train", ws, "improved"))
+    line = error_line(call_stage("train", ws, "improved"))
     assert re.match(r"error: params\.yaml: train improved diverged in epoch \d+, batch \d+ of "
                     r"\d+ \(loss (nan|inf)\): lower model\.lr \(now 10\.0\)", line), line
     assert capfd.readouterr().err == ""
