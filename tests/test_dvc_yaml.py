@@ -25,6 +25,8 @@ UNDECLARED_READS = {
     "params.yaml": "DVC tracks the params each stage names, not the file",
     "models/baseline.resume.pt": "train's own resume state after a kill (gitignored, not a result)",
     "models/improved.resume.pt": "train's own resume state after a kill (gitignored, not a result)",
+    "labels.txt": "data.label_map: DVC tracks its name (a param), not its content; params.yaml "
+    "and the README say to force extract after editing it",
 }
 
 
@@ -110,6 +112,12 @@ def test_train_reads_its_whole_section_but_eval(key: str, section: str) -> None:
     assert f"{section}.eval" in STAGES[f"evaluate@{key}"]["params"]
 
 
+def test_extract_reads_the_data_section_but_what_only_fetch_reads() -> None:
+    fetch_only = {"source", "url", "md5", "sha256"}  # how the pickle is got, not what it holds
+    assert set(STAGES["extract"]["params"]) == {f"data.{k}" for k in PARAMS["data"]} - {
+        f"data.{k}" for k in fetch_only}  # fmt: skip
+
+
 # --- what the stages open when they run --------------------------------------------------------
 
 _opened: list[str] | None = None
@@ -158,8 +166,10 @@ def test_every_file_a_stage_reads_is_a_dep_or_its_own_out(tmp_path: Path) -> Non
     work = tmp_path / "work"
     pkl = work / "data" / "raw" / "ucf101_2d.pkl"
     write_pkl(make_dataset(labels=(0, 1, 2), groups=range(1, 9)), pkl)
+    (work / "labels.txt").write_text("wave\njump\nrun\n")
     write_params(work, {
-        "data.classes": [0, 1, 2], "shards.frames": 8, "shards.test_views": 2,
+        "data.classes": [0, 1, 2], "data.label_map": "labels.txt", "shards.frames": 8,
+        "shards.test_views": 2,
         "model.eval.clips": 2, "baseline.epochs": 1, "model.epochs": 1, "model.hidden": 8,
     })  # fmt: skip
     values = yaml.safe_load((work / "params.yaml").read_text())
