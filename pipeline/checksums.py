@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from pipeline.errors import fail
+
 DIGITS = {"md5": 32, "sha256": 64}  # hex digits of each kind of digest
 CHUNK = 1 << 20  # bytes per read: flat memory whatever the file size
 
@@ -18,6 +20,20 @@ def is_digest(kind: str, value: Any) -> bool:
     """A hex digest of that kind (either case)."""
     pattern = f"[0-9a-fA-F]{{{DIGITS[kind]}}}"
     return isinstance(value, str) and re.fullmatch(pattern, value) is not None
+
+
+def expected(given: Mapping[str, Any], where: str) -> dict[str, str]:
+    """The digests of `given` ({"md5": ..., "sha256": ...}) that are set, as lower-case hex; a
+    malformed one is an error naming `where`."""
+    found = {}
+    for kind, value in given.items():
+        if value is None or value == "":
+            continue
+        text = str(value).strip().lower()
+        if not is_digest(kind, text):
+            raise fail(where, f"expected {kind} must be {DIGITS[kind]} hex digits, got {value!r}")
+        found[kind] = text
+    return found
 
 
 def file_hashes(path: Path, names: tuple[str, ...] = ("md5", "sha256")) -> dict[str, str]:

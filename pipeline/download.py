@@ -54,7 +54,7 @@ def download(
     """
     _check_url(url)
     _check_settings(retries, backoff, timeout)
-    expected = _expected_hashes(url, {"md5": md5, "sha256": sha256})
+    expected = checksums.expected({"md5": md5, "sha256": sha256}, url)
     target, part = _check_dest(dest, root)
     if progress is None:
         progress = _is_terminal(sys.stderr)
@@ -114,21 +114,6 @@ def _check_settings(retries: int, backoff: float, timeout: float) -> None:
         raise fail("download", f"backoff must be a number >= 0 (seconds), got {backoff!r}")
     if not isinstance(timeout, int | float) or not 0 < timeout < float("inf"):
         raise fail("download", f"timeout must be a number > 0 (seconds), got {timeout!r}")
-
-
-def _expected_hashes(url: str, given: dict[str, str | None]) -> dict[str, str]:
-    expected = {}
-    for name, value in given.items():
-        if value is None:
-            continue
-        text = str(value).strip().lower()
-        if not checksums.is_digest(name, text):
-            digits = checksums.DIGITS[name]
-            raise fail(
-                url, f"expected {name} must be {digits} hex digits, got {value!r}"
-            )
-        expected[name] = text
-    return expected
 
 
 def _check_dest(dest: Path, root: Path) -> tuple[Path, Path]:

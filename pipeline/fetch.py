@@ -42,7 +42,7 @@ def validate(path: Path) -> None:
 def verify_hashes(path: Path, data_cfg: DataParams) -> None:
     """A present file must match data.md5 / data.sha256 when they are set."""
     given = {"md5": data_cfg.md5, "sha256": data_cfg.sha256}
-    wrong = checksums.mismatches(path, {kind: v.lower() for kind, v in given.items() if v})
+    wrong = checksums.mismatches(path, checksums.expected(given, params.PARAMS_FILE))
     if wrong:
         raise fail(str(path), "; ".join(wrong))
 
