@@ -32,7 +32,6 @@ from pipeline.showcase import (
     most_confident_errors,
     subset_clips,
 )
-from pipeline.subset import Subset
 
 PLOTS_DIR = METRICS_DIR / "plots"
 GALLERY_DIR = METRICS_DIR / "gallery"
@@ -52,11 +51,7 @@ def write_gallery(folder: Path, predictions: pd.DataFrame, classes: list[str]) -
         most_confident_errors(predictions, GALLERY_ERRORS).itertuples(), start=1)]  # fmt: skip
     right = best_correct_per_class(predictions, classes[:GALLERY_CLASSES])
     chosen += [("right_", name) for name in right["frame_dir"]]
-    subset = Subset(SUBSET_DIR)
-    try:
-        clips = subset_clips(subset, [name for _, name in chosen])
-    finally:
-        subset.close()
+    clips = subset_clips(SUBSET_DIR, [name for _, name in chosen])
     written = []
     for (prefix, _), clip in zip(chosen, clips, strict=True):
         frames = draw_clip(clip.keypoint, clip.score, clip.img_shape, caption(clip, predictions),

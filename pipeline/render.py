@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from pipeline import pklio
+from pipeline import clipfiles
 from pipeline.atomic import prepare_outputs
 from pipeline.drawing import draw_clip, save_gif
 from pipeline.errors import ArgumentParser, cli, fail
@@ -45,7 +45,6 @@ from pipeline.showcase import (
     read_predictions,
     subset_clips,
 )
-from pipeline.subset import Subset
 
 DEFAULT_PREDICTIONS = METRICS_DIR / "improved" / "predictions.csv"
 
@@ -84,43 +83,28 @@ def read_clips(source: Path, names: list[str], table: pd.DataFrame | None) -> li
         if not (source / "index.csv").is_file():
             raise fail(str(source), "expected a PYSKL pickle or a subset folder as extract "
                                     "writes it (data/subset, with index.csv)")  # fmt: skip
-        return _from_subset(source, names)
+        return subset_clips(source, names)
     return _from_pickle(source, names, table)
 
 
-def _from_subset(folder: Path, names: list[str]) -> list[Clip]:
-    subset = Subset(folder)
-    try:
-        return subset_clips(subset, names)
-    finally:
-        subset.close()
-
-
 def _from_pickle(path: Path, names: list[str], table: pd.DataFrame | None) -> list[Clip]:
-    _, annotations = pklio.check_dataset(pklio.load_pickle(path), str(path))
-    found: dict[str, tuple[int, Mapping]] = {}
-    for position, ann in enumerate(annotations):
-        if isinstance(ann, Mapping) and isinstance(ann.get("frame_dir"), str):
-            found.setdefault(ann["frame_dir"], (position, ann))
+    held = {clip.frame_dir: clip for clip in clipfiles.read(path)[0]}
     # A pickle holds integer labels; the predictions name the classes of the clips they list,
     # and so of their labels.
     class_of: dict[int, str] = {}
     if table is not None and "actual" in table.columns:
         for frame_dir, actual in zip(table["frame_dir"], table["actual"], strict=True):
-            if frame_dir in found:
-                class_of.setdefault(pklio.as_int(found[frame_dir][1].get("label")), actual)
+            if frame_dir in held and held[frame_dir].label is not None:
+                class_of.setdefault(held[frame_dir].label, actual)
     clips = []
     for name in names:
-        if name not in found:
-            raise missing_clip(path, name, list(found))
-        position, ann = found[name]
-        pklio.check_annotation(ann, str(path), position)
-        keypoint = np.asarray(ann["keypoint"], np.float32)
-        score = np.asarray(ann["keypoint_score"], np.float32)
-        label = pklio.as_int(ann["label"])
-        height, width = (int(v) for v in ann["img_shape"])
-        clips.append(Clip(name, keypoint, score, (height, width),
-                          class_of.get(label, f"class_{label}")))  # fmt: skip
+        if name not in held:
+            raise missing_clip(path, name, list(held))
+        clip = held[name]
+        actual = None if clip.label is None else class_of.get(clip.label, f"class_{clip.label}")
+        clips.append(Clip(name, np.asarray(clip.keypoint, np.float32),
+                          np.asarray(clip.keypoint_score, np.float32), clip.img_hw,
+                          actual))  # fmt: skip
     return clips
 
 

@@ -79,8 +79,16 @@ def missing_clip(source: str | os.PathLike[str], name: str, held: list[str]) -> 
     return fail(str(source), f"no clip named {name!r} (it holds {len(held)} clips{example})")
 
 
-def subset_clips(subset: Subset, names: list[str]) -> list[Clip]:
-    """The named clips of a subset (as extract writes it), in the order named."""
+def subset_clips(folder: Path, names: list[str]) -> list[Clip]:
+    """The named clips of the subset in `folder` (as extract writes it), in the order named."""
+    subset = Subset(folder)
+    try:
+        return _clips_of(subset, names)
+    finally:
+        subset.close()
+
+
+def _clips_of(subset: Subset, names: list[str]) -> list[Clip]:
     index = subset.index
     position = {name: i for i, name in enumerate(index["frame_dir"])}
     clips = []
