@@ -109,7 +109,6 @@ def augment(
 
     flipped = u[:, 2] < flip
     x = torch.where(flipped[:, None, None, None, None], mirror(x), x)
-    # -0.0 == 0, so a mirrored missing joint still counts as missing
     present = _present(x) & ~hidden
 
     factor = 1.0 + scale * (2.0 * u[:, 3] - 1.0)
@@ -120,7 +119,7 @@ def augment(
     fy = (factor * (1.0 + stretch * (2.0 * u[:, 6] - 1.0)))[:, None, None, None]
     px, py = fx * x[..., 0], fy * x[..., 1]
     x = torch.stack([cos * px - sin * py, sin * px + cos * py, x[..., 2]], dim=-1)
-    # Also turns the -0.0 that mirroring leaves in missing joints into a plain zero.
+    # dropped joints read as missing ones do in the shards: all zero
     return torch.where(present.unsqueeze(-1), x, torch.zeros_like(x))
 
 
