@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import BenchError, Context, Row, child_env, run_checked
+from bench.common import BenchError, Context, Row, child_env, plural, run_checked
 from bench.demo import demo_params
 
 SIZE = ["model.epochs=10", "baseline.epochs=10"]
@@ -105,7 +105,7 @@ def run(ctx: Context) -> list[Row]:
                              f"failed:\n{status}")  # fmt: skip
         each = "" if jobs == 1 else " each"
         rows.append(Row(
-            name=f"{name}, -j {jobs}, {threads} thread{'s' if threads > 1 else ''}{each}",
+            name=f"{name}, -j {jobs}, {plural(threads, 'thread')}{each}",
             wall_s=seconds, throughput=60 * len(names) / seconds, unit="exp/min",
             reference=f"-j 1: {first:.0f} s" if index else "—",
             ratio=first / seconds if index else None,
