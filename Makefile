@@ -50,6 +50,7 @@ gpu-check: $(STAMP)
 
 lint: $(STAMP)
 	$(RUN) ruff check pipeline tests bench
+	$(RUN) ruff format --check pipeline tests bench
 
 # The demo's folder is left alone: it holds your experiments (delete it yourself).
 clean:

@@ -38,19 +38,40 @@ BENCHMARKS: dict[str, Callable[[Context], list[Row]]] = {
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--csv", type=Path, default=DEFAULT_CSV,
-                        help="clip list to mirror (frame_dir,label,total_frames,persons)")
-    parser.add_argument("--quick", action="store_true",
-                        help="a tiny mirror (clip 1 of 4 groups per class), 2 batches: a smoke run")
-    parser.add_argument("--only", nargs="+", choices=list(BENCHMARKS), metavar="NAME",
-                        help=f"run only these, of {', '.join(BENCHMARKS)}")
-    parser.add_argument("--batches", type=int, default=None,
-                        help="training batches timed per model (default 50; --quick: 2)")
-    parser.add_argument("--repeat", type=int, default=1,
-                        help="runs of extract and shards; the fastest is reported")
-    parser.add_argument("--results", type=Path, default=RESULTS,
-                        help="cache of the mirror and outputs, and where the table is saved")
-    return parser.parse_args(argv)  # fmt: skip
+    parser.add_argument(
+        "--csv",
+        type=Path,
+        default=DEFAULT_CSV,
+        help="clip list to mirror (frame_dir,label,total_frames,persons)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a tiny mirror (clip 1 of 4 groups per class), 2 batches: a smoke run",
+    )
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=list(BENCHMARKS),
+        metavar="NAME",
+        help=f"run only these, of {', '.join(BENCHMARKS)}",
+    )
+    parser.add_argument(
+        "--batches",
+        type=int,
+        default=None,
+        help="training batches timed per model (default 50; --quick: 2)",
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="runs of extract and shards; the fastest is reported"
+    )
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=RESULTS,
+        help="cache of the mirror and outputs, and where the table is saved",
+    )
+    return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> list[Row]:
@@ -58,12 +79,19 @@ def main(argv: list[str] | None = None) -> list[Row]:
     args = parse(argv)
     csv = args.csv.resolve()
     if not csv.is_file():
-        print(f"bench: skipped: the clip list {csv} is not there (it sits beside the repo in "
-              "CI; pass --csv PATH to mirror another)")  # fmt: skip
+        print(
+            f"bench: skipped: the clip list {csv} is not there (it sits beside the repo in "
+            "CI; pass --csv PATH to mirror another)"
+        )
         return []
     batches = args.batches if args.batches is not None else (2 if args.quick else 50)
-    ctx = Context(csv=csv, results=args.results.resolve(), quick=args.quick, batches=batches,
-                  repeat=args.repeat)  # fmt: skip
+    ctx = Context(
+        csv=csv,
+        results=args.results.resolve(),
+        quick=args.quick,
+        batches=batches,
+        repeat=args.repeat,
+    )
     before = load_average()
     started = time.perf_counter()
     rows: list[Row] = []

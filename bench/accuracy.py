@@ -1,6 +1,6 @@
 """`make accuracy`: baseline, improved and one ablation per ingredient on real skeletons (mime5).
 
-Runs the pipeline's own stage commands in a scratch workspace (`pipeline.workspace`), over
+Runs the pipeline's own stage commands in a scratch workspace (`pipeline.project.workspace`), over
 several seeds, and writes metrics/accuracy/results.csv (one row per run) and
 metrics/accuracy/summary.md (mean ± std per setup), the table the README quotes.
 
@@ -38,11 +38,11 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from pipeline import workspace
-from pipeline.atomic import write_text
-from pipeline.errors import cli
-from pipeline.params import NO_AUGMENT, plain
-from pipeline.paths import SHARDS_DIR, SUBSET_DIR
+from pipeline.core.errors import cli
+from pipeline.core.params import NO_AUGMENT, plain
+from pipeline.core.paths import SHARDS_DIR, SUBSET_DIR
+from pipeline.files.atomic import write_text
+from pipeline.project import workspace
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PKL = ROOT.parent / "shared" / "realdata" / "mime5_2d.pkl"
@@ -147,20 +147,22 @@ def measure(repo: Path, stage: str, seed: int, train: bool = True) -> dict[str, 
 def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     order = list(dict.fromkeys(runs["setup"]))
     grouped = runs.groupby("setup", sort=False)
-    table = pd.DataFrame({
-        "test accuracy": grouped["test_accuracy"].agg(
-            lambda s: f"{s.mean():.3f} ± {s.std(ddof=0):.3f}"
-        ),
-        # pooled over the runs' validation clips: with --folds, every train clip once per seed
-        "val accuracy": grouped[["val_accuracy", "val_clips"]].apply(
-            lambda g: f"{(g['val_accuracy'] * g['val_clips']).sum() / g['val_clips'].sum():.3f}"
-        ),
-        "macro F1": grouped["macro_f1"].agg(lambda s: f"{s.mean():.3f}"),
-        "best epoch": grouped["best_epoch"].agg(lambda s: f"{s.mean():.0f}"),
-        "train CPU s": grouped["train_cpu_s"].agg(lambda s: f"{s.mean():.0f}"),
-        "train wall s": grouped["train_wall_s"].agg(lambda s: f"{s.mean():.0f}"),
-        "seeds": grouped["seed"].nunique(),
-    })  # fmt: skip
+    table = pd.DataFrame(
+        {
+            "test accuracy": grouped["test_accuracy"].agg(
+                lambda s: f"{s.mean():.3f} ± {s.std(ddof=0):.3f}"
+            ),
+            # pooled over the runs' validation clips: with --folds, every train clip once per seed
+            "val accuracy": grouped[["val_accuracy", "val_clips"]].apply(
+                lambda g: f"{(g['val_accuracy'] * g['val_clips']).sum() / g['val_clips'].sum():.3f}"
+            ),
+            "macro F1": grouped["macro_f1"].agg(lambda s: f"{s.mean():.3f}"),
+            "best epoch": grouped["best_epoch"].agg(lambda s: f"{s.mean():.0f}"),
+            "train CPU s": grouped["train_cpu_s"].agg(lambda s: f"{s.mean():.0f}"),
+            "train wall s": grouped["train_wall_s"].agg(lambda s: f"{s.mean():.0f}"),
+            "seeds": grouped["seed"].nunique(),
+        }
+    )
     if runs["fold"].notna().any():
         table["folds"] = grouped["fold"].nunique()
     return table.loc[order]
@@ -173,10 +175,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--only", nargs="+", help="run only these setups (names as listed)")
     parser.add_argument("--dest", type=Path, default=ROOT / "bench" / "results" / "accuracy")
-    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="params overrides for every setup, as in dvc exp run -S")
-    parser.add_argument("--folds", type=_folds, metavar="K",
-                        help="cross-validate by subject: K runs per setup and seed, one per fold")
+    parser.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="params overrides for every setup, as in dvc exp run -S",
+    )
+    parser.add_argument(
+        "--folds",
+        type=_folds,
+        metavar="K",
+        help="cross-validate by subject: K runs per setup and seed, one per fold",
+    )
     parser.add_argument("--out", type=Path, default=OUT_DIR, help="where the results go")
     args = parser.parse_args(argv)
     extra = workspace.parse_overrides(args.set)

@@ -157,8 +157,9 @@ class Context:
                 "import sys; from pipeline import synthetic; "
                 "synthetic.write(sys.argv[1], mirror=sys.argv[2])"
             )
-            run_checked([sys.executable, "-c", code, str(path), str(clips)], "the mirror",
-                        env=child_env())  # fmt: skip
+            run_checked(
+                [sys.executable, "-c", code, str(path), str(clips)], "the mirror", env=child_env()
+            )
         self._mirror = path
         return path
 
@@ -190,7 +191,7 @@ def run_checked(command: Sequence[str], what: str, **kwargs: Any) -> subprocess.
 
 def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment of a child: this checkout importable, this venv's tools (dvc) on PATH."""
-    from pipeline import workspace
+    from pipeline.project import workspace
 
     env = workspace.tool_env(importable=ROOT)
     env.setdefault("PYTHONUNBUFFERED", "1")
@@ -311,9 +312,14 @@ def measure(
     return Measurement(result, rss, seconds)
 
 
-def measure_best(ctx: Context, target: str, kwargs: Mapping[str, Any] | None = None,
-                 key: str = "seconds", cwd: Path | None = None,
-                 prepare: Callable[[], None] | None = None) -> Measurement:
+def measure_best(
+    ctx: Context,
+    target: str,
+    kwargs: Mapping[str, Any] | None = None,
+    key: str = "seconds",
+    cwd: Path | None = None,
+    prepare: Callable[[], None] | None = None,
+) -> Measurement:
     """`measure` ctx.repeat times: the fastest run's figures, the largest peak RSS of all."""
     best: Measurement | None = None
     peak = 0
@@ -370,7 +376,7 @@ class Stopwatch:
 def load_params(*sections: str) -> dict[str, Any]:
     """params.yaml sections as they stand, checked and typed (from the project root, whatever
     the cwd)."""
-    from pipeline import params
+    from pipeline.core import params
 
     return params.load(*sections, path=ROOT / "params.yaml")
 
@@ -426,8 +432,17 @@ def _bytes(n: int | None) -> str:
 
 def table(rows: Sequence[Row]) -> str:
     """The rows as one markdown table (pasteable into the README)."""
-    header = ["benchmark", "wall", "peak RSS", "throughput", "reference (same run)", "ratio",
-              "target", "met", "notes"]  # fmt: skip
+    header = [
+        "benchmark",
+        "wall",
+        "peak RSS",
+        "throughput",
+        "reference (same run)",
+        "ratio",
+        "target",
+        "met",
+        "notes",
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         if r.skipped is not None:

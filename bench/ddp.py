@@ -3,7 +3,7 @@
 On CPU, `train.nproc` 1 and 2 with the same threads in all (params' train.threads, 0 = one per
 core), which the stage splits between its processes, over gloo. With CUDA, 1 and all visible
 GPUs (nccl, one each), with train.amp false and true. Each configuration runs in a fresh child
-that starts its processes with `pipeline.distributed.spawn`, as the train stage does; each
+that starts its processes with `pipeline.learning.distributed.spawn`, as the train stage does; each
 process builds the model as the stage does (`distributed.wrap`) and runs the training
 benchmark's loop (`bench.train.timed_epoch`): a warm-up, then a whole epoch timed (--quick: a
 few batches), rank 0 reporting. No target: the speed-ups are for the record.
@@ -22,16 +22,19 @@ from bench.common import Context, Measurement, Row, load_params, measure, plural
 from bench.gpu import ask_torch
 
 SECTION = "model"
-NO_CUDA = Row(name="DDP: epoch improved on GPUs", skipped="no CUDA device "
-              "(torch.cuda.is_available() is False); 1 and all GPUs not measured")  # fmt: skip
+NO_CUDA = Row(
+    name="DDP: epoch improved on GPUs",
+    skipped="no CUDA device (torch.cuda.is_available() is False); 1 and all GPUs not measured",
+)
 
 
-def child_epoch(shards: str, nproc: int, device: str, amp: bool, threads: int,
-                batches: int) -> dict[str, Any]:  # fmt: skip
+def child_epoch(
+    shards: str, nproc: int, device: str, amp: bool, threads: int, batches: int
+) -> dict[str, Any]:
     """The measured child: `nproc` processes (this one alone for 1) train; rank 0's figures."""
     import torch
 
-    from pipeline import distributed
+    from pipeline.learning import distributed
 
     with tempfile.TemporaryDirectory(prefix="bench-ddp-") as tmp:
         out = str(Path(tmp) / "rank0.json")
@@ -44,17 +47,16 @@ def child_epoch(shards: str, nproc: int, device: str, amp: bool, threads: int,
         return json.loads(Path(out).read_text())
 
 
-def rank_epoch(world: Any, shards: str, amp: bool, threads: int, batches: int,
-               out: str) -> None:  # fmt: skip
+def rank_epoch(world: Any, shards: str, amp: bool, threads: int, batches: int, out: str) -> None:
     """One process: the improved model as the train stage builds it, an epoch timed."""
     import dataclasses
 
     import torch
 
     from bench.train import timed_epoch
-    from pipeline import distributed, features, runtime
+    from pipeline.dataset.shardset import ShardSet
+    from pipeline.learning import distributed, features, runtime
     from pipeline.models import build_model
-    from pipeline.shardset import ShardSet
 
     loaded = load_params("train", SECTION)
     cfg = loaded[SECTION]
@@ -62,31 +64,51 @@ def rank_epoch(world: Any, shards: str, amp: bool, threads: int, batches: int,
     runtime.setup(train, world.local_size)
     dev = torch.device(world.device)
     data = ShardSet(shards, "train")
-    model = build_model(cfg, features.in_channels(cfg.streams, cfg.score), data.persons,
-                        len(data.classes), data.manifest["shape"][2]).to(dev)  # fmt: skip
-    result = timed_epoch(distributed.wrap(model, world, dev), data, cfg, train, dev, batches,
-                         world)  # fmt: skip
+    model = build_model(
+        cfg,
+        features.in_channels(cfg.streams, cfg.score),
+        data.persons,
+        len(data.classes),
+        data.manifest["shape"][2],
+    ).to(dev)
+    result = timed_epoch(distributed.wrap(model, world, dev), data, cfg, train, dev, batches, world)
     if world.main:
         Path(out).write_text(json.dumps(result))
 
 
-def _run(ctx: Context, shards: str, nproc: int, device: str, amp: bool, threads: int,
-         ) -> Measurement:  # fmt: skip
-    return measure("bench.ddp:child_epoch",
-                   {"shards": shards, "nproc": nproc, "device": device, "amp": amp,
-                    "threads": threads, "batches": ctx.batches if ctx.quick else 0})  # fmt: skip
+def _run(
+    ctx: Context,
+    shards: str,
+    nproc: int,
+    device: str,
+    amp: bool,
+    threads: int,
+) -> Measurement:
+    return measure(
+        "bench.ddp:child_epoch",
+        {
+            "shards": shards,
+            "nproc": nproc,
+            "device": device,
+            "amp": amp,
+            "threads": threads,
+            "batches": ctx.batches if ctx.quick else 0,
+        },
+    )
 
 
 def _row(name: str, got: Measurement, first: Measurement, note: str) -> Row:
     r, one = got.result, first.result
     return Row(
-        name=name, wall_s=r["seconds"], rss_bytes=got.rss_bytes,
+        name=name,
+        wall_s=r["seconds"],
+        rss_bytes=got.rss_bytes,
         throughput=r["clips"] / r["seconds"],
         reference=f"1 process {one['seconds']:.2f} s" if got is not first else "—",
         ratio=one["seconds"] / r["seconds"] if got is not first else None,
         note=f"{r['batches']} of {r['steps']} batches of {r['batch_size']} (the global batch); "
-             f"{note}" + ("; ratio = 1-process time / this" if got is not first else ""),
-    )  # fmt: skip
+        f"{note}" + ("; ratio = 1-process time / this" if got is not first else ""),
+    )
 
 
 def run(ctx: Context) -> list[Row]:
@@ -94,18 +116,28 @@ def run(ctx: Context) -> list[Row]:
     threads = load_params("train")["train"].threads or os.cpu_count() or 1
     cpu = {n: _run(ctx, shards, n, "cpu", False, threads) for n in (1, 2)}
     rows = [
-        _row(f"DDP: epoch improved, CPU, {_processes(n)}", got, cpu[1],
-             f"gloo; {plural(threads, 'thread')} in all, {got.result['threads']} each")
+        _row(
+            f"DDP: epoch improved, CPU, {_processes(n)}",
+            got,
+            cpu[1],
+            f"gloo; {plural(threads, 'thread')} in all, {got.result['threads']} each",
+        )
         for n, got in cpu.items()
-    ]  # fmt: skip
+    ]
     if not cpu[1].result["cuda"]:
         return [*rows, NO_CUDA]
     gpus = _gpu_count()
     for amp in (False, True):
         timed = {n: _run(ctx, shards, n, "cuda", amp, threads) for n in sorted({1, gpus})}
-        rows += [_row(f"DDP: epoch improved, {plural(n, 'GPU')}{', amp' if amp else ''}", got,
-                      timed[1], "nccl, one GPU per process")
-                 for n, got in timed.items()]  # fmt: skip
+        rows += [
+            _row(
+                f"DDP: epoch improved, {plural(n, 'GPU')}{', amp' if amp else ''}",
+                got,
+                timed[1],
+                "nccl, one GPU per process",
+            )
+            for n, got in timed.items()
+        ]
     return rows
 
 

@@ -19,9 +19,17 @@ from pathlib import Path
 from bench.common import ROOT, BenchError, Check, Context, Row, run_measured
 
 DEMO_LIMIT_S, NOOP_LIMIT_S = 180.0, 3.0
-QUICK = ["data.classes=[0,1]", "synthetic.clips_per_group=[1,1]", "synthetic.frames=[20,40]",
-         "shards.frames=8", "baseline.epochs=1", "baseline.hidden=4",
-         "model.epochs=1", "model.hidden=4", "train.threads=1"]  # fmt: skip
+QUICK = [
+    "data.classes=[0,1]",
+    "synthetic.clips_per_group=[1,1]",
+    "synthetic.frames=[20,40]",
+    "shards.frames=8",
+    "baseline.epochs=1",
+    "baseline.hidden=4",
+    "model.epochs=1",
+    "model.hidden=4",
+    "train.threads=1",
+]
 
 
 def demo_params(makefile: Path = ROOT / "Makefile") -> list[str]:
@@ -56,11 +64,21 @@ def run(ctx: Context) -> list[Row]:
         shutil.rmtree(dest.parent, ignore_errors=True)
     shown = " ".join(overrides)
     return [
-        Row(name="make demo", wall_s=seconds, rss_bytes=rss,
+        Row(
+            name="make demo",
+            wall_s=seconds,
+            rss_bytes=rss,
             checks=[Check("wall", seconds, DEMO_LIMIT_S, unit=" s")],
-            note=f"{stages} stages; python -m pipeline.demo DIR {shown}"),
-        Row(name="no-op dvc repro", wall_s=noop_s, rss_bytes=noop_rss,
-            checks=[Check("wall", noop_s, NOOP_LIMIT_S, unit=" s"),
-                    Check("stages rerun", len(rerun), 0)],
-            note="in the demo's workspace" + (f"; reran {', '.join(rerun)}" if rerun else "")),
-    ]  # fmt: skip
+            note=f"{stages} stages; python -m pipeline.demo DIR {shown}",
+        ),
+        Row(
+            name="no-op dvc repro",
+            wall_s=noop_s,
+            rss_bytes=noop_rss,
+            checks=[
+                Check("wall", noop_s, NOOP_LIMIT_S, unit=" s"),
+                Check("stages rerun", len(rerun), 0),
+            ],
+            note="in the demo's workspace" + (f"; reran {', '.join(rerun)}" if rerun else ""),
+        ),
+    ]

@@ -16,7 +16,7 @@ from typing import Any
 from bench import shards as bench_shards
 from bench import train as bench_train
 from bench.common import Context, Row, measure, plural
-from pipeline.params import STAGE_SECTION
+from pipeline.core.params import STAGE_SECTION
 
 BATCH = 256
 BATCHES = 4  # timed, after the warm-up: 1,024 of the 3,783 test clips keep it quick
@@ -28,15 +28,16 @@ def child_evaluate(
     """Seconds to predict the test split (its first `batches` batches; 0 = all)."""
     import torch
 
-    from pipeline import features, inference
+    from pipeline.dataset.shardset import ShardSet
+    from pipeline.learning import features, inference
     from pipeline.models import build_model
-    from pipeline.shardset import ShardSet
 
     cfg, train, device = bench_train.setup(section, threads=threads)
     test = ShardSet(shards, "test")
     joints = test.manifest["shape"][2]
-    model = build_model(cfg, features.in_channels(cfg.streams, cfg.score), test.persons,
-                        len(test.classes), joints).to(device)  # fmt: skip
+    model = build_model(
+        cfg, features.in_channels(cfg.streams, cfg.score), test.persons, len(test.classes), joints
+    ).to(device)
     views, flip = cfg.eval.clips, cfg.eval.flip
     every = test.batches
     limit = batches or len(range(0, len(test), BATCH))
@@ -49,8 +50,12 @@ def child_evaluate(
 
     predict(1)
     seconds, clips = predict(limit)
-    return {"seconds": seconds, "clips": clips, "views": views * (2 if flip else 1),
-            "threads": torch.get_num_threads()}  # fmt: skip
+    return {
+        "seconds": seconds,
+        "clips": clips,
+        "views": views * (2 if flip else 1),
+        "threads": torch.get_num_threads(),
+    }
 
 
 def run(ctx: Context) -> list[Row]:
@@ -58,14 +63,24 @@ def run(ctx: Context) -> list[Row]:
     rows = []
     for threads in ctx.thread_counts():
         for name, section in STAGE_SECTION.items():
-            got = measure("bench.evaluate:child_evaluate",
-                          {"shards": shards, "section": section, "threads": threads,
-                           "batches": 2 if ctx.quick else BATCHES})  # fmt: skip
+            got = measure(
+                "bench.evaluate:child_evaluate",
+                {
+                    "shards": shards,
+                    "section": section,
+                    "threads": threads,
+                    "batches": 2 if ctx.quick else BATCHES,
+                },
+            )
             r = got.result
             used, views = plural(r["threads"], "thread"), plural(r["views"], "view")
-            rows.append(Row(
-                name=f"evaluate {name} (CPU, {used})", wall_s=r["seconds"],
-                rss_bytes=got.rss_bytes, throughput=r["clips"] / r["seconds"],
-                note=f"{r['clips']:,} test clips at batch {BATCH}, {views} each, fresh weights",
-            ))  # fmt: skip
+            rows.append(
+                Row(
+                    name=f"evaluate {name} (CPU, {used})",
+                    wall_s=r["seconds"],
+                    rss_bytes=got.rss_bytes,
+                    throughput=r["clips"] / r["seconds"],
+                    note=f"{r['clips']:,} test clips at batch {BATCH}, {views} each, fresh weights",
+                )
+            )
     return rows

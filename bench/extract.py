@@ -15,8 +15,10 @@ from typing import Any
 
 from bench.common import GB, MB, Check, Context, Row, cpu_seconds, fresh, load_params, measure_best
 
-CASES = (("extract, 8 classes", [0, 1, 2, 3, 4, 5, 6, 7], 1.2, 1.5),
-         ("extract, 101 classes", "all", 2.0, 2.5))  # fmt: skip
+CASES = (
+    ("extract, 8 classes", [0, 1, 2, 3, 4, 5, 6, 7], 1.2, 1.5),
+    ("extract, 101 classes", "all", 2.0, 2.5),
+)
 
 
 def child_pickle_load(pkl: str) -> dict[str, Any]:
@@ -37,8 +39,13 @@ def child_extract(pkl: str, out: str, classes: Any) -> dict[str, Any]:
     start, cpu = time.perf_counter(), cpu_seconds()
     meta = extract.extract(cfg, pkl, out)
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "cpu": cpu_seconds() - cpu, "imports": start - imports,
-            "clips": sum(meta["counts"].values()), "classes": len(meta["classes"])}  # fmt: skip
+    return {
+        "seconds": seconds,
+        "cpu": cpu_seconds() - cpu,
+        "imports": start - imports,
+        "clips": sum(meta["counts"].values()),
+        "classes": len(meta["classes"]),
+    }
 
 
 def subset_dir(ctx: Context) -> Path:
@@ -51,25 +58,35 @@ def run(ctx: Context) -> list[Row]:
     size = pkl.stat().st_size
     ref = measure_best(ctx, "bench.extract:child_pickle_load", {"pkl": str(pkl)})
     ref_s = ref.result["seconds"]
-    reference = (f"pickle.load {ref_s:.2f} s ({ref.result['cpu']:.2f} s CPU), "
-                 f"{ref.rss_bytes / GB:.2f} GiB")  # fmt: skip
+    reference = (
+        f"pickle.load {ref_s:.2f} s ({ref.result['cpu']:.2f} s CPU), {ref.rss_bytes / GB:.2f} GiB"
+    )
     rows = []
     for name, classes, time_limit, rss_limit in CASES:
         out = subset_dir(ctx) if classes == "all" else ctx.work / "subset-8"
         got = measure_best(
-            ctx, "bench.extract:child_extract",
+            ctx,
+            "bench.extract:child_extract",
             {"pkl": str(pkl), "out": str(out), "classes": classes},
             prepare=lambda out=out: fresh(out),
-        )  # fmt: skip
+        )
         seconds = got.result["seconds"]
-        rows.append(Row(
-            name=name, wall_s=seconds, rss_bytes=got.rss_bytes,
-            throughput=size / seconds / MB, unit="MiB/s", reference=reference,
-            ratio=seconds / ref_s,
-            checks=[Check("time", seconds / ref_s, time_limit, unit="x"),
-                    Check("RSS/file", got.rss_bytes / size, rss_limit, unit="x")],
-            note=f"{got.result['cpu']:.2f} s CPU; {got.result['clips']:,} clips kept of "
-                 f"{ref.result['clips']:,}; file {size / GB:.2f} GiB; imports "
-                 f"{got.result['imports']:.1f} s not timed",
-        ))  # fmt: skip
+        rows.append(
+            Row(
+                name=name,
+                wall_s=seconds,
+                rss_bytes=got.rss_bytes,
+                throughput=size / seconds / MB,
+                unit="MiB/s",
+                reference=reference,
+                ratio=seconds / ref_s,
+                checks=[
+                    Check("time", seconds / ref_s, time_limit, unit="x"),
+                    Check("RSS/file", got.rss_bytes / size, rss_limit, unit="x"),
+                ],
+                note=f"{got.result['cpu']:.2f} s CPU; {got.result['clips']:,} clips kept of "
+                f"{ref.result['clips']:,}; file {size / GB:.2f} GiB; imports "
+                f"{got.result['imports']:.1f} s not timed",
+            )
+        )
     return rows

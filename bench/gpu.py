@@ -17,16 +17,19 @@ from bench import shards as bench_shards
 from bench.common import Context, Measurement, Row, child_env, measure
 
 SECTION = "model"
-NO_CUDA = Row(name="GPU: improved epoch", skipped="no CUDA device "
-              "(torch.cuda.is_available() is False); GPU vs CPU not measured")  # fmt: skip
+NO_CUDA = Row(
+    name="GPU: improved epoch",
+    skipped="no CUDA device (torch.cuda.is_available() is False); GPU vs CPU not measured",
+)
 
 
 def ask_torch(expression: str) -> str:
     """What `expression` prints in a child that imported torch, so this process never
     imports torch or touches a GPU ("" if the child failed)."""
     code = f"import torch; print({expression})"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env=child_env())  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=child_env()
+    )
     return done.stdout.strip() if done.returncode == 0 else ""
 
 
@@ -35,10 +38,18 @@ def cuda_available() -> bool:
 
 
 def _epoch(ctx: Context, shards: str, device: str, amp: bool) -> Measurement:
-    return measure("bench.train:child_ours",
-                   {"shards": shards, "section": SECTION, "device": device, "amp": amp,
-                    "batches": ctx.batches if ctx.quick else 0, "settle": False,
-                    "threads": ctx.thread_counts()[0]})  # fmt: skip
+    return measure(
+        "bench.train:child_ours",
+        {
+            "shards": shards,
+            "section": SECTION,
+            "device": device,
+            "amp": amp,
+            "batches": ctx.batches if ctx.quick else 0,
+            "settle": False,
+            "threads": ctx.thread_counts()[0],
+        },
+    )
 
 
 def run(ctx: Context) -> list[Row]:
@@ -54,12 +65,16 @@ def run(ctx: Context) -> list[Row]:
     for (device, amp), got in timed.items():
         r = got.result
         speedup = cpu.result["seconds"] / r["seconds"] if device != "cpu" else None
-        rows.append(Row(
-            name=f"epoch improved, {device}{', amp' if amp else ''}", wall_s=r["seconds"],
-            rss_bytes=got.rss_bytes, throughput=r["clips"] / r["seconds"],
-            reference=f"CPU epoch {cpu.result['seconds']:.1f} s" if speedup else "—",
-            ratio=speedup,
-            note=f"{r['batches']} batches of {r['batch_size']}"
-                 + ("; ratio = CPU time / this" if speedup else ""),
-        ))  # fmt: skip
+        rows.append(
+            Row(
+                name=f"epoch improved, {device}{', amp' if amp else ''}",
+                wall_s=r["seconds"],
+                rss_bytes=got.rss_bytes,
+                throughput=r["clips"] / r["seconds"],
+                reference=f"CPU epoch {cpu.result['seconds']:.1f} s" if speedup else "—",
+                ratio=speedup,
+                note=f"{r['batches']} batches of {r['batch_size']}"
+                + ("; ratio = CPU time / this" if speedup else ""),
+            )
+        )
     return rows if cpu.result["cuda"] else [NO_CUDA, *rows]

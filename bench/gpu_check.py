@@ -26,8 +26,8 @@ from pathlib import Path
 
 from bench.common import child_env
 from bench.demo import demo_params
-from pipeline import workspace
-from pipeline.errors import cli, fail
+from pipeline.core.errors import cli, fail
+from pipeline.project import workspace
 
 EPOCHS = ["baseline.epochs=10", "model.epochs=10"]
 BATCH = 32
@@ -38,16 +38,21 @@ DEVICE = re.compile(r"^train \w+: \w+ on (.+), [\d,]+ parameters$")
 def stage(dest: Path, *args: str) -> list[tuple[float, str]]:
     """`python -m pipeline.<args>` in the workspace: its output lines with their arrival times."""
     process = subprocess.Popen(
-        [sys.executable, "-m", *args], cwd=dest, env=child_env(), stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [sys.executable, "-m", *args],
+        cwd=dest,
+        env=child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert process.stdout is not None
     lines = [(time.perf_counter(), line.rstrip("\n")) for line in process.stdout]
     err = process.communicate()[1]
     if process.returncode:
         last = (err.strip().splitlines() or ["(no message)"])[-1]
-        raise fail("gpu-check", f"`python -m {' '.join(args)}` failed (exit "
-                                f"{process.returncode}): {last}")  # fmt: skip
+        raise fail(
+            "gpu-check", f"`python -m {' '.join(args)}` failed (exit {process.returncode}): {last}"
+        )
     return lines
 
 
@@ -66,16 +71,27 @@ def check(dest: Path, gpus: int) -> list[list[str]]:
     workspace.create(dest, workspace.parse_overrides(demo_params() + EPOCHS))
     for name in ("extract", "shards"):
         stage(dest, f"pipeline.{name}")
-    runs = [("cuda", {"train.device": "cuda"}),
-            ("cuda, amp", {"train.device": "cuda", "train.amp": True})]  # fmt: skip
+    runs = [
+        ("cuda", {"train.device": "cuda"}),
+        ("cuda, amp", {"train.device": "cuda", "train.amp": True}),
+    ]
     if gpus > 1:  # the global batch must split evenly between the GPUs
         batch = math.lcm(BATCH, gpus)
-        runs.append((f"DDP, {gpus} GPUs, batch {batch}",
-                     {"train.device": "cuda", "train.nproc": gpus, "train.batch_size": batch}))
+        runs.append(
+            (
+                f"DDP, {gpus} GPUs, batch {batch}",
+                {"train.device": "cuda", "train.nproc": gpus, "train.batch_size": batch},
+            )
+        )
     rows = []
     for label, overrides in runs:
-        params = {"train.device": "auto", "train.amp": False, "train.nproc": 1,
-                  "train.batch_size": BATCH, **overrides}
+        params = {
+            "train.device": "auto",
+            "train.amp": False,
+            "train.nproc": 1,
+            "train.batch_size": BATCH,
+            **overrides,
+        }
         workspace.override_file(dest / "params.yaml", params)
         for name in ("baseline", "improved"):
             device, epoch, accuracy = train_and_evaluate(dest, name)
@@ -94,8 +110,11 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     if not torch.cuda.is_available():
-        raise fail("gpu-check", "no CUDA device here (torch.cuda.is_available() is False); "
-                   "run it on a machine with a GPU and a CUDA build of torch")
+        raise fail(
+            "gpu-check",
+            "no CUDA device here (torch.cuda.is_available() is False); "
+            "run it on a machine with a GPU and a CUDA build of torch",
+        )
     start = time.perf_counter()
     dest = Path(argv[0]) if argv else Path(tempfile.mkdtemp(prefix="gpu-check-")) / "demo"
     try:

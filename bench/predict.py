@@ -21,7 +21,7 @@ from typing import Any
 
 from bench import train as bench_train
 from bench.common import BenchError, Context, Row, load_params, measure, plural
-from pipeline.params import STAGE_SECTION
+from pipeline.core.params import STAGE_SECTION
 
 BATCHES = (1, 64)
 QUICK_BATCHES = (1, 8)  # --quick: a smoke run, where 64 clips of 10 views take seconds a call
@@ -51,8 +51,11 @@ def child_predict(
     import onnxruntime as ort
     import torch
 
-    from pipeline import clipfiles, export, features, inference, preprocess, synthetic
-    from pipeline.checkpoint import Checkpoint
+    from pipeline import export
+    from pipeline.dataset import preprocess, synthetic
+    from pipeline.files import clipfiles
+    from pipeline.learning import features, inference
+    from pipeline.learning.checkpoint import Checkpoint
     from pipeline.models import build_model
     from pipeline.predict import Predictor
 
@@ -61,17 +64,30 @@ def child_predict(
     in_channels = features.in_channels(cfg.streams, cfg.score)
     model = build_model(cfg, in_channels, shards.persons, CLASSES)
     ckpt = Checkpoint(
-        weights=model.state_dict(), config=cfg, train=train, shards=shards, hidden_joints=[],
-        classes=[f"class{i}" for i in range(CLASSES)], labels=list(range(CLASSES)),
-        channels=list(preprocess.CHANNELS), in_channels=in_channels, persons=shards.persons,
-        joints=17, epochs_run=0, selected_epoch=0, val_acc=0.0, val_loss=0.0, device="cpu",
-    )  # fmt: skip
+        weights=model.state_dict(),
+        config=cfg,
+        train=train,
+        shards=shards,
+        hidden_joints=[],
+        classes=[f"class{i}" for i in range(CLASSES)],
+        labels=list(range(CLASSES)),
+        channels=list(preprocess.CHANNELS),
+        in_channels=in_channels,
+        persons=shards.persons,
+        joints=17,
+        epochs_run=0,
+        selected_epoch=0,
+        val_acc=0.0,
+        val_loss=0.0,
+        device="cpu",
+    )
     predictor = Predictor(ckpt, "cpu")
     data = synthetic.generate(clips_per_group=(1, 1), frames=(FRAMES, FRAMES), labels=[0, 1, 2])
     clips = [
         clipfiles.Clip(a["frame_dir"], a["keypoint"], a["keypoint_score"], a["img_shape"])
-        for a in data["annotations"] if len(a["keypoint"])
-    ][: max(batches)]  # fmt: skip
+        for a in data["annotations"]
+        if len(a["keypoint"])
+    ][: max(batches)]
     done = [predictor.preprocess(clip) for clip in clips]
     x = np.stack([views[: predictor.views] for views, _ in done])
     lengths = np.array([n for _, n in done])
@@ -81,11 +97,15 @@ def child_predict(
         exported = time.perf_counter() - start
         options = ort.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = torch.get_num_threads(), 1
-        session = ort.InferenceSession(tmp + "/model.onnx", options,
-                                       providers=["CPUExecutionProvider"])  # fmt: skip
+        session = ort.InferenceSession(
+            tmp + "/model.onnx", options, providers=["CPUExecutionProvider"]
+        )
     classifier = inference.Classifier(predictor.model, cfg, predictor.flip)
-    result: dict[str, Any] = {"threads": torch.get_num_threads(), "export_s": exported,
-                              "views": predictor.views * (2 if predictor.flip else 1)}  # fmt: skip
+    result: dict[str, Any] = {
+        "threads": torch.get_num_threads(),
+        "export_s": exported,
+        "views": predictor.views * (2 if predictor.flip else 1),
+    }
     for batch in batches:
         inputs = {"x": x[:batch], "lengths": lengths[:batch]}
         tensors = [torch.from_numpy(a) for a in inputs.values()]
@@ -109,22 +129,39 @@ def run(ctx: Context) -> list[Row]:
     rows = []
     for threads in ctx.thread_counts():
         for name, section in STAGE_SECTION.items():
-            got = measure("bench.predict:child_predict", {
-                "section": section, "threads": threads, "batches": list(batches),
-                "budget": budget, "least": least}, timeout=900)  # fmt: skip
+            got = measure(
+                "bench.predict:child_predict",
+                {
+                    "section": section,
+                    "threads": threads,
+                    "batches": list(batches),
+                    "budget": budget,
+                    "least": least,
+                },
+                timeout=900,
+            )
             r = got.result
             used, views = plural(r["threads"], "thread"), plural(r["views"], "view")
             for batch in batches:
                 ours, theirs = r[f"torch_{batch}"], r[f"onnx_{batch}"]
-                note = (f"median call: torch {ours * 1e3:.1f} ms, ONNX Runtime "
-                        f"{theirs * 1e3:.1f} ms; {views} a clip, {CLASSES} classes, fresh weights")
+                note = (
+                    f"median call: torch {ours * 1e3:.1f} ms, ONNX Runtime "
+                    f"{theirs * 1e3:.1f} ms; {views} a clip, {CLASSES} classes, fresh weights"
+                )
                 if batch == 1:
-                    note += (f"; a raw clip through Predictor.predict {r['raw_clip'] * 1e3:.1f} ms"
-                             f"; ONNX export {r['export_s']:.1f} s")  # fmt: skip
-                rows.append(Row(
-                    name=f"predict {name}, batch {batch} (CPU, {used})", wall_s=ours,
-                    rss_bytes=got.rss_bytes, throughput=batch / ours,
-                    reference=f"ONNX Runtime {batch / theirs:,.1f} clips/s",
-                    ratio=theirs / ours, note=note,
-                ))  # fmt: skip
+                    note += (
+                        f"; a raw clip through Predictor.predict {r['raw_clip'] * 1e3:.1f} ms"
+                        f"; ONNX export {r['export_s']:.1f} s"
+                    )
+                rows.append(
+                    Row(
+                        name=f"predict {name}, batch {batch} (CPU, {used})",
+                        wall_s=ours,
+                        rss_bytes=got.rss_bytes,
+                        throughput=batch / ours,
+                        reference=f"ONNX Runtime {batch / theirs:,.1f} clips/s",
+                        ratio=theirs / ours,
+                        note=note,
+                    )
+                )
     return rows

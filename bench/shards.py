@@ -44,8 +44,12 @@ def child_shards(subset: str, out: str) -> dict[str, Any]:
     manifest = shards.shards(cfg, subset, out)
     seconds = time.perf_counter() - start
     clips = sum(s["clips"] for s in manifest["splits"].values())
-    return {"seconds": seconds, "cpu": cpu_seconds() - cpu, "clips": clips,
-            "workers": cfg.workers or os.cpu_count()}  # fmt: skip
+    return {
+        "seconds": seconds,
+        "cpu": cpu_seconds() - cpu,
+        "clips": clips,
+        "workers": cfg.workers or os.cpu_count(),
+    }
 
 
 def shards_dir(ctx: Context) -> Path:
@@ -56,8 +60,10 @@ def ensure_subset(ctx: Context) -> Path:
     subset = bench_extract.subset_dir(ctx)
     if not (subset / "meta.json").exists():
         ctx.log("bench: building the 101-class subset first (not timed)")
-        measure("bench.extract:child_extract",
-                {"pkl": str(ctx.mirror()), "out": str(subset), "classes": "all"})  # fmt: skip
+        measure(
+            "bench.extract:child_extract",
+            {"pkl": str(ctx.mirror()), "out": str(subset), "classes": "all"},
+        )
     return subset
 
 
@@ -73,19 +79,31 @@ def ensure_shards(ctx: Context) -> Path:
 
 def run(ctx: Context) -> list[Row]:
     subset, out = ensure_subset(ctx), shards_dir(ctx)
-    got = measure_best(ctx, "bench.shards:child_shards", {"subset": str(subset), "out": str(out)},
-                       prepare=lambda: fresh(out))  # fmt: skip
+    got = measure_best(
+        ctx,
+        "bench.shards:child_shards",
+        {"subset": str(subset), "out": str(out)},
+        prepare=lambda: fresh(out),
+    )
     seconds, clips = got.result["seconds"], got.result["clips"]
     size = folder_bytes(out)
     rate = clips / seconds
     cfg = config()
-    return [Row(
-        name="shards, 101 classes", wall_s=seconds, rss_bytes=got.rss_bytes, throughput=rate,
-        reference=f"shards on disk {size / GB:.2f} GiB", ratio=got.rss_bytes / size,
-        checks=[Check("clips/s", rate, MIN_CLIPS_PER_S, at_most=False),
-                Check("RSS/disk", got.rss_bytes / size, 1.5, unit="x")],
-        note=f"{got.result['cpu']:.1f} s CPU; {clips:,} clips, {got.result['workers']} workers "
-             f"on {os.cpu_count()} cores; {cfg.frames} frames, {cfg.persons} persons, "
-             f"{cfg.train_views}/{cfg.test_views} train/test views; "
-             "ratio = peak RSS / size on disk",
-    )]  # fmt: skip
+    return [
+        Row(
+            name="shards, 101 classes",
+            wall_s=seconds,
+            rss_bytes=got.rss_bytes,
+            throughput=rate,
+            reference=f"shards on disk {size / GB:.2f} GiB",
+            ratio=got.rss_bytes / size,
+            checks=[
+                Check("clips/s", rate, MIN_CLIPS_PER_S, at_most=False),
+                Check("RSS/disk", got.rss_bytes / size, 1.5, unit="x"),
+            ],
+            note=f"{got.result['cpu']:.1f} s CPU; {clips:,} clips, {got.result['workers']} workers "
+            f"on {os.cpu_count()} cores; {cfg.frames} frames, {cfg.persons} persons, "
+            f"{cfg.train_views}/{cfg.test_views} train/test views; "
+            "ratio = peak RSS / size on disk",
+        )
+    ]

@@ -1,7 +1,7 @@
 """Benchmark 8: a sweep of 4 improved experiments through `dvc queue`, at -j 1 and -j 2.
 
-In a workspace of its own (`pipeline.workspace`: the demo's params, with SIZE making training
-outweigh DVC's own work), after `dvc repro` and a commit, the README's recipe:
+In a workspace of its own (`pipeline.project.workspace`: the demo's params, with SIZE making
+training outweigh DVC's own work), after `dvc repro` and a commit, the README's recipe:
 `dvc exp run --queue -S train.threads=T -S model.hidden=32,64 -S model.layers=2,4`, then
 `dvc queue start -j J`, timed until the last experiment's processes are gone (watched in /proc:
 polling `dvc queue status` would take a core of its own) and confirmed by `dvc queue status`.
@@ -31,8 +31,9 @@ LIMIT_S = 1800.0
 
 
 def _dvc(dest: Path, *args: str) -> str:
-    done = run_checked([sys.executable, "-m", "dvc", *args], f"dvc {' '.join(args)}", cwd=dest,
-                       env=child_env())  # fmt: skip
+    done = run_checked(
+        [sys.executable, "-m", "dvc", *args], f"dvc {' '.join(args)}", cwd=dest, env=child_env()
+    )
     return done.stdout + done.stderr
 
 
@@ -61,9 +62,14 @@ def _sweep(dest: Path, jobs: int, threads: int) -> tuple[float, list[str], str]:
         raise BenchError(f"expected 4 experiments queued, found {names}:\n{queued}")
     start = time.perf_counter()
     # Not through a pipe: the workers it leaves running would hold it open to the end.
-    subprocess.run([sys.executable, "-m", "dvc", "queue", "start", "-j", str(jobs)], cwd=dest,
-                   env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                   check=True)  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-m", "dvc", "queue", "start", "-j", str(jobs)],
+        cwd=dest,
+        env=child_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=True,
+    )
     last_busy = start
     while True:
         time.sleep(0.2)
@@ -84,7 +90,7 @@ def run(ctx: Context) -> list[Row]:
     name = "sweep of 4 improved experiments"
     if ctx.quick:
         return [Row(name=name, skipped="--quick: a sweep through dvc queue takes minutes")]
-    from pipeline import workspace
+    from pipeline.project import workspace
 
     cores = os.cpu_count() or 1
     configs = [(1, cores), (2, max(1, cores // 2)), (2, cores)]
@@ -101,16 +107,21 @@ def run(ctx: Context) -> list[Row]:
     for index, ((jobs, threads), (seconds, names, status)) in enumerate(timed.items()):
         ok = sum(bool(re.search(rf"\b{n}\b.*\bSuccess\b", status)) for n in names)
         if ok != len(names):
-            raise BenchError(f"-j {jobs}: {len(names) - ok} of {len(names)} experiments "
-                             f"failed:\n{status}")  # fmt: skip
+            raise BenchError(
+                f"-j {jobs}: {len(names) - ok} of {len(names)} experiments failed:\n{status}"
+            )
         each = "" if jobs == 1 else " each"
-        rows.append(Row(
-            name=f"{name}, -j {jobs}, {plural(threads, 'thread')}{each}",
-            wall_s=seconds, throughput=60 * len(names) / seconds, unit="exp/min",
-            reference=f"-j 1: {first:.0f} s" if index else "—",
-            ratio=first / seconds if index else None,
-            note=f"dvc exp run --queue -S train.threads={threads} {' '.join(SWEEP)}; "
-                 f"dvc queue start -j {jobs}; {', '.join(SIZE)} on the demo's data"
-                 + ("; ratio = -j 1 time / this" if index else ""),
-        ))  # fmt: skip
+        rows.append(
+            Row(
+                name=f"{name}, -j {jobs}, {plural(threads, 'thread')}{each}",
+                wall_s=seconds,
+                throughput=60 * len(names) / seconds,
+                unit="exp/min",
+                reference=f"-j 1: {first:.0f} s" if index else "—",
+                ratio=first / seconds if index else None,
+                note=f"dvc exp run --queue -S train.threads={threads} {' '.join(SWEEP)}; "
+                f"dvc queue start -j {jobs}; {', '.join(SIZE)} on the demo's data"
+                + ("; ratio = -j 1 time / this" if index else ""),
+            )
+        )
     return rows

@@ -30,7 +30,7 @@ from typing import Any
 
 from bench import shards as bench_shards
 from bench.common import GB, Check, Context, Row, Stopwatch, load_params, measure, plural
-from pipeline.params import STAGE_SECTION
+from pipeline.core.params import STAGE_SECTION
 
 WARMUP = 2  # batches before timing: first calls allocate and pick kernels
 MAX_SHARE, MAX_RSS = 0.05, 2 * GB
@@ -43,7 +43,7 @@ def setup(
     applied, and the device (torch threads and seeds set by the pipeline's own runtime)."""
     import dataclasses
 
-    from pipeline import runtime
+    from pipeline.learning import runtime
 
     loaded = load_params("train", section)
     changes: dict[str, Any] = {"device": device}
@@ -56,7 +56,13 @@ def setup(
 
 
 def timed_epoch(
-    model: Any, data: Any, cfg: Any, train: Any, dev: Any, batches: int, world: Any = None,
+    model: Any,
+    data: Any,
+    cfg: Any,
+    train: Any,
+    dev: Any,
+    batches: int,
+    world: Any = None,
     before: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """The pipeline's own `training.train_epoch`, cut to WARMUP batches (epoch 1), then timed
@@ -64,8 +70,8 @@ def timed_epoch(
     With several processes (`world`), each trains its share of the same global batches."""
     import torch
 
-    from pipeline import distributed, training
-    from pipeline.errors import StopFlag
+    from pipeline.core.errors import StopFlag
+    from pipeline.learning import distributed, training
 
     world = world or distributed.SINGLE
     optimizer = training.make_optimizer(model, cfg)
@@ -83,8 +89,20 @@ def timed_epoch(
         if dev.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        training.train_epoch(model, data, cfg, train, dev, optimizer, scheduler, criterion,
-                             number, StopFlag(), "bench", world)  # fmt: skip
+        training.train_epoch(
+            model,
+            data,
+            cfg,
+            train,
+            dev,
+            optimizer,
+            scheduler,
+            criterion,
+            number,
+            StopFlag(),
+            "bench",
+            world,
+        )
         if dev.type == "cuda":
             torch.cuda.synchronize()
         return time.perf_counter() - start
@@ -94,35 +112,51 @@ def timed_epoch(
         seconds = epoch(2, limit)
     finally:
         data.batches = all_batches
-    clips = sum(len(i) for i in itertools.islice(
-        data.batches(train.batch_size, None, train.drop_last), limit))  # fmt: skip
-    return {"seconds": seconds, "clips": clips, "batches": limit, "steps": steps,
-            "batch_size": train.batch_size, "threads": torch.get_num_threads(),
-            "cuda": torch.cuda.is_available()}  # fmt: skip
+    clips = sum(
+        len(i)
+        for i in itertools.islice(data.batches(train.batch_size, None, train.drop_last), limit)
+    )
+    return {
+        "seconds": seconds,
+        "clips": clips,
+        "batches": limit,
+        "steps": steps,
+        "batch_size": train.batch_size,
+        "threads": torch.get_num_threads(),
+        "cuda": torch.cuda.is_available(),
+    }
 
 
-def child_ours(shards: str, section: str, batches: int, device: str = "cpu",
-               amp: bool | None = None, threads: int | None = None,
-               settle: bool = True) -> dict[str, Any]:
+def child_ours(
+    shards: str,
+    section: str,
+    batches: int,
+    device: str = "cpu",
+    amp: bool | None = None,
+    threads: int | None = None,
+    settle: bool = True,
+) -> dict[str, Any]:
     """Our loop; `batches` 0 = one whole epoch. Returns seconds, clips and the data share."""
     import numpy as np
 
-    from pipeline import features, training
+    from pipeline.dataset.shardset import ShardSet
+    from pipeline.learning import features, training
     from pipeline.models import build_model
-    from pipeline.shardset import ShardSet
 
     cfg, train, dev = setup(section, device, amp, threads)
     data, val = ShardSet(shards, "train"), ShardSet(shards, "val")
     joints = data.manifest["shape"][2]
-    model = build_model(cfg, features.in_channels(cfg.streams, cfg.score), data.persons,
-                        len(data.classes), joints).to(dev)  # fmt: skip
+    model = build_model(
+        cfg, features.in_channels(cfg.streams, cfg.score), data.persons, len(data.classes), joints
+    ).to(dev)
     watch = Stopwatch()
     gather, to_input = data.gather, training.to_input
     data.gather = watch.wrap(gather)  # the instance attribute shadows the method
     training.to_input = watch.wrap(to_input)  # train_epoch looks it up in its module
     try:
-        result = timed_epoch(model, data, cfg, train, dev, batches,
-                             before=lambda: setattr(watch, "seconds", 0.0))  # fmt: skip
+        result = timed_epoch(
+            model, data, cfg, train, dev, batches, before=lambda: setattr(watch, "seconds", 0.0)
+        )
     finally:
         data.gather, training.to_input = gather, to_input
     result["share"] = watch.seconds / result["seconds"]
@@ -151,7 +185,7 @@ def child_notebook(
     from torch import nn
     from torch.utils.data import DataLoader, Dataset
 
-    from pipeline import features, training
+    from pipeline.learning import features, training
     from pipeline.models import build_model
 
     cfg, train, _ = setup(section, threads=threads)
@@ -187,8 +221,9 @@ def child_notebook(
     loader = DataLoader(SkeletonDataset(anns), batch_size=train.batch_size, shuffle=True)
     manifest = json.loads((Path(shards) / "manifest.json").read_text())
     _, persons, joints, channels = manifest["shape"]
-    model = build_model(cfg, features.in_channels(cfg.streams, cfg.score), persons,
-                        len(label_map), joints)  # fmt: skip
+    model = build_model(
+        cfg, features.in_channels(cfg.streams, cfg.score), persons, len(label_map), joints
+    )
     optimizer = training.make_optimizer(model, cfg)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     watch = Stopwatch()
@@ -227,20 +262,31 @@ def run(ctx: Context) -> list[Row]:
     rows = []
     for threads in ctx.thread_counts():
         for name, section in STAGE_SECTION.items():
-            common = {"shards": shards, "section": section, "batches": ctx.batches,
-                      "threads": threads}  # fmt: skip
+            common = {
+                "shards": shards,
+                "section": section,
+                "batches": ctx.batches,
+                "threads": threads,
+            }
             ours = measure("bench.train:child_ours", common)
             ref = measure("bench.train:child_notebook", {**common, "pkl": pkl})
             o, r = ours.result, ref.result
             rate, ref_rate = o["clips"] / o["seconds"], r["clips"] / r["seconds"]
-            rows.append(Row(
-                name=f"train {name} (CPU, {plural(o['threads'], 'thread')})", wall_s=o["seconds"],
-                rss_bytes=ours.rss_bytes, throughput=rate,
-                reference=f"notebook loop {ref_rate:,.0f} clips/s", ratio=rate / ref_rate,
-                checks=[Check("data share", 100 * o["share"], 100 * MAX_SHARE, unit="%"),
-                        Check("RSS", ours.rss_bytes / GB, MAX_RSS / GB, unit=" GiB")],
-                note=f"{o['batches']} of {o['steps']} batches of {o['batch_size']} after "
-                     f"{WARMUP} warm-up; notebook loop: data share {100 * r['share']:.0f}%, "
-                     f"peak RSS {ref.rss_bytes / GB:.2f} GiB",
-            ))  # fmt: skip
+            rows.append(
+                Row(
+                    name=f"train {name} (CPU, {plural(o['threads'], 'thread')})",
+                    wall_s=o["seconds"],
+                    rss_bytes=ours.rss_bytes,
+                    throughput=rate,
+                    reference=f"notebook loop {ref_rate:,.0f} clips/s",
+                    ratio=rate / ref_rate,
+                    checks=[
+                        Check("data share", 100 * o["share"], 100 * MAX_SHARE, unit="%"),
+                        Check("RSS", ours.rss_bytes / GB, MAX_RSS / GB, unit=" GiB"),
+                    ],
+                    note=f"{o['batches']} of {o['steps']} batches of {o['batch_size']} after "
+                    f"{WARMUP} warm-up; notebook loop: data share {100 * r['share']:.0f}%, "
+                    f"peak RSS {ref.rss_bytes / GB:.2f} GiB",
+                )
+            )
     return rows

@@ -20,8 +20,8 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline import workspace
-from pipeline.errors import cli, fail
+from pipeline.core.errors import cli, fail
+from pipeline.project import workspace
 
 
 @cli

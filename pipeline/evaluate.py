@@ -14,12 +14,13 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import classification_report
 
-from pipeline import checkpoint, inference, params, runtime
-from pipeline.atomic import atomic_dir, prepare_outputs, write_json
-from pipeline.errors import cli, fail
-from pipeline.paths import METRICS_DIR, SHARDS_DIR, metrics_path, model_path
-from pipeline.scoring import score
-from pipeline.shardset import ShardSet
+from pipeline.core import params
+from pipeline.core.errors import cli, fail
+from pipeline.core.paths import METRICS_DIR, SHARDS_DIR, metrics_path, model_path
+from pipeline.dataset.shardset import ShardSet
+from pipeline.files.atomic import atomic_dir, prepare_outputs, write_json
+from pipeline.learning import checkpoint, inference, runtime
+from pipeline.learning.scoring import score
 
 
 def prediction_table(test: ShardSet, probs: np.ndarray, classes: list[str]) -> pd.DataFrame:
@@ -46,11 +47,22 @@ def evaluate(name: str) -> dict[str, Any]:
             f"(the views stored per test clip, shards.test_views), found {evaluation.clips}",
         )
     model.to(device)
-    probs = inference.predict(model, test, ckpt.config, device, train_cfg.batch_size,
-                              evaluation.clips, evaluation.flip, train_cfg.amp)  # fmt: skip
+    probs = inference.predict(
+        model,
+        test,
+        ckpt.config,
+        device,
+        train_cfg.batch_size,
+        evaluation.clips,
+        evaluation.flip,
+        train_cfg.amp,
+    )
     if not np.isfinite(probs).all():  # finite weights can still overflow on these inputs
-        raise fail(str(model_path(name)), "the model's outputs are not finite (its training "
-                   f"diverged); {checkpoint.retrain(model_path(name))} after lowering its lr")
+        raise fail(
+            str(model_path(name)),
+            "the model's outputs are not finite (its training "
+            f"diverged); {checkpoint.retrain(model_path(name))} after lowering its lr",
+        )
     scores = score(test.targets, probs)
     metrics = {
         "accuracy": round(scores.accuracy, 6),
@@ -65,9 +77,13 @@ def evaluate(name: str) -> dict[str, Any]:
         "device": ckpt.device,
     }
     report = classification_report(
-        test.targets, probs.argmax(1), labels=list(range(len(classes))), target_names=classes,
-        output_dict=True, zero_division=0,
-    )  # fmt: skip
+        test.targets,
+        probs.argmax(1),
+        labels=list(range(len(classes))),
+        target_names=classes,
+        output_dict=True,
+        zero_division=0,
+    )
     per_class = pd.DataFrame(report).T.loc[classes].rename_axis("class").reset_index()
     with atomic_dir(METRICS_DIR / name) as tmp:
         prediction_table(test, probs, classes).to_csv(tmp / "predictions.csv", index=False)

@@ -35,10 +35,11 @@ from typing import Any
 
 import torch
 
-from pipeline import checkpoint, inference, params, skeleton
-from pipeline.atomic import atomic_path, prepare_outputs
-from pipeline.checkpoint import Checkpoint
-from pipeline.errors import ArgumentParser, cli, fail
+from pipeline.core import params, skeleton
+from pipeline.core.errors import ArgumentParser, cli, fail
+from pipeline.files.atomic import atomic_path, prepare_outputs
+from pipeline.learning import checkpoint, inference
+from pipeline.learning.checkpoint import Checkpoint
 from pipeline.models import traceable
 
 FORMATS = ("onnx", "torchscript")
@@ -52,16 +53,22 @@ def contract(ckpt: Checkpoint) -> dict[str, Any]:
     frames, shards = ckpt.shards.frames, params.plain(ckpt.shards)
     return {
         "input": f"x float32 [clips, views, {frames}, {ckpt.persons}, {ckpt.joints}, "
-                 f"{len(ckpt.channels)}] (test views as the shards store them); lengths int64 "
-                 "[clips] (frames before the zero padding)",
+        f"{len(ckpt.channels)}] (test views as the shards store them); lengths int64 "
+        "[clips] (frames before the zero padding)",
         "output": f"{OUTPUT} float32 [clips, {len(ckpt.classes)}]: softmax averaged over the "
-                  "views" + (" and their mirror images" if ckpt.config.eval.flip else ""),
-        "frames": frames, "persons": ckpt.persons, "joints": list(skeleton.JOINTS),
-        "channels": ckpt.channels, "classes": ckpt.classes, "labels": ckpt.labels,
-        "views": ckpt.config.eval.clips, "flip": ckpt.config.eval.flip,
+        "views" + (" and their mirror images" if ckpt.config.eval.flip else ""),
+        "frames": frames,
+        "persons": ckpt.persons,
+        "joints": list(skeleton.JOINTS),
+        "channels": ckpt.channels,
+        "classes": ckpt.classes,
+        "labels": ckpt.labels,
+        "views": ckpt.config.eval.clips,
+        "flip": ckpt.config.eval.flip,
         "preprocessing": {**shards, "hidden_joints": ckpt.hidden_joints},
-        "model": params.plain(ckpt.config), "source": ckpt.source,
-    }  # fmt: skip
+        "model": params.plain(ckpt.config),
+        "source": ckpt.source,
+    }
 
 
 def classifier(ckpt: Checkpoint) -> torch.nn.Module:
@@ -79,8 +86,10 @@ def to_onnx(ckpt: Checkpoint, out: Path) -> None:
     try:
         import onnxscript  # noqa: F401  (torch's ONNX exporter needs it)
     except ImportError:
-        raise fail("--format onnx", "needs the export extra: pip install -e '.[export]' "
-                   "(onnx, onnxscript, onnxruntime)") from None  # fmt: skip
+        raise fail(
+            "--format onnx",
+            "needs the export extra: pip install -e '.[export]' (onnx, onnxscript, onnxruntime)",
+        ) from None
     clips, views = torch.export.Dim("clips"), torch.export.Dim("views")
     # The exporter reports each step on stdout and logs and warns of what it tried (torchvision
     # ops it skips, say): the command's output is its own one line.
@@ -91,10 +100,13 @@ def to_onnx(ckpt: Checkpoint, out: Path) -> None:
         with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
-                classifier(ckpt), example(ckpt), input_names=list(INPUTS),
-                output_names=[OUTPUT], dynamo=True,
+                classifier(ckpt),
+                example(ckpt),
+                input_names=list(INPUTS),
+                output_names=[OUTPUT],
+                dynamo=True,
                 dynamic_shapes={"x": {0: clips, 1: views}, "lengths": {0: clips}},
-            )  # fmt: skip
+            )
     finally:
         log.setLevel(level)
     program.model.metadata_props.update(
@@ -124,9 +136,11 @@ def main(argv: list[str] | None = None) -> None:
     section = params.STAGE_SECTION.get(args.model.stem, "model")
     ckpt = checkpoint.load(args.model, section)
     (to_onnx if args.format == "onnx" else to_torchscript)(ckpt, args.out)
-    print(f"export: {args.model} -> {args.out} ({args.format}; {len(ckpt.classes)} classes, "
-          f"input x [clips, views, {ckpt.shards.frames}, {ckpt.persons}, {ckpt.joints}, "
-          f"{len(ckpt.channels)}] and lengths [clips])")  # fmt: skip
+    print(
+        f"export: {args.model} -> {args.out} ({args.format}; {len(ckpt.classes)} classes, "
+        f"input x [clips, views, {ckpt.shards.frames}, {ckpt.persons}, {ckpt.joints}, "
+        f"{len(ckpt.channels)}] and lengths [clips])"
+    )
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 Reads `data.pkl` through the restricted loader, keeps `data.classes` from the train and test
 splits, holds out validation clips from train (whole groups by default, so an actor or scene is
-never on both sides), and writes the compact subset of `pipeline.subset`.
+never on both sides), and writes the compact subset of `pipeline.dataset.subset`.
 """
 
 from __future__ import annotations
@@ -22,11 +22,13 @@ from sklearn.model_selection import (
     StratifiedShuffleSplit,
 )
 
-from pipeline import classnames, params, pklio, subset
-from pipeline.atomic import prepare_outputs
-from pipeline.errors import cli, fail
-from pipeline.params import DataParams
-from pipeline.paths import SUBSET_DIR
+from pipeline.core import params
+from pipeline.core.errors import cli, fail
+from pipeline.core.params import DataParams
+from pipeline.core.paths import SUBSET_DIR
+from pipeline.dataset import classnames, subset
+from pipeline.files import pklio
+from pipeline.files.atomic import prepare_outputs
 
 # The single split of `val_fraction` and the k-fold split of each kind of validation: sklearn
 # pairs them, so `data.folds` switches between the two without another code path.
@@ -76,9 +78,7 @@ def _held_out(kind: str, data_cfg: DataParams, names: list[str], *split_args: An
         splitter = k_fold(data_cfg.folds, shuffle=True, random_state=data_cfg.seed)
         which = data_cfg.fold
     else:
-        splitter = single(
-            n_splits=1, test_size=data_cfg.val_fraction, random_state=data_cfg.seed
-        )
+        splitter = single(n_splits=1, test_size=data_cfg.val_fraction, random_state=data_cfg.seed)
         which = 0
     _, val_idx = list(splitter.split(names, *split_args))[which]
     return {names[i] for i in val_idx}
@@ -168,9 +168,12 @@ def select(
         raise fail(source, f"cannot carve {what} out of {train_name!r}: {exc}") from None
     target = {label: i for i, label in enumerate(chosen)}
     names = classnames.resolve(
-        chosen, ((n, train_labels[n]) for n in train), data_cfg.class_pattern,
-        data_cfg.label_map, source,
-    )  # fmt: skip
+        chosen,
+        ((n, train_labels[n]) for n in train),
+        data_cfg.class_pattern,
+        data_cfg.label_map,
+        source,
+    )
     group_re = re.compile(data_cfg.group_pattern)
 
     rows: list[dict[str, Any]] = []
@@ -189,12 +192,20 @@ def select(
         label = pklio.as_int(ann["label"])
         group = group_re.search(name)
         h, w = (int(s) for s in ann["img_shape"])
-        rows.append({
-            "frame_dir": name, "label": label, "target": target[label],
-            "class_name": names[target[label]], "group": group.group(1) if group else "",
-            "split": split, "frames": int(ann["keypoint"].shape[1]), "persons": persons,
-            "img_h": h, "img_w": w,
-        })  # fmt: skip
+        rows.append(
+            {
+                "frame_dir": name,
+                "label": label,
+                "target": target[label],
+                "class_name": names[target[label]],
+                "group": group.group(1) if group else "",
+                "split": split,
+                "frames": int(ann["keypoint"].shape[1]),
+                "persons": persons,
+                "img_h": h,
+                "img_w": w,
+            }
+        )
         kept.append(ann)
     counts = _check_selection(rows, names, skipped, source)
     if unscored:
@@ -251,9 +262,10 @@ def _check_selection(
     taught = sorted({r["target"] for r in rows if r["split"] == "train"})
     if len(taught) < 2:
         raise fail(
-            source, f"the train clips of the selection hold 1 class ({names[taught[0]]!r}); "
+            source,
+            f"the train clips of the selection hold 1 class ({names[taught[0]]!r}); "
             "a classifier needs 2 or more (check data.classes)",
-        )  # fmt: skip
+        )
     return counts
 
 

@@ -24,12 +24,14 @@ import sys
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlsplit
 
-from pipeline import checksums, params, pklio, synthetic
-from pipeline.atomic import prepare_outputs
-from pipeline.download import download
-from pipeline.errors import cli, fail
-from pipeline.params import DataParams, FetchParams, SyntheticParams
-from pipeline.paths import RAW_DIR
+from pipeline.core import params
+from pipeline.core.errors import cli, fail
+from pipeline.core.params import DataParams, FetchParams, SyntheticParams
+from pipeline.core.paths import RAW_DIR
+from pipeline.dataset import synthetic
+from pipeline.files import checksums, pklio
+from pipeline.files.atomic import prepare_outputs
+from pipeline.files.download import download
 
 
 def validate(path: Path) -> None:
@@ -66,9 +68,12 @@ def obtain(data_cfg: DataParams, fetch_cfg: FetchParams, synth: SyntheticParams)
     prepare_outputs(files=[target])
     if data_cfg.source == "synthetic":
         synthetic.write(
-            target, clips_per_group=tuple(synth.clips_per_group), frames=tuple(synth.frames),
-            seed=synth.seed, mirror=synth.mirror,
-        )  # fmt: skip
+            target,
+            clips_per_group=tuple(synth.clips_per_group),
+            frames=tuple(synth.frames),
+            seed=synth.seed,
+            mirror=synth.mirror,
+        )
         return f"wrote the synthetic stand-in to {target}"
     if target.name != url_file_name(data_cfg.url):
         raise fail(
@@ -79,10 +84,16 @@ def obtain(data_cfg: DataParams, fetch_cfg: FetchParams, synth: SyntheticParams)
             f"`{track_hint(target)}`",
         )
     download(
-        data_cfg.url, target, root=RAW_DIR, retries=fetch_cfg.retries,
-        backoff=fetch_cfg.backoff, timeout=fetch_cfg.timeout, md5=data_cfg.md5,
-        sha256=data_cfg.sha256, validate=validate,
-    )  # fmt: skip
+        data_cfg.url,
+        target,
+        root=RAW_DIR,
+        retries=fetch_cfg.retries,
+        backoff=fetch_cfg.backoff,
+        timeout=fetch_cfg.timeout,
+        md5=data_cfg.md5,
+        sha256=data_cfg.sha256,
+        validate=validate,
+    )
     return f"downloaded {data_cfg.url} to {target}"
 
 
@@ -92,8 +103,10 @@ def track(target: Path) -> None:
         return
     done = subprocess.run(
         [sys.executable, "-m", "dvc", "add", "--quiet", str(target)],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if done.returncode != 0:
         reason = (done.stderr.strip().splitlines() or ["no message"])[-1]
         raise fail(str(target), f"written, but `dvc add` failed: {reason}")

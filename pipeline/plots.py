@@ -19,13 +19,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline import plotdata
-from pipeline.atomic import atomic_dir, prepare_outputs
-from pipeline.drawing import draw_clip, save_gif
-from pipeline.errors import cli
-from pipeline.paths import METRICS_DIR, SHARDS_DIR, SUBSET_DIR
-from pipeline.shardset import read_manifest
-from pipeline.showcase import (
+from pipeline.core.errors import cli
+from pipeline.core.paths import METRICS_DIR, SHARDS_DIR, SUBSET_DIR
+from pipeline.dataset.shardset import read_manifest
+from pipeline.files.atomic import atomic_dir, prepare_outputs
+from pipeline.viz import plotdata
+from pipeline.viz.drawing import draw_clip, save_gif
+from pipeline.viz.showcase import (
     best_correct_per_class,
     caption,
     file_name,
@@ -47,15 +47,25 @@ GALLERY_FPS = 8
 
 def write_gallery(folder: Path, predictions: pd.DataFrame, classes: list[str]) -> list[str]:
     """GIFs of the most confident errors and of one correct clip per class; their names."""
-    chosen = [(f"error{k}_", row.frame_dir) for k, row in enumerate(
-        most_confident_errors(predictions, GALLERY_ERRORS).itertuples(), start=1)]  # fmt: skip
+    chosen = [
+        (f"error{k}_", row.frame_dir)
+        for k, row in enumerate(
+            most_confident_errors(predictions, GALLERY_ERRORS).itertuples(), start=1
+        )
+    ]
     right = best_correct_per_class(predictions, classes[:GALLERY_CLASSES])
     chosen += [("right_", name) for name in right["frame_dir"]]
     clips = subset_clips(SUBSET_DIR, [name for _, name in chosen])
     written = []
     for (prefix, _), clip in zip(chosen, clips, strict=True):
-        frames = draw_clip(clip.keypoint, clip.score, clip.img_shape, caption(clip, predictions),
-                           width=GALLERY_WIDTH, frames=GALLERY_FRAMES)  # fmt: skip
+        frames = draw_clip(
+            clip.keypoint,
+            clip.score,
+            clip.img_shape,
+            caption(clip, predictions),
+            width=GALLERY_WIDTH,
+            frames=GALLERY_FRAMES,
+        )
         written.append(file_name(clip.name, prefix))
         save_gif(frames, folder / written[-1], GALLERY_FPS)
     return written
@@ -77,9 +87,11 @@ def main() -> None:
         per_class.to_csv(tables / "per_class.csv", index=False)
         gallery = write_gallery(pictures, predictions["improved"], classes)
     errors = sum(name.startswith("error") for name in gallery)
-    print(f"plots: square confusion matrices of {len(classes)} classes, curves, per-class "
-          f"scores; a gallery of {errors} errors and {len(gallery) - errors} correct clips "
-          f"in {GALLERY_DIR}")  # fmt: skip
+    print(
+        f"plots: square confusion matrices of {len(classes)} classes, curves, per-class "
+        f"scores; a gallery of {errors} errors and {len(gallery) - errors} correct clips "
+        f"in {GALLERY_DIR}"
+    )
 
 
 if __name__ == "__main__":

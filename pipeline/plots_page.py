@@ -1,89 +1,15 @@
 """Make `dvc plots show` draw offline: a page template with Vega inlined, and DVC set to use it.
 
-Usage: python -m pipeline.plots_page [REPO]
-
-DVC's own page loads Vega, Vega-Lite and vega-embed from a CDN, so on a machine without network
-(`make demo` runs offline) it is blank. This writes REPO/.dvc/plots.html (REPO: the current
-folder by default), a page template holding those libraries as vl-convert-python ships them
-(one script, about 900 kB, that needs nothing else), and points DVC at it in the repository's
-machine-local config (`dvc config --local plots.html_template plots.html`, in
-.dvc/config.local, which git ignores). `make repro` and `make demo` run it for you.
+Usage: python -m pipeline.plots_page [REPO] (the page itself: pipeline.project.offline_page)
 """
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
-from pipeline.atomic import write_text
-from pipeline.errors import cli, fail
-
-TEMPLATE = "plots.html"  # in .dvc/, where DVC resolves a relative plots.html_template
-VEGA_LITE = "5.21"  # the newest 5.x: DVC's templates and ours are Vega-Lite 5 specs
-
-# DVC fills {plot_divs} with a div per plot (each calling vegaEmbed) and {refresh_tag} for
-# `--open` live pages; {scripts}, where DVC puts its CDN links, is left out on purpose. The
-# bundle runs in a function of its own so its top-level names cannot clash with a plot's.
-PAGE = """<!DOCTYPE html>
-<!-- made by python -m pipeline.plots_page: VERSIONS -->
-<html>
-<head>
-    {refresh_tag}
-    <meta charset="utf-8">
-    <title>DVC plots</title>
-    <script>(function () {
-BUNDLE
-})();</script>
-    <style>
-        body { font-family: sans-serif; }
-        table { border-spacing: 15px; }
-        /* DVC gives each image a full-width box: side by side they read as a gallery */
-        div[id$="_gif"], div[id$="_png"] {
-            display: inline-block !important; vertical-align: top; border: none !important;
-            margin: 4px; font-size: 11px; }
-        div[id$="_gif"] p, div[id$="_png"] p { margin: 2px; }
-    </style>
-</head>
-<body>
-    {plot_divs}
-</body>
-</html>
-"""
-
-
-def page() -> str:
-    """The template's text: DVC's placeholders, and the Vega libraries inlined."""
-    try:
-        import vl_convert
-    except ImportError:
-        raise fail(
-            "vl_convert", "not installed: `pip install vl-convert-python` (or `make install`) "
-            "brings the Vega libraries an offline page needs",
-        ) from None
-    versions = (f"vega {vl_convert.get_vega_version()}, vega-lite {VEGA_LITE}, vega-embed "
-                f"{vl_convert.get_vega_embed_version()}, from vl-convert-python")  # fmt: skip
-    bundle = vl_convert.javascript_bundle(vl_version=VEGA_LITE)
-    if "</script" in bundle.lower():  # it would end the <script> element early
-        raise fail("vl_convert", "its JavaScript bundle contains '</script'; cannot inline it")
-    return PAGE.replace("VERSIONS", versions).replace("BUNDLE", bundle)
-
-
-def install(repo: Path) -> Path:
-    """Write the template into repo/.dvc/ and set it as the repository's page for DVC."""
-    dvc_dir = repo / ".dvc"
-    if not dvc_dir.is_dir():
-        raise fail(str(repo), "not a DVC repository (no .dvc folder): run this at its root")
-    target = dvc_dir / TEMPLATE
-    write_text(target, page())
-    done = subprocess.run(
-        [sys.executable, "-m", "dvc", "config", "--local", "plots.html_template", TEMPLATE],
-        cwd=repo, capture_output=True, text=True,
-    )  # fmt: skip
-    if done.returncode:
-        reason = " ".join((done.stderr or done.stdout).split())
-        raise fail(str(repo), f"`dvc config --local plots.html_template` failed: {reason}")
-    return target
+from pipeline.core.errors import cli, fail
+from pipeline.project.offline_page import install
 
 
 @cli

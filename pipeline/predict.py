@@ -45,11 +45,14 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from pipeline import checkpoint, clipfiles, inference, params, preprocess, runtime
-from pipeline.atomic import atomic_path, prepare_outputs, write_json
-from pipeline.checkpoint import Checkpoint
-from pipeline.clipfiles import Clip
-from pipeline.errors import ArgumentParser, cli, fail
+from pipeline.core import params
+from pipeline.core.errors import ArgumentParser, cli, fail
+from pipeline.dataset import preprocess
+from pipeline.files import clipfiles
+from pipeline.files.atomic import atomic_path, prepare_outputs, write_json
+from pipeline.files.clipfiles import Clip
+from pipeline.learning import checkpoint, inference, runtime
+from pipeline.learning.checkpoint import Checkpoint
 
 BATCHES_PER_CHUNK = 8  # clips are preprocessed this many model batches at a time
 SHOWN = 20  # rows printed when there is no --out
@@ -67,9 +70,12 @@ class Predictor:
     """A trained model with what it needs to classify raw clips (see the module docstring)."""
 
     def __init__(
-        self, ckpt: Checkpoint, device: str | torch.device = "auto", views: int | None = None,
+        self,
+        ckpt: Checkpoint,
+        device: str | torch.device = "auto",
+        views: int | None = None,
         flip: bool | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.checkpoint = ckpt
         self.classes: list[str] = list(ckpt.classes)
         self.device = device_named(device)
@@ -78,24 +84,36 @@ class Predictor:
         self.stored_views = preprocess.views_for("test", ckpt.shards)
         if not 1 <= self.views <= self.stored_views:
             given = "views" if views is not None else f"{ckpt.source}: its eval.clips"
-            raise fail(given, f"expected 1 to {self.stored_views} views (shards.test_views and "
-                       f"sampling as trained), found {self.views}")  # fmt: skip
+            raise fail(
+                given,
+                f"expected 1 to {self.stored_views} views (shards.test_views and "
+                f"sampling as trained), found {self.views}",
+            )
         self.model = ckpt.build_model().to(self.device).eval()
 
     @classmethod
     def load(
-        cls, path: str | Path, device: str | torch.device = "auto", views: int | None = None,
+        cls,
+        path: str | Path,
+        device: str | torch.device = "auto",
+        views: int | None = None,
         flip: bool | None = None,
-    ) -> Predictor:  # fmt: skip
+    ) -> Predictor:
         section = params.STAGE_SECTION.get(Path(path).stem, "model")
         return cls(checkpoint.load(path, section), device, views, flip)
 
     def preprocess(self, clip: Clip, out: np.ndarray | None = None) -> tuple[np.ndarray, int]:
         """A clip's test views as the shards store them: [views, frames, persons, 17, 3]."""
         ckpt = self.checkpoint
-        return preprocess.clip_views(clip.keypoint, clip.keypoint_score, clip.img_hw,
-                                     ckpt.shards, self.stored_views, ckpt.hidden_joint_indices,
-                                     out)  # fmt: skip
+        return preprocess.clip_views(
+            clip.keypoint,
+            clip.keypoint_score,
+            clip.img_hw,
+            ckpt.shards,
+            self.stored_views,
+            ckpt.hidden_joint_indices,
+            out,
+        )
 
     def probabilities(self, clips: Sequence[Clip], progress: bool = False) -> np.ndarray:
         """[clips, classes]: preprocessed and predicted a few batches at a time, in batches of
@@ -104,16 +122,29 @@ class Predictor:
         size = ckpt.train.batch_size
         shape = (self.stored_views, ckpt.shards.frames, ckpt.persons, ckpt.joints, 3)
         out = []
-        with tqdm(total=len(clips), unit="clip", disable=None if progress else True,
-                  file=sys.stderr, leave=False) as bar:  # fmt: skip
+        with tqdm(
+            total=len(clips),
+            unit="clip",
+            disable=None if progress else True,
+            file=sys.stderr,
+            leave=False,
+        ) as bar:
             for start in range(0, len(clips), size * BATCHES_PER_CHUNK):
                 part = clips[start : start + size * BATCHES_PER_CHUNK]
                 x = np.zeros((len(part), *shape), np.float32)
                 lengths = [self.preprocess(clip, x[k])[1] for k, clip in enumerate(part)]
-                out.append(inference.predict(
-                    self.model, inference.ClipArray(x, lengths), ckpt.config, self.device, size,
-                    self.views, self.flip, ckpt.train.amp,
-                ))  # fmt: skip
+                out.append(
+                    inference.predict(
+                        self.model,
+                        inference.ClipArray(x, lengths),
+                        ckpt.config,
+                        self.device,
+                        size,
+                        self.views,
+                        self.flip,
+                        ckpt.train.amp,
+                    )
+                )
                 bar.update(len(part))
         if not out:
             return np.zeros((0, len(self.classes)), np.float32)
@@ -149,11 +180,16 @@ def known_clips(clips: list[Clip], ckpt: Checkpoint, source: str) -> list[Clip]:
     known = [clip for clip in clips if clip.label in labels]
     other = sorted({clip.label for clip in clips} - set(ckpt.labels))
     if not known:
-        raise fail(source, f"none of its {len(clips)} clips has a label the model was trained on "
-                   f"(its labels: {_few(other)}; the model's: {_few(ckpt.labels)})")  # fmt: skip
+        raise fail(
+            source,
+            f"none of its {len(clips)} clips has a label the model was trained on "
+            f"(its labels: {_few(other)}; the model's: {_few(ckpt.labels)})",
+        )
     if other:
-        warn(f"{source}: left out {_clips(len(clips) - len(known))} of labels the model was "
-             f"not trained on ({_few(other)})")  # fmt: skip
+        warn(
+            f"{source}: left out {_clips(len(clips) - len(known))} of labels the model was "
+            f"not trained on ({_few(other)})"
+        )
     return known
 
 
@@ -208,8 +244,11 @@ def main(argv: list[str] | None = None) -> None:
     predictor = Predictor.load(args.model, args.device, args.views, args.flip)
     ckpt = predictor.checkpoint
     if not 1 <= args.top <= len(ckpt.classes):
-        raise fail("--top", f"expected an integer in [1, {len(ckpt.classes)}] (the model's "
-                   f"classes), found {args.top}")  # fmt: skip
+        raise fail(
+            "--top",
+            f"expected an integer in [1, {len(ckpt.classes)}] (the model's "
+            f"classes), found {args.top}",
+        )
     clips, empty = clipfiles.read(args.input, args.split)
     if empty:
         warn(f"{args.input}: left out {_clips(len(empty))} with no person (first {empty[0]!r})")

@@ -31,12 +31,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline import clipfiles
-from pipeline.atomic import prepare_outputs
-from pipeline.drawing import draw_clip, save_gif
-from pipeline.errors import ArgumentParser, cli, fail
-from pipeline.paths import METRICS_DIR
-from pipeline.showcase import (
+from pipeline.core.errors import ArgumentParser, cli, fail
+from pipeline.core.paths import METRICS_DIR
+from pipeline.files import clipfiles
+from pipeline.files.atomic import prepare_outputs
+from pipeline.viz.drawing import draw_clip, save_gif
+from pipeline.viz.showcase import (
     Clip,
     caption,
     file_name,
@@ -81,8 +81,11 @@ def read_clips(source: Path, names: list[str], table: pd.DataFrame | None) -> li
     """The named clips of a pickle or a subset folder, in the order named."""
     if source.is_dir():
         if not (source / "index.csv").is_file():
-            raise fail(str(source), "expected a PYSKL pickle or a subset folder as extract "
-                                    "writes it (data/subset, with index.csv)")  # fmt: skip
+            raise fail(
+                str(source),
+                "expected a PYSKL pickle or a subset folder as extract "
+                "writes it (data/subset, with index.csv)",
+            )
         return subset_clips(source, names)
     return _from_pickle(source, names, table)
 
@@ -102,9 +105,15 @@ def _from_pickle(path: Path, names: list[str], table: pd.DataFrame | None) -> li
             raise missing_clip(path, name, list(held))
         clip = held[name]
         actual = None if clip.label is None else class_of.get(clip.label, f"class_{clip.label}")
-        clips.append(Clip(name, np.asarray(clip.keypoint, np.float32),
-                          np.asarray(clip.keypoint_score, np.float32), clip.img_hw,
-                          actual))  # fmt: skip
+        clips.append(
+            Clip(
+                name,
+                np.asarray(clip.keypoint, np.float32),
+                np.asarray(clip.keypoint_score, np.float32),
+                clip.img_hw,
+                actual,
+            )
+        )
     return clips
 
 
@@ -119,8 +128,11 @@ def chosen_clips(args: argparse.Namespace, table: pd.DataFrame | None) -> list[s
         return list(dict.fromkeys(args.clips))
     where = args.predictions or str(DEFAULT_PREDICTIONS)
     if table is None:
-        raise fail(where, "--errors needs predictions: run `dvc repro` (evaluate writes them) "
-                          "or name a predictions CSV with --predictions")  # fmt: skip
+        raise fail(
+            where,
+            "--errors needs predictions: run `dvc repro` (evaluate writes them) "
+            "or name a predictions CSV with --predictions",
+        )
     if "actual" not in table.columns:
         raise fail(where, "no column 'actual': --errors needs each clip's true class")
     return list(most_confident_errors(table, args.errors)["frame_dir"])
@@ -139,8 +151,14 @@ def main(argv: list[str] | None = None) -> None:
     targets = [out / file_name(name) for name in names]
     prepare_outputs(files=targets)  # an unwritable --out is one line now, before any work
     for clip, target in zip(read_clips(Path(args.input), names, table), targets, strict=True):
-        frames = draw_clip(clip.keypoint, clip.score, clip.img_shape, caption(clip, table),
-                           width=args.width, frames=args.frames)  # fmt: skip
+        frames = draw_clip(
+            clip.keypoint,
+            clip.score,
+            clip.img_shape,
+            caption(clip, table),
+            width=args.width,
+            frames=args.frames,
+        )
         save_gif(frames, target, args.fps)
         print(f"render: {target} ({len(frames)} frames)")
 

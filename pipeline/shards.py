@@ -17,12 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from pipeline import params, preprocess, skeleton
-from pipeline.atomic import atomic_dir, prepare_outputs, write_json
-from pipeline.errors import StopFlag, cli, fail
-from pipeline.params import ShardsParams
-from pipeline.paths import SHARDS_DIR, SUBSET_DIR
-from pipeline.subset import SPLITS, Subset, write_npy
+from pipeline.core import params, skeleton
+from pipeline.core.errors import StopFlag, cli, fail
+from pipeline.core.params import ShardsParams
+from pipeline.core.paths import SHARDS_DIR, SUBSET_DIR
+from pipeline.dataset import preprocess
+from pipeline.dataset.subset import SPLITS, Subset, write_npy
+from pipeline.files.atomic import atomic_dir, prepare_outputs, write_json
 
 
 def build_shard(
@@ -46,8 +47,9 @@ def build_shard(
     def clips() -> Iterator[np.ndarray]:
         for k, row in enumerate(rows):
             keypoint, score = subset.clip(int(row))
-            _, lengths[k] = preprocess.clip_views(keypoint, score, tuple(img[row]), shards_cfg,
-                                                  views, hidden_joints, out=buffer)  # fmt: skip
+            _, lengths[k] = preprocess.clip_views(
+                keypoint, score, tuple(img[row]), shards_cfg, views, hidden_joints, out=buffer
+            )
             yield buffer
 
     write_npy(Path(out), "<f4", (len(rows), *clip_shape), clips())

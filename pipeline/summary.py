@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.atomic import prepare_outputs, write_json
-from pipeline.errors import cli
-from pipeline.paths import METRICS_DIR, SHARDS_DIR, metrics_path
-from pipeline.readers import NUMBER, read_json
-from pipeline.shardset import read_manifest
+from pipeline.core.errors import cli
+from pipeline.core.paths import METRICS_DIR, SHARDS_DIR, metrics_path
+from pipeline.dataset.shardset import read_manifest
+from pipeline.files.atomic import prepare_outputs, write_json
+from pipeline.files.readers import NUMBER, read_json
 
 SUMMARY = METRICS_DIR / "summary.json"
 

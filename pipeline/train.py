@@ -1,14 +1,14 @@
 """Stage `train@<name>`: fit one model (`baseline` or `improved`) on the shards.
 
 Reads params `train` and the model's own section (`baseline`, or `model` for improved); writes
-the selected weights, with all that using them needs (pipeline.checkpoint), to models/<name>.pt
-and per-epoch curves with dvclive to metrics/train/<name>/. The curves are written when the run
-is done, from its history, and published with the model: a killed or failed run leaves the old
-model with its own curves.
+the selected weights, with all that using them needs (pipeline.learning.checkpoint), to
+models/<name>.pt and per-epoch curves with dvclive to metrics/train/<name>/. The curves are
+written when the run is done, from its history, and published with the model: a killed or
+failed run leaves the old model with its own curves.
 
 With `train.nproc` N > 1 it trains in N processes with DistributedDataParallel
-(pipeline.distributed), `train.batch_size` being their global batch; under torchrun it is one
-of torchrun's processes. Rank 0 alone writes the model, the resume file and the curves.
+(pipeline.learning.distributed), `train.batch_size` being their global batch; under torchrun it
+is one of torchrun's processes. Rank 0 alone writes the model, the resume file and the curves.
 """
 
 from __future__ import annotations
@@ -22,15 +22,16 @@ from typing import Any
 import torch
 from dvclive import Live
 
-from pipeline import distributed, features, params, runtime
-from pipeline.atomic import atomic_dir, prepare_outputs
-from pipeline.checkpoint import Checkpoint
-from pipeline.distributed import RankExit
-from pipeline.errors import EXIT_INTERRUPTED, PipelineError, cli, fail
+from pipeline.core import params
+from pipeline.core.errors import EXIT_INTERRUPTED, PipelineError, cli, fail
+from pipeline.core.paths import SHARDS_DIR, curves_path, model_path, resume_path
+from pipeline.dataset.shardset import ShardSet
+from pipeline.files.atomic import atomic_dir, prepare_outputs
+from pipeline.learning import distributed, features, runtime
+from pipeline.learning.checkpoint import Checkpoint
+from pipeline.learning.distributed import RankExit
+from pipeline.learning.training import Diverged, Epoch, Interrupted, fit
 from pipeline.models import build_model
-from pipeline.paths import SHARDS_DIR, curves_path, model_path, resume_path
-from pipeline.shardset import ShardSet
-from pipeline.training import Diverged, Epoch, Interrupted, fit
 
 CURVES = ("train_loss", "train_acc", "val_loss", "val_acc", "lr")
 
@@ -55,10 +56,14 @@ def interrupted(name: str, exc: Interrupted) -> str:
     """The message for Ctrl-C: what is saved and how to go on."""
     how = f"run `dvc repro` (or python -m pipeline.train {name})"
     if exc.saved == 0:
-        return (f"train {name}: interrupted in epoch {exc.epoch}, before any epoch was saved; "
-                f"{how} to start again")  # fmt: skip
-    return (f"train {name}: interrupted in epoch {exc.epoch}; epochs up to {exc.saved} are "
-            f"saved in {resume_path(name)}; {how} to resume")  # fmt: skip
+        return (
+            f"train {name}: interrupted in epoch {exc.epoch}, before any epoch was saved; "
+            f"{how} to start again"
+        )
+    return (
+        f"train {name}: interrupted in epoch {exc.epoch}; epochs up to {exc.saved} are "
+        f"saved in {resume_path(name)}; {how} to resume"
+    )
 
 
 def diverged(name: str, exc: Diverged, lr: float) -> PipelineError:
@@ -78,13 +83,15 @@ def run(name: str) -> Checkpoint | None:
     device = runtime.resolve_device(train_cfg.device)
     world = distributed.from_environment()
     if world is None or world.main:  # before any process starts: rank 0 alone writes
-        prepare_outputs(files=[model_path(name), resume_path(name)],
-                        folders=[curves_path(name)])  # fmt: skip
+        prepare_outputs(files=[model_path(name), resume_path(name)], folders=[curves_path(name)])
     if world is None and train_cfg.nproc > 1:
         if device.type == "cuda" and train_cfg.nproc > torch.cuda.device_count():
-            raise fail(params.PARAMS_FILE, f"train.nproc: expected at most the "
-                       f"{torch.cuda.device_count()} CUDA devices of this machine (one per "
-                       f"process), found {train_cfg.nproc}")  # fmt: skip
+            raise fail(
+                params.PARAMS_FILE,
+                f"train.nproc: expected at most the "
+                f"{torch.cuda.device_count()} CUDA devices of this machine (one per "
+                f"process), found {train_cfg.nproc}",
+            )
         distributed.spawn(train_rank, train_cfg.nproc, device, name)
         return None
     world = world or distributed.SINGLE
@@ -115,8 +122,17 @@ def train_rank(world: distributed.World, name: str) -> Checkpoint | None:
         where = f"{world.size} processes ({distributed.backend(device)}), each on {where}"
     log(f"{cfg.arch} on {where}, {sum(p.numel() for p in model.parameters()):,} parameters")
     try:
-        result = fit(distributed.wrap(model, world, device), cfg, train_cfg, train_set, val_set,
-                     device, resume_path(name), log, world)  # fmt: skip
+        result = fit(
+            distributed.wrap(model, world, device),
+            cfg,
+            train_cfg,
+            train_set,
+            val_set,
+            device,
+            resume_path(name),
+            log,
+            world,
+        )
     except Diverged as exc:
         raise diverged(name, exc, cfg.lr) from None
     except Interrupted as exc:
@@ -125,14 +141,23 @@ def train_rank(world: distributed.World, name: str) -> Checkpoint | None:
         return None
     selected = result.selected
     checkpoint = Checkpoint(
-        weights=result.weights, config=cfg, train=dataclasses.replace(train_cfg, nproc=world.size),
+        weights=result.weights,
+        config=cfg,
+        train=dataclasses.replace(train_cfg, nproc=world.size),
         shards=shards_cfg,
-        hidden_joints=manifest["hidden_joints"], classes=manifest["classes"],
+        hidden_joints=manifest["hidden_joints"],
+        classes=manifest["classes"],
         labels=manifest["labels"],
-        channels=manifest["channels"], in_channels=in_channels, persons=persons, joints=joints,
-        epochs_run=len(result.history), selected_epoch=selected.epoch,
-        val_acc=selected.val_acc, val_loss=selected.val_loss, device=device.type,
-    )  # fmt: skip
+        channels=manifest["channels"],
+        in_channels=in_channels,
+        persons=persons,
+        joints=joints,
+        epochs_run=len(result.history),
+        selected_epoch=selected.epoch,
+        val_acc=selected.val_acc,
+        val_loss=selected.val_loss,
+        device=device.type,
+    )
     summary = {"selected_epoch": selected.epoch, "selected_val_acc": selected.val_acc}
     # The curves are renamed into place right after the model; a kill between the two renames
     # leaves the resume file, and the rerun writes both again from it.

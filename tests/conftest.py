@@ -39,9 +39,15 @@ requires_realdata = pytest.mark.skipif(
 
 IMG_SHAPE = (240, 320)
 UCF_NAMES = (
-    "ApplyEyeMakeup", "ApplyLipstick", "Archery", "BabyCrawling",
-    "BalanceBeam", "BandMarching", "BaseballPitch", "Basketball",
-)  # fmt: skip
+    "ApplyEyeMakeup",
+    "ApplyLipstick",
+    "Archery",
+    "BabyCrawling",
+    "BalanceBeam",
+    "BandMarching",
+    "BaseballPitch",
+    "Basketball",
+)
 DELETE = object()  # an override value that removes the key from params.yaml
 
 
@@ -129,9 +135,13 @@ def make_dataset(
             for clip in range(1, clips_per_group + 1):
                 frame_dir = name(label, group, clip)
                 ann = make_annotation(
-                    frame_dir, label, _draw(rng, persons), _draw(rng, frames),
-                    int(rng.integers(2**31)), img_shape,
-                )  # fmt: skip
+                    frame_dir,
+                    label,
+                    _draw(rng, persons),
+                    _draw(rng, frames),
+                    int(rng.integers(2**31)),
+                    img_shape,
+                )
                 annotations.append(ann)
                 (test if group in test_groups else train).append(frame_dir)
     return {"split": {split_names[0]: train, split_names[1]: test}, "annotations": annotations}
@@ -179,7 +189,7 @@ def write_params(
 def section(name: str, **changes: Any) -> Any:
     """Section `name` of the project's params.yaml as the stages get it (typed, checked), with
     `changes` to its keys."""
-    from pipeline import params
+    from pipeline.core import params
 
     values = yaml.safe_load(PARAMS_YAML.read_text())[name]
     return params.parse(name, {**values, **changes})
@@ -191,8 +201,13 @@ def run_stage(
     """`python -m pipeline.<stage> args` in `cwd`, importing this checkout's `pipeline`."""
     return subprocess.run(
         [sys.executable, "-m", f"pipeline.{stage}", *args],
-        cwd=cwd, env=stage_env(), capture_output=True, text=True, timeout=timeout, check=False,
-    )  # fmt: skip
+        cwd=cwd,
+        env=stage_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def call_stage(
@@ -207,8 +222,12 @@ def call_stage(
     out, err = io.StringIO(), io.StringIO()
     code: int | str | None = 0
     argv, sys.argv = sys.argv, [f"pipeline.{stage}", *args]  # as `python -m` sets it
-    with torch_state_restored(), contextlib.chdir(cwd), contextlib.redirect_stdout(out), \
-            contextlib.redirect_stderr(err):  # fmt: skip
+    with (
+        torch_state_restored(),
+        contextlib.chdir(cwd),
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(err),
+    ):
         try:
             module.main()
         except SystemExit as exc:
@@ -276,7 +295,7 @@ runpy.run_module(f"pipeline.{stage}", run_name="__main__", alter_sys=True)
 
 def stage_env() -> dict[str, str]:
     """The environment for a stage subprocess: this checkout's `pipeline` importable."""
-    from pipeline import workspace
+    from pipeline.project import workspace
 
     return workspace.tool_env(importable=REPO)
 
@@ -295,9 +314,14 @@ def start_stage(
         function, match, nth = kill_at
         command = [sys.executable, "-c", _KILL_AT, function, match, str(nth), stage, *args]
     return subprocess.Popen(
-        command, cwd=cwd, env=stage_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, start_new_session=True,
-    )  # fmt: skip
+        command,
+        cwd=cwd,
+        env=stage_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def stop(process: subprocess.Popen[str], sig: int = signal.SIGKILL) -> None:

@@ -18,17 +18,21 @@ from bench import accuracy
 
 
 def test_errors_keeps_only_misclassified_clips_with_the_group_extract_recorded() -> None:
-    predictions = pd.DataFrame({
-        "frame_dir": ["p25_guitar_01", "p25_drums_02", "p3_boxing_01", "p33_drums_04"],
-        "actual": ["guitar", "drums", "boxing", "drums"],
-        "predicted": ["drums", "drums", "boxing", "boxing"],
-        "confidence": [0.9, 0.8, 0.7, 0.6],
-        "top3": ["drums|guitar|violin"] * 4,
-    })  # fmt: skip
-    groups = pd.DataFrame({
-        "frame_dir": ["p3_boxing_01", "p33_drums_04", "p25_guitar_01", "p25_drums_02"],
-        "group": [3, 33, 25, 25],
-    })  # fmt: skip
+    predictions = pd.DataFrame(
+        {
+            "frame_dir": ["p25_guitar_01", "p25_drums_02", "p3_boxing_01", "p33_drums_04"],
+            "actual": ["guitar", "drums", "boxing", "drums"],
+            "predicted": ["drums", "drums", "boxing", "boxing"],
+            "confidence": [0.9, 0.8, 0.7, 0.6],
+            "top3": ["drums|guitar|violin"] * 4,
+        }
+    )
+    groups = pd.DataFrame(
+        {
+            "frame_dir": ["p3_boxing_01", "p33_drums_04", "p25_guitar_01", "p25_drums_02"],
+            "group": [3, 33, 25, 25],
+        }
+    )
     wrong = accuracy.errors(predictions, groups)
     assert wrong["frame_dir"].tolist() == ["p25_guitar_01", "p33_drums_04"]
     assert wrong["group"].tolist() == [25, 33]
@@ -38,10 +42,15 @@ def test_errors_keeps_only_misclassified_clips_with_the_group_extract_recorded()
 
 
 def test_errors_of_a_perfect_run_is_an_empty_table_with_the_columns() -> None:
-    predictions = pd.DataFrame({
-        "frame_dir": ["p1_rowing_01"], "actual": ["rowing"], "predicted": ["rowing"],
-        "confidence": [0.99], "top3": ["rowing|boxing|drums"],
-    })  # fmt: skip
+    predictions = pd.DataFrame(
+        {
+            "frame_dir": ["p1_rowing_01"],
+            "actual": ["rowing"],
+            "predicted": ["rowing"],
+            "confidence": [0.99],
+            "top3": ["rowing|boxing|drums"],
+        }
+    )
     groups = pd.DataFrame({"frame_dir": ["p1_rowing_01"], "group": [1]})
     wrong = accuracy.errors(predictions, groups)
     assert wrong.empty
@@ -69,14 +78,35 @@ def test_a_bad_set_stops_with_one_line_before_any_work(
 def test_folds_hold_out_every_train_subject_once(tmp_path: Path) -> None:
     # mime5's naming (p<subject>_<class>_<nn>, splits train/test), 5 train subjects
     classes = ("boxing", "drums")
-    data = make_dataset(labels=(0, 1), groups=range(1, 8), test_groups=(1, 2), frames=(12, 20),
-                        split_names=("train", "test"),
-                        name=lambda label, g, c: f"p{g}_{classes[label]}_{c:02d}")  # fmt: skip
+    data = make_dataset(
+        labels=(0, 1),
+        groups=range(1, 8),
+        test_groups=(1, 2),
+        frames=(12, 20),
+        split_names=("train", "test"),
+        name=lambda label, g, c: f"p{g}_{classes[label]}_{c:02d}",
+    )
     pkl = write_pkl(data, tmp_path / "mime5_2d.pkl")
     dest, out = tmp_path / "ws", tmp_path / "out"
     tiny = ["model.epochs=1", "model.hidden=8", "shards.test_views=2", "model.eval.clips=2"]
-    accuracy.main(["--pkl", str(pkl), "--dest", str(dest), "--out", str(out), "--only", "improved",
-                   "--seeds", "0", "--folds", "2", "--set", *tiny])  # fmt: skip
+    accuracy.main(
+        [
+            "--pkl",
+            str(pkl),
+            "--dest",
+            str(dest),
+            "--out",
+            str(out),
+            "--only",
+            "improved",
+            "--seeds",
+            "0",
+            "--folds",
+            "2",
+            "--set",
+            *tiny,
+        ]
+    )
     runs = pd.read_csv(out / "results.csv")
     assert runs["fold"].tolist() == [0, 1]
     assert runs["val_clips"].sum() == 5 * 2 * 2  # every train clip validated exactly once

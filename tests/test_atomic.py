@@ -23,9 +23,9 @@ from conftest import (
     write_pkl,
 )
 
-from pipeline import atomic
-from pipeline.shardset import ShardSet
-from pipeline.subset import SPLITS, Subset
+from pipeline.dataset.shardset import ShardSet
+from pipeline.dataset.subset import SPLITS, Subset
+from pipeline.files import atomic
 
 OLD = {"data.classes": [0, 1], "shards.frames": 16}
 NEW = {"data.classes": [0, 1, 2], "shards.frames": 12}  # what the killed run would have written
@@ -76,7 +76,7 @@ CASES = [  # (stage, (function, match, n), an old output present)
     ("extract", ("os.replace", "subset", 1), True),  # complete, old one moved aside
     ("extract", ("os.replace", "subset", 1), False),
     ("extract", ("os.replace", ".subset.pipeline-old.*", 1), True),  # complete, moving the old
-    ("shards", ("pipeline.preprocess.build_clip", "", 10), True),  # amid writing shards
+    ("shards", ("pipeline.dataset.preprocess.build_clip", "", 10), True),  # amid writing shards
     ("shards", ("os.replace", "manifest.json", 1), True),
     ("shards", ("os.replace", "shards", 1), True),
     ("shards", ("os.replace", "shards", 1), False),
@@ -121,11 +121,17 @@ def test_prepare_outputs_removes_a_killed_runs_temporaries_and_nothing_of_the_us
 ) -> None:
     out = tmp_path / "results.csv"
     ours = [atomic._tmp_name(out), atomic._tmp_name(out, directory=True)]  # a killed run's
-    users = [tmp_path / name for name in (".results.csv.original.tmp", ".results.csv.mybackup.tmp",
-                                          ".results.csv.bak.tmp", "keep.txt")]  # fmt: skip
+    users = [
+        tmp_path / name
+        for name in (
+            ".results.csv.original.tmp",
+            ".results.csv.mybackup.tmp",
+            ".results.csv.bak.tmp",
+            "keep.txt",
+        )
+    ]
     for path in users:
         path.write_text("mine")
     atomic.prepare_outputs(files=[out])
     assert not any(path.exists() for path in ours)
     assert all(path.read_text() == "mine" for path in users)
-

@@ -18,7 +18,7 @@ import torch
 
 from bench import common, demo
 from bench.__main__ import BENCHMARKS, main
-from pipeline import ucf101
+from pipeline.dataset import ucf101
 
 CLASSES = 10
 
@@ -45,11 +45,16 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     # not matter here, and the smoke run stays within its time budget.
     with ThreadPoolExecutor(2) as pool:
         demo_run = pool.submit(main, [*args, "--only", "demo", "--results", str(tmp / "demo")])
-        rest = main([*args, "--only", *(b for b in BENCHMARKS if b != "demo"),
-                     "--results", str(results)])  # fmt: skip
+        rest = main(
+            [*args, "--only", *(b for b in BENCHMARKS if b != "demo"), "--results", str(results)]
+        )
         rows = rest + demo_run.result()
-    return {"rows": {r.name: r for r in rows}, "results": results, "clips": clips,
-            "benchmarks": len(rest)}  # fmt: skip
+    return {
+        "rows": {r.name: r for r in rows},
+        "results": results,
+        "clips": clips,
+        "benchmarks": len(rest),
+    }
 
 
 def positive(value: float | None) -> bool:
@@ -98,9 +103,11 @@ def test_evaluate_rows(run: dict) -> None:
 def test_predict_rows_for_both_models_torch_against_onnx_runtime(run: dict) -> None:
     rows = rows_named(run, "predict")
     assert [r.name.split(" (")[0] for r in rows] == [
-        "predict baseline, batch 1", "predict baseline, batch 8",  # --quick: 8, not 64
-        "predict improved, batch 1", "predict improved, batch 8",
-    ]  # fmt: skip
+        "predict baseline, batch 1",
+        "predict baseline, batch 8",  # --quick: 8, not 64
+        "predict improved, batch 1",
+        "predict improved, batch 8",
+    ]
     for row in rows:
         assert positive(row.throughput) and positive(row.ratio)
         assert row.reference.startswith("ONNX Runtime ") and "clips/s" in row.reference
@@ -133,13 +140,17 @@ def test_gpu_rows_skip_without_cuda_and_time_the_cpu_epoch(run: dict) -> None:
 
 def test_ddp_rows_time_one_and_two_processes_and_skip_gpus_without_cuda(run: dict) -> None:
     one, two = rows_named(run, "DDP: epoch improved, CPU")
-    assert (one.name, two.name) == ("DDP: epoch improved, CPU, 1 process",
-                                    "DDP: epoch improved, CPU, 2 processes")  # fmt: skip
+    assert (one.name, two.name) == (
+        "DDP: epoch improved, CPU, 1 process",
+        "DDP: epoch improved, CPU, 2 processes",
+    )
     assert positive(one.throughput) and positive(two.throughput) and positive(two.ratio)
     assert "1 each" in two.note and "gloo" in two.note
     if not torch.cuda.is_available():
-        assert "torch.cuda.is_available() is False" in run["rows"][
-            "DDP: epoch improved on GPUs"].skipped
+        assert (
+            "torch.cuda.is_available() is False"
+            in run["rows"]["DDP: epoch improved on GPUs"].skipped
+        )
 
 
 def test_the_sweep_is_left_to_make_bench(run: dict) -> None:
@@ -162,10 +173,17 @@ def test_a_missing_clip_list_skips_with_a_message(tmp_path: Path, capsys) -> Non
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is here: make gpu-check would run")
 def test_gpu_check_without_cuda_is_one_line_and_exit_2(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "bench.gpu_check"], cwd=tmp_path,
-                          env=common.child_env(), capture_output=True, text=True,
-                          timeout=120)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.gpu_check"],
+        cwd=tmp_path,
+        env=common.child_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2 and done.stdout == "", done
-    assert done.stderr == ("error: gpu-check: no CUDA device here (torch.cuda.is_available() is "
-                           "False); run it on a machine with a GPU and a CUDA build of torch\n")
+    assert done.stderr == (
+        "error: gpu-check: no CUDA device here (torch.cuda.is_available() is "
+        "False); run it on a machine with a GPU and a CUDA build of torch\n"
+    )
     assert list(tmp_path.iterdir()) == []  # no workspace was made

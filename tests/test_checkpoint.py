@@ -1,5 +1,6 @@
 """A model file alone is enough to use the model: what train writes, evaluate reads back through
-one schema (pipeline.checkpoint), and the fit loop, inference and scoring that produced it."""
+one schema (pipeline.learning.checkpoint), and the fit loop, inference and scoring that produced
+it."""
 
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ import pytest
 import torch
 from conftest import make_dataset, run_stages, section, write_params, write_pkl
 
-from pipeline import checkpoint, evaluate, inference, params, runtime, training
-from pipeline.errors import PipelineError
+from pipeline import evaluate
+from pipeline.core import params
+from pipeline.core.errors import PipelineError
+from pipeline.dataset.shardset import ShardSet
+from pipeline.learning import checkpoint, inference, runtime, training
+from pipeline.learning.scoring import score
 from pipeline.models import build_model
-from pipeline.scoring import score
-from pipeline.shardset import ShardSet
 
 MANIFEST = Path("data/shards/manifest.json")
 
@@ -28,11 +31,18 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A workspace where extract, shards, train baseline and evaluate baseline ran on tiny data."""
     work = tmp_path_factory.mktemp("checkpoint")
     write_pkl(make_dataset(labels=(0, 1, 2), groups=range(1, 9)), work / "data/raw/ucf101_2d.pkl")
-    write_params(work, {
-        "data.classes": [0, 1, 2], "shards.frames": 8, "shards.test_views": 2,
-        "shards.workers": 1, "train.threads": 1, "baseline.epochs": 2,
-        "baseline.eval": {"clips": 2, "flip": True},
-    })  # fmt: skip
+    write_params(
+        work,
+        {
+            "data.classes": [0, 1, 2],
+            "shards.frames": 8,
+            "shards.test_views": 2,
+            "shards.workers": 1,
+            "train.threads": 1,
+            "baseline.epochs": 2,
+            "baseline.eval": {"clips": 2, "flip": True},
+        },
+    )
     run_stages(work, "extract", "shards", ("train", "baseline"), ("evaluate", "baseline"))
     return work
 
@@ -62,15 +72,23 @@ def test_the_model_is_rebuilt_from_the_file_alone(work: Path, tmp_path: Path) ->
     model = ckpt.build_model()
     test = ShardSet(work / "data/shards", "test")
     runtime.setup(ckpt.train)
-    probs = inference.predict(model, test, ckpt.config, torch.device("cpu"), 8,
-                              ckpt.config.eval.clips, ckpt.config.eval.flip)  # fmt: skip
+    probs = inference.predict(
+        model,
+        test,
+        ckpt.config,
+        torch.device("cpu"),
+        8,
+        ckpt.config.eval.clips,
+        ckpt.config.eval.flip,
+    )
     table = evaluate.prediction_table(test, probs, ckpt.classes)
     written = (work / "metrics/baseline/predictions.csv").read_text()
     assert table.to_csv(index=False) == written
     metrics = json.loads((work / "metrics/baseline.json").read_text())
     scores = score(test.targets, probs)
     assert (round(scores.accuracy, 6), round(scores.loss, 6)) == (
-        metrics["accuracy"], metrics["loss"]
+        metrics["accuracy"],
+        metrics["loss"],
     )
 
 
@@ -91,8 +109,11 @@ def test_a_field_of_the_wrong_kind_is_named(work: Path, tmp_path: Path) -> None:
     saved = torch.load(work / "models/baseline.pt", weights_only=True)
     path = tmp_path / "baseline.pt"
     torch.save({**saved, "shards": {**saved["shards"], "frames": 0}}, path)
-    with pytest.raises(PipelineError, match=r"its shards params are not a valid shards section "
-                                            r"\(shards\.frames: expected an integer"):  # fmt: skip
+    with pytest.raises(
+        PipelineError,
+        match=r"its shards params are not a valid shards section "
+        r"\(shards\.frames: expected an integer",
+    ):
         checkpoint.load(path, "baseline")
     torch.save({**saved, "epochs_run": 2.5}, path)
     with pytest.raises(PipelineError, match=r"its epochs_run is 2\.5, not a int"):
@@ -128,8 +149,9 @@ def test_fit_logs_without_the_stage_name_and_returns_the_best_epoch(work: Path) 
     model = build_model(cfg, 2, train_set.persons, len(train_set.classes), 17)
     lines: list[str] = []
     resume = work / "fit.resume.pt"
-    result = training.fit(model, cfg, train_cfg, train_set, val_set, device, resume,
-                          log=lines.append)  # fmt: skip
+    result = training.fit(
+        model, cfg, train_cfg, train_set, val_set, device, resume, log=lines.append
+    )
     resume.unlink()
     assert [line[:9] for line in lines] == ["epoch   1", "epoch   2"]
     assert [row.epoch for row in result.history] == [1, 2]

@@ -36,9 +36,13 @@ def test_help_prints_usage_and_does_nothing_else(tmp_path: Path, module: str, fl
     assert mains_are_wrapped(module), f"pipeline/{module}.py: main() is not wrapped in @cli"
     args = ["baseline", flag] if module in ("train", "evaluate") else [flag]
     done = subprocess.run(
-        [sys.executable, "-m", f"pipeline.{module}", *args], cwd=tmp_path, env=stage_env(),
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        [sys.executable, "-m", f"pipeline.{module}", *args],
+        cwd=tmp_path,
+        env=stage_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(f"usage: python -m pipeline.{module}\n"), done.stdout
     assert len(done.stdout.splitlines()) > 2 and done.stderr == ""
@@ -65,16 +69,25 @@ runpy.run_module(f"pipeline.{stage}", run_name="__main__", alter_sys=True)
 
 def interrupt(cwd: Path, function: str, stage: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-c", _INTERRUPT_AT, function, stage, *args], cwd=cwd, env=stage_env(),
-        capture_output=True, text=True, timeout=120, start_new_session=True,
-    )  # fmt: skip
+        [sys.executable, "-c", _INTERRUPT_AT, function, stage, *args],
+        cwd=cwd,
+        env=stage_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        start_new_session=True,
+    )
 
 
 def run(cwd: Path, stage: str, *args: str) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", f"pipeline.{stage}", *args], cwd=cwd, env=stage_env(),
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [sys.executable, "-m", f"pipeline.{stage}", *args],
+        cwd=cwd,
+        env=stage_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
 
 
@@ -87,10 +100,19 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A workspace where every stage has run once on tiny data."""
     work = tmp_path_factory.mktemp("interrupt")
     write_pkl(make_dataset(labels=(0, 1, 2), groups=range(1, 9)), work / "data/raw/ucf101_2d.pkl")
-    write_params(work, {
-        "data.classes": [0, 1, 2], "shards.frames": 8, "shards.test_views": 2, "shards.workers": 2,
-        "model.eval.clips": 2, "baseline.epochs": 1, "model.epochs": 1, "model.hidden": 8,
-    })  # fmt: skip
+    write_params(
+        work,
+        {
+            "data.classes": [0, 1, 2],
+            "shards.frames": 8,
+            "shards.test_views": 2,
+            "shards.workers": 2,
+            "model.eval.clips": 2,
+            "baseline.epochs": 1,
+            "model.epochs": 1,
+            "model.hidden": 8,
+        },
+    )
     stages = [("extract",), ("shards",), ("train", "baseline"), ("evaluate", "baseline")]
     for stage, *args in stages:
         run(work, stage, *args)
@@ -100,13 +122,16 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize(
     ("function", "stage", "args"),
     [
-        ("pipeline.pklio.load_pickle", "fetch", ()),
-        ("pipeline.pklio.load_pickle", "extract", ()),
-        ("pipeline.preprocess.normalize", "shards", ()),  # in the pool's workers' time
+        ("pipeline.files.pklio.load_pickle", "fetch", ()),
+        ("pipeline.files.pklio.load_pickle", "extract", ()),
+        ("pipeline.dataset.preprocess.normalize", "shards", ()),  # in the pool's workers' time
         ("pipeline.models.build_model", "train", ("baseline",)),  # start-up, before any epoch
-        ("pipeline.inference.predict", "evaluate", ("baseline",)),
-        ("pipeline.inference.predict", "predict",
-         ("models/baseline.pt", "data/raw/ucf101_2d.pkl", "--out", "p.csv")),
+        ("pipeline.learning.inference.predict", "evaluate", ("baseline",)),
+        (
+            "pipeline.learning.inference.predict",
+            "predict",
+            ("models/baseline.pt", "data/raw/ucf101_2d.pkl", "--out", "p.csv"),
+        ),
     ],
 )
 def test_ctrl_c_is_one_line_and_exit_130_with_outputs_kept(

@@ -46,8 +46,9 @@ from conftest import (
     write_params,
 )
 
-from pipeline import synthetic, train
-from pipeline.paths import model_path, resume_path
+from pipeline import train
+from pipeline.core.paths import model_path, resume_path
+from pipeline.dataset import synthetic
 
 README_HEADING = "Training on several GPUs / machines"
 # 2 classes that a 4-epoch TCN tells apart (test accuracy about 0.8, chance 0.5): a run that
@@ -72,11 +73,11 @@ PARAMS = {
 }
 TOLERANCE = {"accuracy": 0.17, "loss": 0.35}  # improved: from the seed noise (see above)
 
-# Installed as sitecustomize in every Python process of a run: when `pipeline.training` is
+# Installed as sitecustomize in every Python process of a run: when `pipeline.learning.training` is
 # first imported, its `fit` is wrapped to write the digest of the trained parameters to
 # $DDP_PROBE/rank<r>; with $DDP_INTERRUPT, saving epoch 1's resume file sends SIGINT to the
 # process that started this one (the stage). A lazy hook: the launcher never imports pipeline.
-PROBE = '''
+PROBE = """
 import hashlib, importlib.abc, importlib.machinery, os, signal, sys, time
 from pathlib import Path
 
@@ -103,7 +104,7 @@ def probed(fit):
 
 class Finder(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
-        if name != "pipeline.training":
+        if name != "pipeline.learning.training":
             return None
         spec = importlib.machinery.PathFinder.find_spec(name, path)
         run = spec.loader.exec_module
@@ -116,7 +117,7 @@ class Finder(importlib.abc.MetaPathFinder):
 
 if os.environ.get("DDP_PROBE"):
     sys.meta_path.insert(0, Finder())
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -181,15 +182,18 @@ def torchrun(prepared: Path, probe: Path, tmp_path_factory: pytest.TempPathFacto
     ws = copy(prepared, tmp / "ws")
     (command,) = readme.block(README_HEADING)
     env = probed_env(probe, tmp / "digests")
-    done = subprocess.run(["bash", "-c", command], cwd=ws, env=env, capture_output=True,
-                          text=True, timeout=300)  # fmt: skip
+    done = subprocess.run(
+        ["bash", "-c", command], cwd=ws, env=env, capture_output=True, text=True, timeout=300
+    )
     return {"ws": ws, "done": done, "digests": digests(tmp / "digests"), "command": command}
 
 
 def test_torchrun_trains_improved_in_two_processes_that_end_with_the_same_weights(torchrun):
     done, ws = torchrun["done"], torchrun["ws"]
-    assert torchrun["command"].startswith("torchrun ") and "-m pipeline.train improved" in (
-        torchrun["command"])
+    assert (
+        torchrun["command"].startswith("torchrun ")
+        and "-m pipeline.train improved" in (torchrun["command"])
+    )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0].startswith("train improved: tcn on 2 processes (gloo), each on cpu (1 thread)")
@@ -225,15 +229,22 @@ def test_nproc_2_baseline_stopped_by_ctrl_c_resumes_and_ends_as_one_process(
     ws = copy(prepared, tmp_path / "two", **{"train.nproc": 2}, **last)
     env = probed_env(probe, tmp_path / "digests")
     process = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.train", "baseline"], cwd=ws,
-        env={**env, "DDP_INTERRUPT": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, start_new_session=True,
-    )  # fmt: skip
+        [sys.executable, "-m", "pipeline.train", "baseline"],
+        cwd=ws,
+        env={**env, "DDP_INTERRUPT": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     code, out, err = finish(process, timeout=120)
     assert code == 130, (code, err)
-    assert re.fullmatch(r"train baseline: interrupted in epoch [12]; epochs up to 1 are saved in "
-                        r"models/baseline\.resume\.pt; run `dvc repro` \(or python -m "
-                        r"pipeline\.train baseline\) to resume\n", err), err  # fmt: skip
+    assert re.fullmatch(
+        r"train baseline: interrupted in epoch [12]; epochs up to 1 are saved in "
+        r"models/baseline\.resume\.pt; run `dvc repro` \(or python -m "
+        r"pipeline\.train baseline\) to resume\n",
+        err,
+    ), err
     assert not (ws / model_path("baseline")).exists() and digests(tmp_path / "digests") == {}
 
     monkeypatch.setenv("PYTHONPATH", env["PYTHONPATH"])  # the spawned processes read it
@@ -262,7 +273,8 @@ def spawned(parent: int) -> list[int]:
     for stat in Path("/proc").glob("[0-9]*/stat"):
         with contextlib.suppress(OSError):
             if int(stat.read_text().rpartition(")")[2].split()[1]) == parent and (
-                    b"spawn_main" in (stat.parent / "cmdline").read_bytes()):  # fmt: skip
+                b"spawn_main" in (stat.parent / "cmdline").read_bytes()
+            ):
                 found.append(int(stat.parent.name))
     return found
 
@@ -274,10 +286,14 @@ def test_ctrl_c_while_the_processes_start_is_one_line_and_exit_130(prepared, tmp
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     process = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.train", "baseline"], cwd=ws,
+        [sys.executable, "-m", "pipeline.train", "baseline"],
+        cwd=ws,
         env={**stage_env(), "TMPDIR": str(tmp)},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 60
     while len(spawned(process.pid)) < 2 and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -293,11 +309,17 @@ def test_ctrl_c_while_the_processes_start_is_one_line_and_exit_130(prepared, tmp
 def test_a_diverging_run_ends_as_one_line_and_exit_2_from_the_stage(prepared, tmp_path, capfd):
     """The processes agree on each batch's loss, so all see it diverge; the one line is the
     stage's own (the processes print nothing, no traceback)."""
-    ws = copy(prepared, tmp_path / "ws", **{"train.nproc": 2, "model.lr": 10.0,
-              "model.optimizer": "sgd", "model.warmup_epochs": 0})  # fmt: skip
+    ws = copy(
+        prepared,
+        tmp_path / "ws",
+        **{"train.nproc": 2, "model.lr": 10.0, "model.optimizer": "sgd", "model.warmup_epochs": 0},
+    )
     line = error_line(call_stage("train", ws, "improved"))
-    assert re.match(r"error: params\.yaml: train improved diverged in epoch \d+, batch \d+ of "
-                    r"\d+ \(loss (nan|inf)\): lower model\.lr \(now 10\.0\)", line), line
+    assert re.match(
+        r"error: params\.yaml: train improved diverged in epoch \d+, batch \d+ of "
+        r"\d+ \(loss (nan|inf)\): lower model\.lr \(now 10\.0\)",
+        line,
+    ), line
     assert capfd.readouterr().err == ""
     assert not (ws / "models" / "improved.pt").exists()
     assert not (ws / resume_path("improved")).exists()  # removed: it would diverge again
@@ -306,5 +328,7 @@ def test_a_diverging_run_ends_as_one_line_and_exit_2_from_the_stage(prepared, tm
 def test_a_batch_that_does_not_split_is_refused_before_any_process_starts(prepared, tmp_path):
     ws = copy(prepared, tmp_path / "ws", **{"train.nproc": 3})
     line = error_line(call_stage("train", ws, "improved"))
-    assert line == ("error: params.yaml: train.nproc: expected a divisor of train.batch_size "
-                    "(16), the global batch that the processes share equally, found 3")
+    assert line == (
+        "error: params.yaml: train.nproc: expected a divisor of train.batch_size "
+        "(16), the global batch that the processes share equally, found 3"
+    )

@@ -1,4 +1,4 @@
-"""pipeline.download against a local HTTP server whose behaviour each test scripts.
+"""pipeline.files.download against a local HTTP server whose behaviour each test scripts.
 
 The server listens on 127.0.0.1 (port 0) and records every request's path and headers, so the
 tests can count attempts and check the Range offsets the client asked for. Payloads are a few
@@ -22,9 +22,9 @@ from typing import Any
 
 import pytest
 
-from pipeline.checksums import file_hashes
-from pipeline.download import download
-from pipeline.errors import PipelineError, fail
+from pipeline.core.errors import PipelineError, fail
+from pipeline.files.checksums import file_hashes
+from pipeline.files.download import download
 
 PAYLOAD = random.Random(0).randbytes(4096)
 CUT = 1000  # bytes served before a scripted drop

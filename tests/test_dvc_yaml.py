@@ -53,20 +53,44 @@ def paths(entries: list) -> set[str]:
     return {entry if isinstance(entry, str) else next(iter(entry)) for entry in entries or []}
 
 
+def module_file(module: str) -> Path:
+    """The file of a dotted module under pipeline/ (`core.errors`, or `models`, a package)."""
+    path = PIPELINE.joinpath(*module.split("."))
+    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+
+
+def is_module(module: str) -> bool:
+    path = PIPELINE.joinpath(*module.split("."))
+    return path.is_dir() or path.with_suffix(".py").is_file()
+
+
+def has_code(init: Path) -> bool:
+    """A package's __init__.py runs on every import below it; a docstring alone changes nothing."""
+    body = ast.parse(init.read_text()).body
+    return any(not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)) for n in body)
+
+
 def module_imports(module: str) -> set[str]:
-    """The `pipeline.*` modules one module imports (its own name excluded)."""
-    tree = ast.parse((PIPELINE / f"{module}.py").read_text())
+    """The `pipeline.*` modules one module imports, dotted below `pipeline` (itself excluded)."""
+    tree = ast.parse(module_file(module).read_text())
     found = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == (
-            "pipeline"
+        if (
+            isinstance(node, ast.ImportFrom)
+            and node.module
+            and node.module.split(".")[0] == ("pipeline")
         ):
-            if node.module == "pipeline":
-                found |= {alias.name for alias in node.names}
-            else:
-                found.add(node.module.split(".")[1])
+            package = node.module.removeprefix("pipeline").removeprefix(".")
+            for alias in node.names:  # `from pipeline.core import params`: a module or a name
+                name = f"{package}.{alias.name}".lstrip(".")
+                found.add(name if is_module(name) else package)
         elif isinstance(node, ast.Import):
-            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("pipeline.")}
+            found |= {
+                a.name.removeprefix("pipeline.")
+                for a in node.names
+                if a.name.startswith("pipeline.")
+            }
+    found.discard("")
     return found - {module}
 
 
@@ -80,6 +104,19 @@ def closure(module: str) -> set[str]:
     return seen
 
 
+def code_deps(module: str) -> set[str]:
+    """The files that importing `module` runs: its closure, and each package __init__ with code."""
+    files = set()
+    for name in closure(module):
+        files.add(module_file(name))
+        parts = name.split(".")
+        for depth in range(len(parts)):  # pipeline/__init__.py, pipeline/core/__init__.py, ...
+            init = PIPELINE.joinpath(*parts[:depth], "__init__.py")
+            if init.is_file() and has_code(init):
+                files.add(init)
+    return {str(path.relative_to(REPO)) for path in files}
+
+
 def stage_module(stage: dict) -> str:
     return stage["cmd"].split()[2].removeprefix("pipeline.")  # python -m pipeline.<module>
 
@@ -87,9 +124,7 @@ def stage_module(stage: dict) -> str:
 @pytest.mark.parametrize("name", sorted(STAGES))
 def test_the_code_deps_of_a_stage_are_exactly_what_it_imports(name: str) -> None:
     stage = STAGES[name]
-    needed = {f"pipeline/{module}.py" for module in closure(stage_module(stage))}
-    if (PIPELINE / "__init__.py").read_text().strip():
-        needed.add("pipeline/__init__.py")
+    needed = code_deps(stage_module(stage))
     listed = {dep for dep in paths(stage["deps"]) if dep.startswith("pipeline/")}
     missing = sorted(needed - listed)
     assert not missing, f"dvc.yaml: stage {name} imports but does not list {missing}"
@@ -100,9 +135,9 @@ def test_the_code_deps_of_a_stage_are_exactly_what_it_imports(name: str) -> None
 def test_the_closure_catches_a_deleted_dep_line() -> None:
     """The check above is not vacuous: drop one listed module and it reports it."""
     stage = STAGES["evaluate@improved"]
-    listed = paths(stage["deps"]) - {"pipeline/inference.py"}
-    needed = {f"pipeline/{module}.py" for module in closure("evaluate")}
-    assert needed - listed == {"pipeline/inference.py"}
+    listed = paths(stage["deps"]) - {"pipeline/learning/inference.py"}
+    needed = code_deps("evaluate")
+    assert needed - listed == {"pipeline/learning/inference.py"}
 
 
 @pytest.mark.parametrize(("key", "section"), [("baseline", "baseline"), ("improved", "model")])
@@ -115,7 +150,8 @@ def test_train_reads_its_whole_section_but_eval(key: str, section: str) -> None:
 def test_extract_reads_the_data_section_but_what_only_fetch_reads() -> None:
     fetch_only = {"source", "url", "md5", "sha256"}  # how the pickle is got, not what it holds
     assert set(STAGES["extract"]["params"]) == {f"data.{k}" for k in PARAMS["data"]} - {
-        f"data.{k}" for k in fetch_only}  # fmt: skip
+        f"data.{k}" for k in fetch_only
+    }
 
 
 # --- what the stages open when they run --------------------------------------------------------
@@ -167,11 +203,19 @@ def test_every_file_a_stage_reads_is_a_dep_or_its_own_out(tmp_path: Path) -> Non
     pkl = work / "data" / "raw" / "ucf101_2d.pkl"
     write_pkl(make_dataset(labels=(0, 1, 2), groups=range(1, 9)), pkl)
     (work / "labels.txt").write_text("wave\njump\nrun\n")
-    write_params(work, {
-        "data.classes": [0, 1, 2], "data.label_map": "labels.txt", "shards.frames": 8,
-        "shards.test_views": 2,
-        "model.eval.clips": 2, "baseline.epochs": 1, "model.epochs": 1, "model.hidden": 8,
-    })  # fmt: skip
+    write_params(
+        work,
+        {
+            "data.classes": [0, 1, 2],
+            "data.label_map": "labels.txt",
+            "shards.frames": 8,
+            "shards.test_views": 2,
+            "model.eval.clips": 2,
+            "baseline.epochs": 1,
+            "model.epochs": 1,
+            "model.hidden": 8,
+        },
+    )
     values = yaml.safe_load((work / "params.yaml").read_text())
     undeclared = {}
     for name, stage in STAGES.items():

@@ -23,7 +23,7 @@ from conftest import (
 from sklearn.model_selection import train_test_split
 
 from pipeline import extract
-from pipeline.subset import INDEX_COLUMNS, Subset
+from pipeline.dataset.subset import INDEX_COLUMNS, Subset
 
 GROUPED = {"data.val_by": "group", "data.val_fraction": 0.2, "data.seed": 42}
 
@@ -127,8 +127,15 @@ def test_group_validation_never_puts_a_group_on_both_sides():
     chosen_sets = set()
     for seed in (0, 1, 42):
         for fraction in (0.1, 0.2, 0.35, 0.5):
-            cfg = section("data", val_by="group", group_pattern=r"_g(\d+)_", seed=seed,
-                          val_fraction=fraction, folds=None, fold=0)  # fmt: skip
+            cfg = section(
+                "data",
+                val_by="group",
+                group_pattern=r"_g(\d+)_",
+                seed=seed,
+                val_fraction=fraction,
+                folds=None,
+                fold=0,
+            )
             val, method = extract.carve_validation(names, labels, names, cfg, "f.pkl")
             assert method == "group"
             val_groups = {n.split("_g")[1][:2] for n in val}
@@ -142,10 +149,20 @@ def test_group_validation_never_puts_a_group_on_both_sides():
 
 def folds_of(names, labels, all_train, k: int, method: str, **cfg) -> list[set[str]]:
     """The k held-out sets of a k-fold carve-out; each must be reported as `method`, fold f."""
-    values = {"val_by": "group", "group_pattern": r"_g(\d+)_", "seed": 0, "val_fraction": 0.2,
-              "folds": k, **cfg}  # fmt: skip
-    held = [extract.carve_validation(names, labels, all_train, section("data", **values, fold=f),
-                                     "f.pkl") for f in range(k)]  # fmt: skip
+    values = {
+        "val_by": "group",
+        "group_pattern": r"_g(\d+)_",
+        "seed": 0,
+        "val_fraction": 0.2,
+        "folds": k,
+        **cfg,
+    }
+    held = [
+        extract.carve_validation(
+            names, labels, all_train, section("data", **values, fold=f), "f.pkl"
+        )
+        for f in range(k)
+    ]
     assert [how for _, how in held] == [f"{method}, fold {f} of {k}" for f in range(k)]
     return [val for val, _ in held]
 
@@ -185,8 +202,9 @@ def test_clip_folds_split_the_whole_train_list_and_stratify_without_groups():
 
 def test_a_fold_through_the_stage(tmp_path):
     data = make_dataset(labels=(0, 1), groups=range(1, 10), frames=(4, 6), clips_per_group=2)
-    sub = ok_subset(tmp_path, run_extract(tmp_path, data, {**GROUPED, "data.folds": 3,
-                                                            "data.fold": 2}))  # fmt: skip
+    sub = ok_subset(
+        tmp_path, run_extract(tmp_path, data, {**GROUPED, "data.folds": 3, "data.fold": 2})
+    )
     assert sub.meta["validation"] == "group, fold 2 of 3"
     sides = sub.index.groupby("group")["split"].agg(set)
     assert all(len(s) == 1 for s in sides), sides
@@ -225,8 +243,9 @@ def test_group_validation_through_the_stage_keeps_groups_whole(tmp_path):
 def test_clip_validation_reproduces_the_notebook_split(tmp_path, chosen):
     data = make_dataset(labels=(0, 1, 2, 3), groups=range(1, 9), clips_per_group=3, frames=(4, 6))
     np.random.default_rng(1).shuffle(data["split"]["train1"])  # order matters to the split
-    sub = ok_subset(tmp_path, run_extract(tmp_path, data, {"data.val_by": "clip",
-                                                            "data.classes": chosen}))  # fmt: skip
+    sub = ok_subset(
+        tmp_path, run_extract(tmp_path, data, {"data.val_by": "clip", "data.classes": chosen})
+    )
     # the notebook: split ALL of train1 (every class) at clip level, then keep the chosen classes
     video_to_ann = {ann["frame_dir"]: ann for ann in data["annotations"]}
     train_ann_list = [video_to_ann[vid] for vid in data["split"]["train1"]]
@@ -248,8 +267,12 @@ def test_clip_validation_reproduces_the_notebook_split(tmp_path, chosen):
 
 
 def test_names_without_groups_fall_back_to_a_stratified_clip_split(tmp_path):
-    data = make_dataset(labels=(0, 1), groups=range(1, 7), frames=(4, 6),
-                        name=lambda label, g, c: f"clip{label}x{g:02d}x{c}")  # fmt: skip
+    data = make_dataset(
+        labels=(0, 1),
+        groups=range(1, 7),
+        frames=(4, 6),
+        name=lambda label, g, c: f"clip{label}x{g:02d}x{c}",
+    )
     sub = ok_subset(tmp_path, run_extract(tmp_path, data, {**GROUPED, "data.val_fraction": 0.25}))
     assert sub.meta["validation"] == "clip-stratified (no group in the names)"
     val = sub.index[sub.index["split"] == "val"]
@@ -257,8 +280,9 @@ def test_names_without_groups_fall_back_to_a_stratified_clip_split(tmp_path):
     # the very clips train_test_split would draw, so runs made before stay reproducible
     train = data["split"]["train1"]
     labels = [int(name[4]) for name in train]
-    _, want = train_test_split(train, test_size=0.25, random_state=42, shuffle=True,
-                               stratify=labels)  # fmt: skip
+    _, want = train_test_split(
+        train, test_size=0.25, random_state=42, shuffle=True, stratify=labels
+    )
     assert sorted(val["frame_dir"]) == sorted(want)
     assert set(sub.index["group"]) == {""}
     sub.close()
@@ -294,8 +318,13 @@ def test_a_fraction_that_cannot_be_carved_is_an_error(tmp_path, overrides):
 
 
 def test_too_few_clips_per_class_for_a_stratified_split_is_an_error(tmp_path):
-    data = make_dataset(labels=(0, 1), groups=(1, 2, 3), test_groups=(1,), clips_per_group=1,
-                        name=lambda label, g, c: f"clip{label}x{g}x{c}")  # fmt: skip
+    data = make_dataset(
+        labels=(0, 1),
+        groups=(1, 2, 3),
+        test_groups=(1,),
+        clips_per_group=1,
+        name=lambda label, g, c: f"clip{label}x{g}x{c}",
+    )
     line = error_line(run_extract(tmp_path, data, GROUPED))
     assert "cannot carve data.val_fraction" in line
     assert_no_output(tmp_path)
@@ -364,8 +393,13 @@ def test_a_label_map_missing_a_label_is_an_error(tmp_path):
 
 
 def test_other_names_get_class_label_names_and_a_custom_group_pattern(tmp_path):
-    data = make_dataset(labels=(0, 3), groups=range(1, 9), test_groups=(7, 8), frames=(4, 6),
-                        name=lambda label, g, c: f"p{g:02d}_act{label}_{c:02d}")  # fmt: skip
+    data = make_dataset(
+        labels=(0, 3),
+        groups=range(1, 9),
+        test_groups=(7, 8),
+        frames=(4, 6),
+        name=lambda label, g, c: f"p{g:02d}_act{label}_{c:02d}",
+    )
     sub = ok_subset(tmp_path, run_extract(tmp_path, data, {"data.group_pattern": r"^p(\d+)_"}))
     assert sub.meta["classes"] == ["class_0", "class_3"]
     assert sub.meta["validation"] == "group"
@@ -389,8 +423,9 @@ TARGET = "v_ApplyEyeMakeup_g03_c01"  # a train clip of class 0
 
 
 def small() -> dict[str, Any]:
-    return make_dataset(labels=(0, 1), groups=range(1, 6), test_groups=(1,), clips_per_group=1,
-                        frames=(5, 8))  # fmt: skip
+    return make_dataset(
+        labels=(0, 1), groups=range(1, 6), test_groups=(1,), clips_per_group=1, frames=(5, 8)
+    )
 
 
 def target(data: dict[str, Any]) -> dict[str, Any]:
@@ -457,27 +492,51 @@ BAD_INPUT = [
     ("inf", {}, [TARGET, "keypoint holds NaN or infinite coordinates"]),
     ("zero frames", {}, [TARGET, "the clip has zero frames"]),
     ("duplicate frame_dir", {}, [f"clip '{TARGET}' appears twice"]),
-    ("split names a clip without annotation", {},
-     ["split 'test1' names clip 'v_Ghost_g01_c01', which has no annotation"]),
+    (
+        "split names a clip without annotation",
+        {},
+        ["split 'test1' names clip 'v_Ghost_g01_c01', which has no annotation"],
+    ),
     ("label is a string", {}, [TARGET, "label must be an integer >= 0"]),
     ("split file lacks", {"data.split": 2}, ["split 'train2' not found (the file has"]),
-    ("class file lacks", {"data.classes": [0, 7]},
-     ["data.classes: label 7 has no clip in split 'train1' (labels there: 0..1)"]),
-    ("test split without chosen class", {"data.classes": [0]},
-     ["split 'test1' has no clip of the chosen classes"]),
-    ("empty train split", {"data.classes": [0]},
-     ["data.classes: label 0 has no clip in split 'train1' (it is empty)"]),
+    (
+        "class file lacks",
+        {"data.classes": [0, 7]},
+        ["data.classes: label 7 has no clip in split 'train1' (labels there: 0..1)"],
+    ),
+    (
+        "test split without chosen class",
+        {"data.classes": [0]},
+        ["split 'test1' has no clip of the chosen classes"],
+    ),
+    (
+        "empty train split",
+        {"data.classes": [0]},
+        ["data.classes: label 0 has no clip in split 'train1' (it is empty)"],
+    ),
     ("only test clip has no person", {"data.classes": [0]}, ["the selection leaves no test clip"]),
-    ("params classes", {"data.classes": "some"},
-     ["params.yaml: data.classes: expected \"all\" or a non-empty list", "found 'some'"]),
-    ("params val_fraction", {"data.val_fraction": 1.5},
-     ["params.yaml: data.val_fraction: expected a number in [0.01, 0.99], found 1.5"]),
-    ("params val_by", {"data.val_by": "random"},
-     ["params.yaml: data.val_by: expected one of ['group', 'clip'], found 'random'"]),
-    ("params seed", {"data.seed": "42"},
-     ["params.yaml: data.seed: expected an integer in [0, 4294967295]"]),
+    (
+        "params classes",
+        {"data.classes": "some"},
+        ['params.yaml: data.classes: expected "all" or a non-empty list', "found 'some'"],
+    ),
+    (
+        "params val_fraction",
+        {"data.val_fraction": 1.5},
+        ["params.yaml: data.val_fraction: expected a number in [0.01, 0.99], found 1.5"],
+    ),
+    (
+        "params val_by",
+        {"data.val_by": "random"},
+        ["params.yaml: data.val_by: expected one of ['group', 'clip'], found 'random'"],
+    ),
+    (
+        "params seed",
+        {"data.seed": "42"},
+        ["params.yaml: data.seed: expected an integer in [0, 4294967295]"],
+    ),
     ("params unknown key", {"data.colour": "red"}, ["params.yaml: data: unknown key 'colour'"]),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("case", "overrides", "words"), BAD_INPUT, ids=[c[0] for c in BAD_INPUT])

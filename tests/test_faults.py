@@ -34,7 +34,7 @@ from conftest import (
     write_pkl,
 )
 
-from pipeline import training
+from pipeline.learning import training
 
 PKL = "data/raw/tiny.pkl"
 TINY = {
@@ -73,8 +73,15 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ws = tmp_path_factory.mktemp("faults") / "trained"
     write_pkl(tiny_dataset(), ws / PKL)
     write_params(ws, TINY)
-    run_stages(ws, "extract", "shards", ("train", "baseline"), ("train", "improved"),
-               ("evaluate", "baseline"), ("evaluate", "improved"))  # fmt: skip
+    run_stages(
+        ws,
+        "extract",
+        "shards",
+        ("train", "baseline"),
+        ("train", "improved"),
+        ("evaluate", "baseline"),
+        ("evaluate", "improved"),
+    )
     return ws
 
 
@@ -85,8 +92,9 @@ Setup = Callable[[Path], None]
 
 def params(**overrides: Any) -> Setup:
     """params.yaml with these dotted keys (`__` for `.`) changed from the workspace's."""
-    return lambda ws: write_params(ws, {**TINY, **{k.replace("__", "."): v
-                                                   for k, v in overrides.items()}})  # fmt: skip
+    return lambda ws: write_params(
+        ws, {**TINY, **{k.replace("__", "."): v for k, v in overrides.items()}}
+    )
 
 
 def params_text(old: bytes, new: bytes) -> Setup:
@@ -144,8 +152,9 @@ def no_person_in_test(data: dict[str, Any]) -> None:
 
 
 def real_clips(ws: Path) -> None:
-    write_params(ws, {**TINY, "data.pkl": str(REALDATA / "ucf101_mini_2d.pkl"),
-                      "data.val_by": "clip"})  # fmt: skip
+    write_params(
+        ws, {**TINY, "data.pkl": str(REALDATA / "ucf101_mini_2d.pkl"), "data.val_by": "clip"}
+    )
 
 
 def checkpoint(name: str, change: Callable[[dict[str, Any]], Any]) -> Setup:
@@ -207,92 +216,194 @@ DIVERGED = (
 
 CASES = [
     # 4. class names
-    Case("class_pattern gives two labels one name", params(data__class_pattern="^(v)_"),
-         ("extract",), 2,
-         r"^error: data/raw/tiny\.pkl: data\.class_pattern '\^\(v\)_' "
-         + TWO_LABELS_ONE_NAME.format("v")),
-    Case("label map gives two labels one name", label_map("walk\nwalk\n"), ("extract",), 2,
-         r"^error: labels\.txt: the label map " + TWO_LABELS_ONE_NAME.format("walk")),
-    Case("a class only in test under classes: all", dataset(only_in_test(2), labels=(0, 1, 2)),
-         ("extract",), 0,
-         r"^warning: data/raw/tiny\.pkl: label 2 \(4 clips\) appears only in split 'test1', "
-         r"not in 'train1'; data\.classes: all takes the labels of train, so they are left out$"),
-    Case("every keypoint score 0", dataset(scores_zero), ("extract",), 0,
-         r"^warning: data/raw/tiny\.pkl: 24 of 24 chosen clips have every keypoint score 0 "
-         r"\(first '.*'\); .*shards\.min_score"),
+    Case(
+        "class_pattern gives two labels one name",
+        params(data__class_pattern="^(v)_"),
+        ("extract",),
+        2,
+        r"^error: data/raw/tiny\.pkl: data\.class_pattern '\^\(v\)_' "
+        + TWO_LABELS_ONE_NAME.format("v"),
+    ),
+    Case(
+        "label map gives two labels one name",
+        label_map("walk\nwalk\n"),
+        ("extract",),
+        2,
+        r"^error: labels\.txt: the label map " + TWO_LABELS_ONE_NAME.format("walk"),
+    ),
+    Case(
+        "a class only in test under classes: all",
+        dataset(only_in_test(2), labels=(0, 1, 2)),
+        ("extract",),
+        0,
+        r"^warning: data/raw/tiny\.pkl: label 2 \(4 clips\) appears only in split 'test1', "
+        r"not in 'train1'; data\.classes: all takes the labels of train, so they are left out$",
+    ),
+    Case(
+        "every keypoint score 0",
+        dataset(scores_zero),
+        ("extract",),
+        0,
+        r"^warning: data/raw/tiny\.pkl: 24 of 24 chosen clips have every keypoint score 0 "
+        r"\(first '.*'\); .*shards\.min_score",
+    ),
     # 5. params.yaml
-    Case("params.yaml is not UTF-8", params_text(b"data:\n", b"data: # caf\xe9\n"), ("extract",), 2,
-         r"^error: params\.yaml: not UTF-8 text \(byte 0xe9 on line 1\)$", process=True),
-    Case("params.yaml is a folder", params_folder, ("shards",), 2,
-         r"^error: params\.yaml: is a folder; expected the params file$", process=True),
-    Case("train.seed beyond 64 bits", params(train__seed=2**64), ("train", "baseline"), 2,
-         r"^error: params\.yaml: train\.seed: expected an integer in \[0, 4294967295\], "
-         r"found 18446744073709551616$"),
-    Case("data.seed beyond what sklearn takes", params(data__seed=2**40), ("extract",), 2,
-         r"^error: params\.yaml: data\.seed: expected an integer in \[0, 4294967295\], "
-         r"found 1099511627776$"),
-    Case("data.url without a host", params(data__source="ucf101", data__url="http:///x"),
-         ("fetch",), 2,
-         r"^error: params\.yaml: data\.url: expected an http:// or https:// URL with a host name "
-         r"\(this one has no host\), found 'http:///x'$"),
-    Case("data.md5 digits left unquoted",
-         params_text(b"md5: null", b"md5: 12345678901234567890123456789012"), ("fetch",), 2,
-         r"^error: params\.yaml: data\.md5: expected a 32-digit hex digest in quotes \(YAML read "
-         r"these digits as a number\), found 12345678901234567890123456789012$"),
+    Case(
+        "params.yaml is not UTF-8",
+        params_text(b"data:\n", b"data: # caf\xe9\n"),
+        ("extract",),
+        2,
+        r"^error: params\.yaml: not UTF-8 text \(byte 0xe9 on line 1\)$",
+        process=True,
+    ),
+    Case(
+        "params.yaml is a folder",
+        params_folder,
+        ("shards",),
+        2,
+        r"^error: params\.yaml: is a folder; expected the params file$",
+        process=True,
+    ),
+    Case(
+        "train.seed beyond 64 bits",
+        params(train__seed=2**64),
+        ("train", "baseline"),
+        2,
+        r"^error: params\.yaml: train\.seed: expected an integer in \[0, 4294967295\], "
+        r"found 18446744073709551616$",
+    ),
+    Case(
+        "data.seed beyond what sklearn takes",
+        params(data__seed=2**40),
+        ("extract",),
+        2,
+        r"^error: params\.yaml: data\.seed: expected an integer in \[0, 4294967295\], "
+        r"found 1099511627776$",
+    ),
+    Case(
+        "data.url without a host",
+        params(data__source="ucf101", data__url="http:///x"),
+        ("fetch",),
+        2,
+        r"^error: params\.yaml: data\.url: expected an http:// or https:// URL with a host name "
+        r"\(this one has no host\), found 'http:///x'$",
+    ),
+    Case(
+        "data.md5 digits left unquoted",
+        params_text(b"md5: null", b"md5: 12345678901234567890123456789012"),
+        ("fetch",),
+        2,
+        r"^error: params\.yaml: data\.md5: expected a 32-digit hex digest in quotes \(YAML read "
+        r"these digits as a number\), found 12345678901234567890123456789012$",
+    ),
     # 6. training that diverges (after an epoch or two, so a resume file existed)
-    Case("training diverges", params(model__lr=10.0, model__optimizer="sgd", model__epochs=5),
-         ("train", "improved"), 2, DIVERGED, process=True),
+    Case(
+        "training diverges",
+        params(model__lr=10.0, model__optimizer="sgd", model__epochs=5),
+        ("train", "improved"),
+        2,
+        DIVERGED,
+        process=True,
+    ),
     # 7. checkpoints that do not fit their config or the shards
-    Case("checkpoint config narrower than its weights",
-         checkpoint("baseline", lambda c: c["config"].update(hidden=16)), ("evaluate", "baseline"),
-         2, r"^error: models/baseline\.pt: weight 'lstm\.weight_ih_l0' is \[128, 34\], its config "
-         r"\(arch lstm, hidden 16, layers 1\) gives \[64, 34\]" + RETRAIN_BASELINE),
-    Case("checkpoint says lstm on conv weights",
-         checkpoint("improved", lambda c: c["config"].update(arch="lstm")),
-         ("evaluate", "improved"), 2,
-         r"^error: models/improved\.pt: weight 'lstm\.weight_ih_l0' is missing, though its "
-         r"config \(arch lstm, hidden 8, layers 2\) needs it" + RETRAIN_IMPROVED),
-    Case("checkpoint config without streams",
-         checkpoint("improved", lambda c: c["config"].pop("streams") and None),
-         ("evaluate", "improved"), 2,
-         r"^error: models/improved\.pt: its config is not a valid model section \(model\.streams "
-         r"is missing\)" + RETRAIN_IMPROVED),
-    Case("checkpoint arch bogus", checkpoint("improved", lambda c: c["config"].update(arch="x")),
-         ("evaluate", "improved"), 2,
-         r"^error: models/improved\.pt: its config is not a valid model section \(model\.arch: "
-         r"expected one of \['lstm', 'tcn', 'stgcn'\], found 'x'\)" + RETRAIN_IMPROVED),
-    Case("shards rebuilt with 2 persons after training on 1",
-         shards_rebuilt(shards__persons=2), ("evaluate", "baseline"), 2,
-         r"^error: models/baseline\.pt: it was trained on shards with shards\.persons = 1, "
-         r"data/shards/manifest\.json has 2" + RETRAIN_BASELINE),
-    Case("checkpoint of random bytes",
-         checkpoint_bytes("baseline", lambda b: np.random.default_rng(0).bytes(len(b))),
-         ("evaluate", "baseline"), 2,
-         r"^error: models/baseline\.pt: refused to load the checkpoint \(Unsupported operand \d+\)"
-         + RETRAIN_BASELINE),
-    Case("checkpoint truncated", checkpoint_bytes("baseline", lambda b: b[: len(b) // 2]),
-         ("evaluate", "baseline"), 2,
-         r"^error: models/baseline\.pt: refused to load the checkpoint \(the file is damaged or "
-         r"truncated\)" + RETRAIN_BASELINE),
-    Case("checkpoint of the old format: weights alone",
-         checkpoint("baseline", lambda c: c["model"]), ("evaluate", "baseline"), 2,
-         r"^error: models/baseline\.pt: not a checkpoint of the train stage \(no 'model'\)"
-         + RETRAIN_BASELINE),
-    Case("checkpoint with NaN weights", checkpoint("baseline", poison), ("evaluate", "baseline"),
-         2, r"^error: models/baseline\.pt: weight 'fc\.weight' holds NaN or infinite values \(its "
-         r"training diverged\); retrain it with `dvc repro train@baseline` after lowering its lr$"),
+    Case(
+        "checkpoint config narrower than its weights",
+        checkpoint("baseline", lambda c: c["config"].update(hidden=16)),
+        ("evaluate", "baseline"),
+        2,
+        r"^error: models/baseline\.pt: weight 'lstm\.weight_ih_l0' is \[128, 34\], its config "
+        r"\(arch lstm, hidden 16, layers 1\) gives \[64, 34\]" + RETRAIN_BASELINE,
+    ),
+    Case(
+        "checkpoint says lstm on conv weights",
+        checkpoint("improved", lambda c: c["config"].update(arch="lstm")),
+        ("evaluate", "improved"),
+        2,
+        r"^error: models/improved\.pt: weight 'lstm\.weight_ih_l0' is missing, though its "
+        r"config \(arch lstm, hidden 8, layers 2\) needs it" + RETRAIN_IMPROVED,
+    ),
+    Case(
+        "checkpoint config without streams",
+        checkpoint("improved", lambda c: c["config"].pop("streams") and None),
+        ("evaluate", "improved"),
+        2,
+        r"^error: models/improved\.pt: its config is not a valid model section \(model\.streams "
+        r"is missing\)" + RETRAIN_IMPROVED,
+    ),
+    Case(
+        "checkpoint arch bogus",
+        checkpoint("improved", lambda c: c["config"].update(arch="x")),
+        ("evaluate", "improved"),
+        2,
+        r"^error: models/improved\.pt: its config is not a valid model section \(model\.arch: "
+        r"expected one of \['lstm', 'tcn', 'stgcn'\], found 'x'\)" + RETRAIN_IMPROVED,
+    ),
+    Case(
+        "shards rebuilt with 2 persons after training on 1",
+        shards_rebuilt(shards__persons=2),
+        ("evaluate", "baseline"),
+        2,
+        r"^error: models/baseline\.pt: it was trained on shards with shards\.persons = 1, "
+        r"data/shards/manifest\.json has 2" + RETRAIN_BASELINE,
+    ),
+    Case(
+        "checkpoint of random bytes",
+        checkpoint_bytes("baseline", lambda b: np.random.default_rng(0).bytes(len(b))),
+        ("evaluate", "baseline"),
+        2,
+        r"^error: models/baseline\.pt: refused to load the checkpoint \(Unsupported operand \d+\)"
+        + RETRAIN_BASELINE,
+    ),
+    Case(
+        "checkpoint truncated",
+        checkpoint_bytes("baseline", lambda b: b[: len(b) // 2]),
+        ("evaluate", "baseline"),
+        2,
+        r"^error: models/baseline\.pt: refused to load the checkpoint \(the file is damaged or "
+        r"truncated\)" + RETRAIN_BASELINE,
+    ),
+    Case(
+        "checkpoint of the old format: weights alone",
+        checkpoint("baseline", lambda c: c["model"]),
+        ("evaluate", "baseline"),
+        2,
+        r"^error: models/baseline\.pt: not a checkpoint of the train stage \(no 'model'\)"
+        + RETRAIN_BASELINE,
+    ),
+    Case(
+        "checkpoint with NaN weights",
+        checkpoint("baseline", poison),
+        ("evaluate", "baseline"),
+        2,
+        r"^error: models/baseline\.pt: weight 'fc\.weight' holds NaN or infinite values \(its "
+        r"training diverged\); retrain it with `dvc repro train@baseline` after lowering its lr$",
+    ),
     # 12. degenerate data
-    Case("the 6 real clips are one class", real_clips, ("extract",), 2,
-         r"^error: .*/ucf101_mini_2d\.pkl: the train clips of the selection hold 1 class "
-         r"\('ApplyEyeMakeup'\); a classifier needs 2 or more \(check data\.classes\)$"),
-    Case("one chosen class", params(data__classes=[1]), ("extract",), 2,
-         r"^error: data/raw/tiny\.pkl: the train clips of the selection hold 1 class "
-         r"\('ApplyLipstick'\); a classifier needs 2 or more \(check data\.classes\)$"),
-    Case("no test clip left after the clips without persons", dataset(no_person_in_test),
-         ("extract",), 2,
-         r"^error: data/raw/tiny\.pkl: the selection leaves no test clip \(8 clips with no person "
-         r"were skipped; check data\.classes and splits\)$"),
-]  # fmt: skip
+    Case(
+        "the 6 real clips are one class",
+        real_clips,
+        ("extract",),
+        2,
+        r"^error: .*/ucf101_mini_2d\.pkl: the train clips of the selection hold 1 class "
+        r"\('ApplyEyeMakeup'\); a classifier needs 2 or more \(check data\.classes\)$",
+    ),
+    Case(
+        "one chosen class",
+        params(data__classes=[1]),
+        ("extract",),
+        2,
+        r"^error: data/raw/tiny\.pkl: the train clips of the selection hold 1 class "
+        r"\('ApplyLipstick'\); a classifier needs 2 or more \(check data\.classes\)$",
+    ),
+    Case(
+        "no test clip left after the clips without persons",
+        dataset(no_person_in_test),
+        ("extract",),
+        2,
+        r"^error: data/raw/tiny\.pkl: the selection leaves no test clip \(8 clips with no person "
+        r"were skipped; check data\.classes and splits\)$",
+    ),
+]
 
 
 def marks(case: Case) -> list[pytest.MarkDecorator]:
@@ -306,12 +417,10 @@ def files(ws: Path) -> dict[str, bytes]:
         str(path.relative_to(ws)): path.read_bytes()
         for path in sorted(ws.rglob("*"))
         if path.is_file() and path.name != "params.yaml"
-    }  # fmt: skip
+    }
 
 
-@pytest.mark.parametrize(
-    "case", [pytest.param(c, id=c.id, marks=marks(c)) for c in CASES]
-)
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id, marks=marks(c)) for c in CASES])
 def test_fault(trained: Path, tmp_path: Path, case: Case) -> None:
     ws = tmp_path / "ws"
     shutil.copytree(trained, ws)

@@ -29,10 +29,10 @@ from conftest import (
     write_pkl,
 )
 
-from pipeline import atomic
-from pipeline.errors import PipelineError
-from pipeline.shardset import ShardSet
-from pipeline.subset import INDEX_COLUMNS, SPLITS
+from pipeline.core.errors import PipelineError
+from pipeline.dataset.shardset import ShardSet
+from pipeline.dataset.subset import INDEX_COLUMNS, SPLITS
+from pipeline.files import atomic
 
 TINY = {
     "data.pkl": "data/raw/tiny.pkl",
@@ -51,8 +51,15 @@ TINY = {
     "model.epochs": 2,
     "model.eval.clips": 1,
 }
-STAGES = (("extract",), ("shards",), ("train", "baseline"), ("train", "improved"),
-          ("evaluate", "baseline"), ("evaluate", "improved"), ("summary",))  # fmt: skip
+STAGES = (
+    ("extract",),
+    ("shards",),
+    ("train", "baseline"),
+    ("train", "improved"),
+    ("evaluate", "baseline"),
+    ("evaluate", "improved"),
+    ("summary",),
+)
 ROOT = os.geteuid() == 0
 AS_ROOT = "runs as root, where a folder's mode does not stop writes (other cases cover the stage)"
 
@@ -148,76 +155,202 @@ FOLDER_FOUND = r"expected a folder \(an output of this stage\), found a file; re
 # (case id, setup, stage and argument, expected exit code, regex for the last stderr line)
 CASES = [
     # outputs that cannot be written: refused before any work
-    ("extract: data/subset is a file", as_file("data/subset"), "extract", 2,
-     rf"data/subset: {FOLDER_FOUND}"),
-    ("extract: data/ not writable", read_only("data"), "extract", 2,
-     r"data: cannot write data/subset in this folder \(Permission denied\)"),
-    ("shards: data/shards is a file", as_file("data/shards"), "shards", 2,
-     rf"data/shards: {FOLDER_FOUND}"),
-    ("shards: data/ not writable", read_only("data"), "shards", 2,
-     r"data: cannot write data/shards in this folder \(Permission denied\)"),
-    ("train: models is a file", as_file("models"), "train baseline", 2,
-     r"models: expected a folder to hold models/baseline\.pt, found a file; move it away"),
-    ("train: models/baseline.pt is a folder", as_folder("models/baseline.pt"), "train baseline",
-     2, rf"models/baseline\.pt: {FILE_FOUND}"),
-    ("train: metrics is a file", as_file("metrics"), "train baseline", 2,
-     r"metrics: expected a folder to hold metrics/train/baseline, found a file; move it away"),
-    ("train: models/ not writable", read_only("models"), "train baseline", 2,
-     r"models: cannot write models/baseline\.pt in this folder \(Permission denied\)"),
-    ("evaluate: metrics/baseline is a file", as_file("metrics/baseline"), "evaluate baseline", 2,
-     rf"metrics/baseline: {FOLDER_FOUND}"),
-    ("evaluate: metrics/baseline.json is a folder", as_folder("metrics/baseline.json"),
-     "evaluate baseline", 2, rf"metrics/baseline\.json: {FILE_FOUND}"),
-    ("evaluate: metrics/ not writable", read_only("metrics"), "evaluate baseline", 2,
-     r"metrics: cannot write metrics/baseline\.json in this folder \(Permission denied\)"),
-    ("summary: metrics/summary.json is a folder", as_folder("metrics/summary.json"), "summary",
-     2, rf"metrics/summary\.json: {FILE_FOUND}"),
-    ("summary: metrics/ not writable", read_only("metrics"), "summary", 2,
-     r"metrics: cannot write metrics/summary\.json in this folder \(Permission denied\)"),
+    (
+        "extract: data/subset is a file",
+        as_file("data/subset"),
+        "extract",
+        2,
+        rf"data/subset: {FOLDER_FOUND}",
+    ),
+    (
+        "extract: data/ not writable",
+        read_only("data"),
+        "extract",
+        2,
+        r"data: cannot write data/subset in this folder \(Permission denied\)",
+    ),
+    (
+        "shards: data/shards is a file",
+        as_file("data/shards"),
+        "shards",
+        2,
+        rf"data/shards: {FOLDER_FOUND}",
+    ),
+    (
+        "shards: data/ not writable",
+        read_only("data"),
+        "shards",
+        2,
+        r"data: cannot write data/shards in this folder \(Permission denied\)",
+    ),
+    (
+        "train: models is a file",
+        as_file("models"),
+        "train baseline",
+        2,
+        r"models: expected a folder to hold models/baseline\.pt, found a file; move it away",
+    ),
+    (
+        "train: models/baseline.pt is a folder",
+        as_folder("models/baseline.pt"),
+        "train baseline",
+        2,
+        rf"models/baseline\.pt: {FILE_FOUND}",
+    ),
+    (
+        "train: metrics is a file",
+        as_file("metrics"),
+        "train baseline",
+        2,
+        r"metrics: expected a folder to hold metrics/train/baseline, found a file; move it away",
+    ),
+    (
+        "train: models/ not writable",
+        read_only("models"),
+        "train baseline",
+        2,
+        r"models: cannot write models/baseline\.pt in this folder \(Permission denied\)",
+    ),
+    (
+        "evaluate: metrics/baseline is a file",
+        as_file("metrics/baseline"),
+        "evaluate baseline",
+        2,
+        rf"metrics/baseline: {FOLDER_FOUND}",
+    ),
+    (
+        "evaluate: metrics/baseline.json is a folder",
+        as_folder("metrics/baseline.json"),
+        "evaluate baseline",
+        2,
+        rf"metrics/baseline\.json: {FILE_FOUND}",
+    ),
+    (
+        "evaluate: metrics/ not writable",
+        read_only("metrics"),
+        "evaluate baseline",
+        2,
+        r"metrics: cannot write metrics/baseline\.json in this folder \(Permission denied\)",
+    ),
+    (
+        "summary: metrics/summary.json is a folder",
+        as_folder("metrics/summary.json"),
+        "summary",
+        2,
+        rf"metrics/summary\.json: {FILE_FOUND}",
+    ),
+    (
+        "summary: metrics/ not writable",
+        read_only("metrics"),
+        "summary",
+        2,
+        r"metrics: cannot write metrics/summary\.json in this folder \(Permission denied\)",
+    ),
     # damaged intermediates: the file, and the stage that rebuilds it
-    ("summary: metrics/baseline.json holds {", holding("metrics/baseline.json", "{"), "summary",
-     2, r"metrics/baseline\.json: not valid JSON \(.*\)" + rebuild("evaluate@baseline")),
-    ("summary: metrics/improved.json accuracy is text",
-     holding("metrics/improved.json", '{"accuracy": "high", "test_clips": 8}'), "summary", 2,
-     r"metrics/improved\.json: accuracy: expected a number, found a string"
-     + rebuild("evaluate@improved")),
-    ("train: manifest.json holds x", holding("data/shards/manifest.json", "x"), "train baseline",
-     2, r"data/shards/manifest\.json: not valid JSON \(.*\)" + rebuild("shards")),
-    ("train: manifest.json is a list", holding("data/shards/manifest.json", "[]"),
-     "train improved", 2, r"data/shards/manifest\.json: expected an object, found a list"
-     + rebuild("shards")),
-    ("train: a shard cut short", cut("data/shards/train-00000.npy", 1000), "train baseline", 2,
-     r"data/shards/train-00000\.npy: holds 1000 bytes, its header .* needs \d+ \(cut short or "
-     r"damaged\)" + rebuild("shards")),
-    ("train: train.csv of other columns", holding("data/shards/train.csv", "a,b\n1,2\n"),
-     "train baseline", 2, r"data/shards/train\.csv: no column 'frame_dir'" + rebuild("shards")),
-    ("evaluate: test.csv missing", removed("data/shards/test.csv"), "evaluate baseline", 2,
-     r"data/shards/test\.csv: not found" + rebuild("shards")),
-    ("evaluate: a test shard is not .npy", holding("data/shards/test-00000.npy", b"\x93NUMPX"),
-     "evaluate improved", 2, r"data/shards/test-00000\.npy: not a \.npy array \(.*\)"
-     + rebuild("shards")),
-    ("shards: keypoints.npy cut short", cut("data/subset/keypoints.npy", 1000), "shards", 2,
-     r"data/subset/keypoints\.npy: holds 1000 bytes, its header \(\d+, 17, 2\) needs \d+ "
-     r"\(cut short or damaged\)" + rebuild("extract")),
-    ("shards: index.csv of garbage bytes", holding("data/subset/index.csv", b"\xe5\x00\"\x93,\n"),
-     "shards", 2, r"data/subset/index\.csv: not a readable CSV table \(.*\)" + rebuild("extract")),
-    ("shards: index.csv names rows past keypoints.npy",
-     holding("data/subset/index.csv",
-             ",".join(INDEX_COLUMNS) + "\n" + SUBSET_ROW.format(offset=10**6)),
-     "shards", 2, r"data/subset/index\.csv: column 'offset', row 1: expected 0\.\.\d+, found "
-     r"1000000" + rebuild("extract")),
-    ("shards: meta.json cut short", holding("data/subset/meta.json", '{"source": "x", '),
-     "shards", 2, r"data/subset/meta\.json: not valid JSON \(.*\)" + rebuild("extract")),
-]  # fmt: skip
+    (
+        "summary: metrics/baseline.json holds {",
+        holding("metrics/baseline.json", "{"),
+        "summary",
+        2,
+        r"metrics/baseline\.json: not valid JSON \(.*\)" + rebuild("evaluate@baseline"),
+    ),
+    (
+        "summary: metrics/improved.json accuracy is text",
+        holding("metrics/improved.json", '{"accuracy": "high", "test_clips": 8}'),
+        "summary",
+        2,
+        r"metrics/improved\.json: accuracy: expected a number, found a string"
+        + rebuild("evaluate@improved"),
+    ),
+    (
+        "train: manifest.json holds x",
+        holding("data/shards/manifest.json", "x"),
+        "train baseline",
+        2,
+        r"data/shards/manifest\.json: not valid JSON \(.*\)" + rebuild("shards"),
+    ),
+    (
+        "train: manifest.json is a list",
+        holding("data/shards/manifest.json", "[]"),
+        "train improved",
+        2,
+        r"data/shards/manifest\.json: expected an object, found a list" + rebuild("shards"),
+    ),
+    (
+        "train: a shard cut short",
+        cut("data/shards/train-00000.npy", 1000),
+        "train baseline",
+        2,
+        r"data/shards/train-00000\.npy: holds 1000 bytes, its header .* needs \d+ \(cut short or "
+        r"damaged\)" + rebuild("shards"),
+    ),
+    (
+        "train: train.csv of other columns",
+        holding("data/shards/train.csv", "a,b\n1,2\n"),
+        "train baseline",
+        2,
+        r"data/shards/train\.csv: no column 'frame_dir'" + rebuild("shards"),
+    ),
+    (
+        "evaluate: test.csv missing",
+        removed("data/shards/test.csv"),
+        "evaluate baseline",
+        2,
+        r"data/shards/test\.csv: not found" + rebuild("shards"),
+    ),
+    (
+        "evaluate: a test shard is not .npy",
+        holding("data/shards/test-00000.npy", b"\x93NUMPX"),
+        "evaluate improved",
+        2,
+        r"data/shards/test-00000\.npy: not a \.npy array \(.*\)" + rebuild("shards"),
+    ),
+    (
+        "shards: keypoints.npy cut short",
+        cut("data/subset/keypoints.npy", 1000),
+        "shards",
+        2,
+        r"data/subset/keypoints\.npy: holds 1000 bytes, its header \(\d+, 17, 2\) needs \d+ "
+        r"\(cut short or damaged\)" + rebuild("extract"),
+    ),
+    (
+        "shards: index.csv of garbage bytes",
+        holding("data/subset/index.csv", b'\xe5\x00"\x93,\n'),
+        "shards",
+        2,
+        r"data/subset/index\.csv: not a readable CSV table \(.*\)" + rebuild("extract"),
+    ),
+    (
+        "shards: index.csv names rows past keypoints.npy",
+        holding(
+            "data/subset/index.csv",
+            ",".join(INDEX_COLUMNS) + "\n" + SUBSET_ROW.format(offset=10**6),
+        ),
+        "shards",
+        2,
+        r"data/subset/index\.csv: column 'offset', row 1: expected 0\.\.\d+, found "
+        r"1000000" + rebuild("extract"),
+    ),
+    (
+        "shards: meta.json cut short",
+        holding("data/subset/meta.json", '{"source": "x", '),
+        "shards",
+        2,
+        r"data/subset/meta\.json: not valid JSON \(.*\)" + rebuild("extract"),
+    ),
+]
 ROOT_BLIND = {case[0] for case in CASES if "not writable" in case[0]}
 
 
 def params_of(cases: list[tuple]) -> list:
     return [
-        pytest.param(*case[1:], id=case[0],
-                     marks=[pytest.mark.skipif(ROOT, reason=AS_ROOT)] * (case[0] in ROOT_BLIND))
+        pytest.param(
+            *case[1:],
+            id=case[0],
+            marks=[pytest.mark.skipif(ROOT, reason=AS_ROOT)] * (case[0] in ROOT_BLIND),
+        )
         for case in cases
-    ]  # fmt: skip
+    ]
 
 
 def test_every_stage_keeps_a_case_that_runs_as_root():
@@ -225,8 +358,15 @@ def test_every_stage_keeps_a_case_that_runs_as_root():
     assert stages >= {"extract", "shards", "train", "evaluate", "summary"}
 
 
-def check_refused(ws: Path, code: int, out: str, err: str, expected: int, pattern: str,
-                  before: dict[str, bytes | None]) -> None:  # fmt: skip
+def check_refused(
+    ws: Path,
+    code: int,
+    out: str,
+    err: str,
+    expected: int,
+    pattern: str,
+    before: dict[str, bytes | None],
+) -> None:
     assert code == expected, (code, out, err)
     assert "Traceback" not in out + err, err
     lines = err.strip().splitlines()
@@ -250,10 +390,17 @@ def test_fault_is_one_line_and_changes_nothing(ws, setup, stage, expected, patte
 
 # A real process for a few: exit code and stderr as the shell sees them, including anything
 # printed at interpreter shutdown (dvclive and dulwich used to add their own tracebacks there).
-AS_PROCESS = [case for case in CASES if case[0] in {
-    "train: models/baseline.pt is a folder", "evaluate: test.csv missing",
-    "shards: keypoints.npy cut short", "summary: metrics/baseline.json holds {",
-}]  # fmt: skip
+AS_PROCESS = [
+    case
+    for case in CASES
+    if case[0]
+    in {
+        "train: models/baseline.pt is a folder",
+        "evaluate: test.csv missing",
+        "shards: keypoints.npy cut short",
+        "summary: metrics/baseline.json holds {",
+    }
+]
 
 
 @pytest.mark.parametrize(("setup", "stage", "expected", "pattern"), params_of(AS_PROCESS))
@@ -286,11 +433,16 @@ def temps(folder: Path) -> set[str]:
 def test_shards_killed_mid_build_rerun_clears_its_temporaries(ws, prepared):
     old = snapshot(ws / "data" / "shards")
     # not this stage's temporaries: a user's files, and extract's temporary name
-    others = {".shards.mine.tmp", ".shards.mybackup.tmp", "shards.tmp", ".shards.old.tmp",
-              ".subset.pipeline-abcd1234.tmp"}
+    others = {
+        ".shards.mine.tmp",
+        ".shards.mybackup.tmp",
+        "shards.tmp",
+        ".shards.old.tmp",
+        ".subset.pipeline-abcd1234.tmp",
+    }
     for name in others:
         (ws / "data" / name).write_text("keep me\n")
-    process = start_stage("shards", ws, kill_at=("pipeline.subset.write_npy", "", 2))
+    process = start_stage("shards", ws, kill_at=("pipeline.dataset.subset.write_npy", "", 2))
     code, out, err = finish(process, timeout=60)
     assert code == -signal.SIGKILL, (code, out, err)
     left = temps(ws / "data") - others
@@ -311,14 +463,17 @@ def test_train_killed_keeps_the_old_model_with_its_curves_and_rerun_matches(ws, 
     and its curves stay as they were; the rerun clears the temporary, resumes after epoch 1 and
     ends with the curves and metrics of the uninterrupted run."""
     outputs = ("models/improved.pt", "metrics/train/improved")
-    old = {name: snapshot(ws / name) if (ws / name).is_dir() else (ws / name).read_bytes()
-           for name in outputs}  # fmt: skip
-    process = start_stage("train", ws, "improved",
-                          kill_at=("os.replace", "improved.resume.pt", 2))  # fmt: skip
+    old = {
+        name: snapshot(ws / name) if (ws / name).is_dir() else (ws / name).read_bytes()
+        for name in outputs
+    }
+    process = start_stage("train", ws, "improved", kill_at=("os.replace", "improved.resume.pt", 2))
     code, out, err = finish(process, timeout=120)
     assert code == -signal.SIGKILL, (code, out, err)
-    assert any(re.fullmatch(r"\.improved\.resume\.pt\.pipeline-[a-z0-9_]{8}\.tmp", p)
-               for p in temps(ws / "models")), temps(ws / "models")  # fmt: skip
+    assert any(
+        re.fullmatch(r"\.improved\.resume\.pt\.pipeline-[a-z0-9_]{8}\.tmp", p)
+        for p in temps(ws / "models")
+    ), temps(ws / "models")
     assert (ws / "models" / "improved.resume.pt").exists()
     for name, content in old.items():
         now = snapshot(ws / name) if (ws / name).is_dir() else (ws / name).read_bytes()

@@ -7,9 +7,9 @@ from dataclasses import replace
 
 import torch
 
-from pipeline.features import augment, build_input, in_channels
-from pipeline.params import NO_AUGMENT, AugmentParams
-from pipeline.skeleton import FLIP_INDEX, NUM_JOINTS, J
+from pipeline.core.params import NO_AUGMENT, AugmentParams
+from pipeline.core.skeleton import FLIP_INDEX, NUM_JOINTS, J
+from pipeline.learning.features import augment, build_input, in_channels
 
 OFF = NO_AUGMENT
 ALL = AugmentParams(scale=0.3, rotate=40.0, flip=0.5, temporal=0.4, drop=0.0, stretch=0.2)

@@ -2,7 +2,7 @@
 
 Hypothesis mutates a small valid dataset (wrong types, shapes and dtypes, NaN/inf, odd frame
 counts, hostile frame_dir names, missing and extra keys, broken splits) and feeds it to the
-checks of `pipeline.pklio` and to the extract stage function, in this process for speed. Every
+checks of `pipeline.files.pklio` and to the extract stage function, in this process for speed. Every
 example must end in a clean result or a one-line PipelineError; never another exception, never
 a hang (each example runs under an alarm), never a file outside the stage's output folder.
 A few fuzzed pickles also go through `python -m pipeline.extract` as a subprocess.
@@ -32,9 +32,10 @@ from conftest import make_dataset, run_stage, section, write_params, write_pkl
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline import extract, pklio
-from pipeline.errors import PipelineError
-from pipeline.subset import Subset
+from pipeline import extract
+from pipeline.core.errors import PipelineError
+from pipeline.dataset.subset import Subset
+from pipeline.files import pklio
 
 EXAMPLE_SECONDS = 20  # an example running longer than this counts as a hang
 SCALE = int(os.environ.get("FUZZ_SCALE", "1"))  # FUZZ_SCALE=20 for a long hunt
@@ -42,10 +43,35 @@ FIELDS = ("frame_dir", "label", "keypoint", "keypoint_score", "img_shape", "tota
 SUBSET_FILES = {"index.csv", "keypoints.npy", "scores.npy", "meta.json"}
 ABS = "<absolute path in the sandbox>"  # replaced per example by a real absolute path
 HOSTILE_NAMES = [
-    "../../evil", "../evil", "a/../../evil", "/tmp/evil", ABS, "a/b", "a\\b", "..\\..\\evil",
-    "a\x00b", "\x00", "ünïcødé_名前", "v_Evil_g02_c01/../../x", ".", "..", "", " ", "\r", "\n",
-    "a\rb", "a\nb", "a,b", '"q"', "NA", "nan", "007", "v_123_g02_c01", "\u2028", "\t",
-]  # fmt: skip
+    "../../evil",
+    "../evil",
+    "a/../../evil",
+    "/tmp/evil",
+    ABS,
+    "a/b",
+    "a\\b",
+    "..\\..\\evil",
+    "a\x00b",
+    "\x00",
+    "ünïcødé_名前",
+    "v_Evil_g02_c01/../../x",
+    ".",
+    "..",
+    "",
+    " ",
+    "\r",
+    "\n",
+    "a\rb",
+    "a\nb",
+    "a,b",
+    '"q"',
+    "NA",
+    "nan",
+    "007",
+    "v_123_g02_c01",
+    "\u2028",
+    "\t",
+]
 
 
 class Hang(BaseException):  # not an Exception: the loader's catch-all must not swallow it
@@ -91,9 +117,19 @@ def assert_one_line(exc: PipelineError) -> str:
 # --- strategies ---------------------------------------------------------------------------------
 
 DTYPES = [
-    "float16", "float32", "float64", ">f4", "longdouble", "int8", "int64", "uint8", "bool",
-    "object", "complex64", "U3",
-]  # fmt: skip
+    "float16",
+    "float32",
+    "float64",
+    ">f4",
+    "longdouble",
+    "int8",
+    "int64",
+    "uint8",
+    "bool",
+    "object",
+    "complex64",
+    "U3",
+]
 SPECIAL = [0.0, -0.0, 1.0, -5.0, 0.5, 1e6, -1e6, 1e300, np.nan, np.inf, -np.inf]
 
 
@@ -110,7 +146,7 @@ def arrays(draw: st.DrawFn) -> np.ndarray:
                 st.sampled_from([2, 3]),
             ),
             st.tuples(st.integers(0, 2), st.integers(0, 4), st.just(17)),
-        )  # fmt: skip
+        )
     )
     dtype = np.dtype(draw(st.sampled_from(DTYPES)))
     fill = draw(st.sampled_from(SPECIAL))
@@ -144,7 +180,7 @@ SCALARS = st.one_of(
             np.bool_(True),
             np.int32(240),
         ]
-    ),  # fmt: skip
+    ),
 )
 VALUES = st.one_of(
     SCALARS,
@@ -152,9 +188,20 @@ VALUES = st.one_of(
     st.lists(SCALARS, max_size=3),
     st.tuples(SCALARS, SCALARS),
     st.dictionaries(st.text(max_size=3), SCALARS, max_size=2),
-    st.sampled_from([(240, 320), (0, 320), (-240, 320), (240.0, 320.0), (240, 320, 3), [240, 320],
-                     np.array([240, 320]), (np.int64(240), np.int64(2**40)), (True, True)]),
-)  # fmt: skip
+    st.sampled_from(
+        [
+            (240, 320),
+            (0, 320),
+            (-240, 320),
+            (240.0, 320.0),
+            (240, 320, 3),
+            [240, 320],
+            np.array([240, 320]),
+            (np.int64(240), np.int64(2**40)),
+            (True, True),
+        ]
+    ),
+)
 NAMES = st.one_of(st.sampled_from(HOSTILE_NAMES), st.text(max_size=10))
 INDEX = st.integers(0, len(BASE["annotations"]) - 1)
 SPLIT_KEYS = st.sampled_from(["train1", "test1", "train2", "other"])
@@ -293,17 +340,23 @@ def mutate_arrays(ann: dict[str, Any], op: str, args: list[Any]) -> None:
         ann["keypoint_score"] = np.concatenate([score] * 3)[:persons]
 
 
-CONFIGS = st.fixed_dictionaries({
-    "classes": st.sampled_from([[0, 1], "all", [1]]),
-    "val_by": st.sampled_from(["group", "clip"]),
-})  # fmt: skip
+CONFIGS = st.fixed_dictionaries(
+    {
+        "classes": st.sampled_from([[0, 1], "all", [1]]),
+        "val_by": st.sampled_from(["group", "clip"]),
+    }
+)
 
 
 # --- the checks of pklio ------------------------------------------------------------------------
 
 
-@settings(max_examples=150 * SCALE, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])  # fmt: skip
+@settings(
+    max_examples=150 * SCALE,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(st.lists(MUTATIONS, min_size=1, max_size=3), st.integers(0, 7))
 def test_check_annotation_is_clean_or_one_line(mutations, position):
     data = apply(mutations, "/nonexistent/abs")
@@ -327,8 +380,12 @@ def test_check_annotation_is_clean_or_one_line(mutations, position):
         assert np.isfinite(score.astype(np.float16)).all(), "scores overflow float16"
 
 
-@settings(max_examples=150 * SCALE, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])  # fmt: skip
+@settings(
+    max_examples=150 * SCALE,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(st.lists(MUTATIONS, min_size=1, max_size=3))
 def test_check_dataset_is_clean_or_one_line(mutations):
     data = apply(mutations, "/nonexistent/abs")
@@ -344,9 +401,18 @@ def test_check_dataset_is_clean_or_one_line(mutations):
 
 
 @settings(max_examples=60 * SCALE, deadline=None, database=None)
-@given(st.sampled_from([2, 4, 5]), st.lists(
-    st.tuples(st.sampled_from(["flip", "insert", "delete", "truncate"]), st.integers(0, 10**6),
-              st.integers(0, 255)), min_size=1, max_size=4))  # fmt: skip
+@given(
+    st.sampled_from([2, 4, 5]),
+    st.lists(
+        st.tuples(
+            st.sampled_from(["flip", "insert", "delete", "truncate"]),
+            st.integers(0, 10**6),
+            st.integers(0, 255),
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+)
 def test_corrupted_pickle_bytes_are_clean_or_one_line(tmp_path_factory, protocol, edits):
     raw = bytearray(pickle.dumps(BASE, protocol=protocol))
     for kind, position, value in edits:
@@ -401,20 +467,77 @@ Q = struct.Struct("<Q").pack
 # Instructions to insert: stack and memo shuffles, container builders, calls, lengths far beyond
 # the file, and the globals (allowed or not) a pickle can name.
 INSERTS = [
-    b"(", b"0", b"1", b"2", b"N", b"\x88", b")", b"]", b"}", b"\x8f", b"t", b"\x85", b"\x86",
-    b"\x87", b"l", b"d", b"\x91", b"a", b"e", b"s", b"u", b"\x90", b"R", b"b", b"\x81", b"\x92",
-    b"\x93", b".", b"\x94", b"h\x00", b"h\x05", b"j\xff\xff\xff\x7f", b"q\x03",
-    b"r\xff\xff\x00\x00", b"K\x07", b"J\xff\xff\xff\xff", b"\x8a\x08" + b"\xff" * 8,
+    b"(",
+    b"0",
+    b"1",
+    b"2",
+    b"N",
+    b"\x88",
+    b")",
+    b"]",
+    b"}",
+    b"\x8f",
+    b"t",
+    b"\x85",
+    b"\x86",
+    b"\x87",
+    b"l",
+    b"d",
+    b"\x91",
+    b"a",
+    b"e",
+    b"s",
+    b"u",
+    b"\x90",
+    b"R",
+    b"b",
+    b"\x81",
+    b"\x92",
+    b"\x93",
+    b".",
+    b"\x94",
+    b"h\x00",
+    b"h\x05",
+    b"j\xff\xff\xff\x7f",
+    b"q\x03",
+    b"r\xff\xff\x00\x00",
+    b"K\x07",
+    b"J\xff\xff\xff\xff",
+    b"\x8a\x08" + b"\xff" * 8,
     b"\x8b\x40\x42\x0f\x00",
-    b"\x8e" + Q(2**40), b"\x96" + Q(2**62), b"B\xff\xff\xff\x7f", b"\x95" + Q(2**33),
-    b"X\x06\x00\x00\x00latin1", b"\x8c\x02f2", b"\x8c\x01O", b"C\x01b", b"V\\u0100\n",
-    b"cnumpy\ndtype\n", b"cnumpy\nndarray\n", b"cnumpy.core.multiarray\n_reconstruct\n",
-    b"cnumpy._core.multiarray\nscalar\n", b"cnumpy._core.numeric\n_frombuffer\n",
-    b"c_codecs\nencode\n", b"c__builtin__\nbytes\n", b"ccollections\nOrderedDict\n",
-    b"cos\nsystem\n", b"\x8c\x05numpy\x8c\x05dtype\x93",
-]  # fmt: skip
-WIDTHS = {ord("K"): 1, ord("h"): 1, ord("q"): 1, ord("M"): 2, ord("J"): 4, ord("j"): 4,
-          ord("r"): 4, ord("B"): 4, ord("X"): 4, ord("C"): 1, ord("\x8c"): 1}  # fmt: skip
+    b"\x8e" + Q(2**40),
+    b"\x96" + Q(2**62),
+    b"B\xff\xff\xff\x7f",
+    b"\x95" + Q(2**33),
+    b"X\x06\x00\x00\x00latin1",
+    b"\x8c\x02f2",
+    b"\x8c\x01O",
+    b"C\x01b",
+    b"V\\u0100\n",
+    b"cnumpy\ndtype\n",
+    b"cnumpy\nndarray\n",
+    b"cnumpy.core.multiarray\n_reconstruct\n",
+    b"cnumpy._core.multiarray\nscalar\n",
+    b"cnumpy._core.numeric\n_frombuffer\n",
+    b"c_codecs\nencode\n",
+    b"c__builtin__\nbytes\n",
+    b"ccollections\nOrderedDict\n",
+    b"cos\nsystem\n",
+    b"\x8c\x05numpy\x8c\x05dtype\x93",
+]
+WIDTHS = {
+    ord("K"): 1,
+    ord("h"): 1,
+    ord("q"): 1,
+    ord("M"): 2,
+    ord("J"): 4,
+    ord("j"): 4,
+    ord("r"): 4,
+    ord("B"): 4,
+    ord("X"): 4,
+    ord("C"): 1,
+    ord("\x8c"): 1,
+}
 AT = st.integers(0, 10**6)
 EDITS = st.one_of(
     st.tuples(st.just("delete"), AT),
@@ -447,8 +570,12 @@ def edit(ops: list[bytes], kind: str, at: int, value: Any = None) -> None:
             ops[i] = ops[i][:1] + number + ops[i][1 + width :]
 
 
-@settings(max_examples=150 * SCALE, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.too_slow])  # fmt: skip
+@settings(
+    max_examples=150 * SCALE,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(st.sampled_from(PROTOCOLS), st.lists(EDITS, min_size=1, max_size=4))
 def test_pickles_with_edited_instructions_are_clean_or_one_line(tmp_path_factory, protocol, edits):
     ops = list(INSTRUCTIONS[protocol])
@@ -532,8 +659,12 @@ def check_subset(data: dict[str, Any], meta: dict[str, Any], folder: Path) -> No
         sub.close()
 
 
-@settings(max_examples=100 * SCALE, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])  # fmt: skip
+@settings(
+    max_examples=100 * SCALE,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(st.lists(MUTATIONS, min_size=1, max_size=3), CONFIGS)
 def test_extract_is_clean_or_one_line_and_writes_only_its_output(mutations, overrides):
     cfg = replace(CFG, **overrides, pkl="data.pkl")
@@ -647,17 +778,23 @@ def run_select(data: dict[str, Any]) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        ("carriage return", r"frame_dir: expected a non-empty string of printable characters, "
-                            r"found 'v_A\\rpplyEyeMakeup_g01_c01'"),
+        (
+            "carriage return",
+            r"frame_dir: expected a non-empty string of printable characters, "
+            r"found 'v_A\\rpplyEyeMakeup_g01_c01'",
+        ),
         ("NUL", r"frame_dir: expected a non-empty string of printable characters"),
         ("float64 beyond float16", r"keypoint holds 1e\+06, beyond the float16 range"),
         ("score beyond float16", r"keypoint_score holds 70000, beyond the float16 range"),
         ("array label", r"label must be an integer >= 0, found array of shape \(3, 3\)"),
         ("train lists twice", r"split 'train1' lists clip 'v_ApplyEyeMakeup_g02_c01' twice"),
-        ("train and test", r"clip 'v_ApplyEyeMakeup_g02_c01' is in both split 'train1' and "
-                           r"'test1'"),
+        (
+            "train and test",
+            r"clip 'v_ApplyEyeMakeup_g02_c01' is in both split 'train1' and "
+            r"'test1'",
+        ),
     ],
-)  # fmt: skip
+)
 def test_fuzz_findings_are_one_line_errors(change, expected):
     data = base_dataset()
     ann = data["annotations"][0]  # v_ApplyEyeMakeup_g01_c01, a test clip

@@ -9,9 +9,9 @@ import torch
 from conftest import section
 from torch import nn
 
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
+from pipeline.core.skeleton import NUM_JOINTS
 from pipeline.models import _PooledClassifier, build_model
-from pipeline.skeleton import NUM_JOINTS
 
 ARCHS = ["lstm", "tcn", "stgcn"]
 # The configs (arch, pool, frame_pool) whose logits must ignore everything after a clip's length.
@@ -40,8 +40,15 @@ def config(
     dropout=0.0,
     frame_pool: str = "mean",
 ):
-    return section("model", arch=arch, hidden=hidden, layers=layers, dropout=dropout, pool=pool,
-                   frame_pool=frame_pool)  # fmt: skip
+    return section(
+        "model",
+        arch=arch,
+        hidden=hidden,
+        layers=layers,
+        dropout=dropout,
+        pool=pool,
+        frame_pool=frame_pool,
+    )
 
 
 def batch(lengths: list[int], frames: int = 16, persons: int = 1, channels: int = 2, seed=0):
@@ -180,10 +187,12 @@ def test_frame_pool_is_mean_and_max_over_valid_frames_and_present_persons():
     pooled = _PooledClassifier(3, 2, with_max=True).pool(h, mask, present)
     mean = (h.sum(-1) / mask.sum(-1, keepdim=True)).view(2, 2, 3)
     peak = torch.stack([h[i][:, mask[i]].amax(-1) for i in range(4)]).view(2, 2, 3)
-    expected = torch.stack([
-        torch.cat([mean[0].mean(0), peak[0].mean(0)]),
-        torch.cat([mean[1, 0], peak[1, 0]]),
-    ])  # fmt: skip
+    expected = torch.stack(
+        [
+            torch.cat([mean[0].mean(0), peak[0].mean(0)]),
+            torch.cat([mean[1, 0], peak[1, 0]]),
+        ]
+    )
     torch.testing.assert_close(pooled, expected)
     assert (pooled[:, 3:] < 0).all()  # the padding's zeros were not taken as the maximum
     mean_only = _PooledClassifier(3, 2, with_max=False).pool(h, mask, present)
@@ -200,8 +209,11 @@ def test_mean_max_doubles_the_classifier_input():
 
 
 def test_unknown_arch_is_refused_by_the_params_naming_the_key():
-    with pytest.raises(PipelineError, match=r"model\.arch: expected one of \['lstm', 'tcn', "
-                                            r"'stgcn'\], found 'gru'"):  # fmt: skip
+    with pytest.raises(
+        PipelineError,
+        match=r"model\.arch: expected one of \['lstm', 'tcn', "
+        r"'stgcn'\], found 'gru'",
+    ):
         config("gru")
 
 

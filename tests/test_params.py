@@ -18,8 +18,10 @@ from conftest import DELETE, PARAMS_YAML, make_dataset, section, write_params
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline import extract, features, params, runtime, training
-from pipeline.errors import PipelineError
+from pipeline import extract
+from pipeline.core import params
+from pipeline.core.errors import PipelineError
+from pipeline.learning import features, runtime, training
 from pipeline.models import build_model
 
 SECTIONS = tuple(params.SECTIONS)
@@ -181,8 +183,9 @@ def test_parse_checks_a_stored_config_by_section():
 
 def test_a_section_round_trips_through_its_plain_values():
     """What a checkpoint stores (plain values) builds the same section again."""
-    model = section("model", streams=["bone"], augment={**params.plain(params.NO_AUGMENT),
-                                                        "flip": 0.5})  # fmt: skip
+    model = section(
+        "model", streams=["bone"], augment={**params.plain(params.NO_AUGMENT), "flip": 0.5}
+    )
     assert model.augment.flip == 0.5 and model.eval.clips == 10
     assert params.parse("model", params.plain(model)) == model
 
@@ -232,13 +235,63 @@ def _leaves(cls: type, prefix: str) -> list[str]:
 LEAVES = [key for name, cls in params.SECTIONS.items() for key in _leaves(cls, name)]
 # Values at and beyond the edges of what some rule accepts, of every type YAML can produce.
 EDGES = [
-    None, True, False, 0, -1, 1, 2, 3, 100, 2**31, 2**32 - 1, 2**32, 2**63, 2**64, 10**400,
-    0.0, -0.0, 0.5, 1.0, 1e-9, 10.5, 1e308, float("nan"), float("inf"), -float("inf"),
-    "", "\0", "all", "auto", "mean", "joint", "lstm", "http:///x", "ftp://h/x",
-    "http://h:99999/", "https://h/x y", "^(v)_", "(", "a{99999999999}", "(" * 200 + ")" * 200,
-    "0" * 32, "a" * 64, "/", ".", "params.yaml", [], [0], [0, 0], [1, 1], [[1]], ["joint", 1],
-    [{}], {}, {"a": 1}, [None], [1.5, 2],
-]  # fmt: skip
+    None,
+    True,
+    False,
+    0,
+    -1,
+    1,
+    2,
+    3,
+    100,
+    2**31,
+    2**32 - 1,
+    2**32,
+    2**63,
+    2**64,
+    10**400,
+    0.0,
+    -0.0,
+    0.5,
+    1.0,
+    1e-9,
+    10.5,
+    1e308,
+    float("nan"),
+    float("inf"),
+    -float("inf"),
+    "",
+    "\0",
+    "all",
+    "auto",
+    "mean",
+    "joint",
+    "lstm",
+    "http:///x",
+    "ftp://h/x",
+    "http://h:99999/",
+    "https://h/x y",
+    "^(v)_",
+    "(",
+    "a{99999999999}",
+    "(" * 200 + ")" * 200,
+    "0" * 32,
+    "a" * 64,
+    "/",
+    ".",
+    "params.yaml",
+    [],
+    [0],
+    [0, 0],
+    [1, 1],
+    [[1]],
+    ["joint", 1],
+    [{}],
+    {},
+    {"a": 1},
+    [None],
+    [1.5, 2],
+]
 SCALARS = st.one_of(
     st.sampled_from(EDGES),
     st.integers(-(2**70), 2**70),
@@ -251,8 +304,9 @@ VALUES = st.one_of(
     st.lists(st.lists(SCALARS, max_size=2), max_size=2),
     st.dictionaries(st.text(max_size=3), SCALARS, max_size=2),
 )
-TINY_DATA = make_dataset(labels=(0, 1), groups=range(1, 5), test_groups=(1,), clips_per_group=1,
-                         frames=(3, 5), seed=7)  # fmt: skip
+TINY_DATA = make_dataset(
+    labels=(0, 1), groups=range(1, 5), test_groups=(1,), clips_per_group=1, frames=(3, 5), seed=7
+)
 
 
 def _set(values: dict, dotted: str, value: object) -> None:
@@ -292,8 +346,10 @@ def _use(key: str, values: Any) -> None:
         channels = features.in_channels(values.streams, values.score)
         model = build_model(values, channels, 2, 3)
         x = torch.zeros(2, 9, 2, 17, 3)
-        model.eval()(features.build_input(x, torch.tensor([9, 4]), values.streams,
-                                          values.score), torch.tensor([9, 4]))  # fmt: skip
+        model.eval()(
+            features.build_input(x, torch.tensor([9, 4]), values.streams, values.score),
+            torch.tensor([9, 4]),
+        )
 
 
 def test_every_key_accepts_an_edge_value_that_works_or_names_itself(tmp_path):
@@ -319,8 +375,12 @@ def test_every_key_accepts_an_edge_value_that_works_or_names_itself(tmp_path):
                     assert "\n" not in str(exc), (key, value)
 
 
-@settings(max_examples=60, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+@settings(
+    max_examples=60,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(st.lists(st.tuples(st.sampled_from(LEAVES), VALUES), min_size=1, max_size=3))
 def test_fuzzed_values_load_or_fail_in_one_line_naming_a_changed_key(tmp_path, changes):
     """Random values of wrong types and ranges for random keys: params.load accepts them or
@@ -343,10 +403,23 @@ def test_fuzzed_values_load_or_fail_in_one_line_naming_a_changed_key(tmp_path, c
             assert "\n" not in str(exc)
 
 
-@settings(max_examples=200, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
-@given(st.lists(st.tuples(st.sampled_from(["flip", "insert", "delete", "truncate"]),
-                          st.integers(0, 10**6), st.integers(0, 255)), min_size=1, max_size=4))
+@settings(
+    max_examples=200,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["flip", "insert", "delete", "truncate"]),
+            st.integers(0, 10**6),
+            st.integers(0, 255),
+        ),
+        min_size=1,
+        max_size=4,
+    )
+)
 def test_a_damaged_params_file_loads_or_fails_in_one_line(tmp_path, edits):
     """Random byte edits of the project's params.yaml (bad UTF-8, broken YAML, odd types)."""
     raw = bytearray(PARAMS_YAML.read_bytes())

@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 from conftest import call_stage, error_line, make_dataset, run_stage, write_params
 
-from pipeline import pklio, unpickler
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
+from pipeline.files import pklio, unpickler
 
 RECONSTRUCT = np.zeros(1).__reduce__()[0]  # numpy's _reconstruct, under the name numpy pickles
 KEYPOINT = (1, 5_000_000, 17, 2)  # 340 MB of float16 declared by a pickle of a few KB
@@ -236,9 +236,18 @@ def shared(levels: int) -> list[Any]:
         (lambda: np.zeros((2, 3), np.float16), "array of shape (2, 3) and dtype float16"),
         (lambda: object(), "<object>"),
     ],
-    ids=["deep", "laughs", "huge int", "int beyond int64", "long str", "tuple", "dict", "array",
-         "object"],
-)  # fmt: skip
+    ids=[
+        "deep",
+        "laughs",
+        "huge int",
+        "int beyond int64",
+        "long str",
+        "tuple",
+        "dict",
+        "array",
+        "object",
+    ],
+)
 def test_show_is_bounded_on_any_value(make, shown):
     value = make()
     assert pklio._show(value) == shown

@@ -19,8 +19,8 @@ from conftest import (
     requires_realdata,
 )
 
-from pipeline import pklio
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
+from pipeline.files import pklio
 
 
 class EvalEvil:
@@ -165,8 +165,10 @@ def test_check_dataset_rejects_a_wrong_top_level(data, expected):
 def test_check_dataset_returns_splits_and_annotations():
     data = make_dataset(labels=(0,), groups=(1, 2, 3), test_groups=(1,), clips_per_group=1)
     splits, annotations = pklio.check_dataset(data, "f.pkl")
-    assert splits == {"train1": ["v_ApplyEyeMakeup_g02_c01", "v_ApplyEyeMakeup_g03_c01"],
-                      "test1": ["v_ApplyEyeMakeup_g01_c01"]}  # fmt: skip
+    assert splits == {
+        "train1": ["v_ApplyEyeMakeup_g02_c01", "v_ApplyEyeMakeup_g03_c01"],
+        "test1": ["v_ApplyEyeMakeup_g01_c01"],
+    }
     assert annotations == data["annotations"]
 
 

@@ -26,15 +26,17 @@ from conftest import (
 )
 from PIL import Image
 
-from pipeline import plotdata, plots_page
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
 from pipeline.plots import GALLERY_ERRORS, GALLERY_FRAMES
+from pipeline.project import offline_page
+from pipeline.viz import plotdata
 
 CLASSES = ["ApplyEyeMakeup", "ApplyLipstick", "Archery"]
 PLOT_TITLES = [
-    next(iter(plot)) for plot in yaml.safe_load((REPO / "dvc.yaml").read_text())["plots"]
+    next(iter(plot))
+    for plot in yaml.safe_load((REPO / "dvc.yaml").read_text())["plots"]
     if isinstance(plot, dict)
-]  # fmt: skip
+]
 assert len(PLOT_TITLES) == 7, PLOT_TITLES  # the checks below loop over them
 
 
@@ -43,13 +45,29 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Every stage run once on tiny data, in this process (a few seconds)."""
     work = tmp_path_factory.mktemp("plots")
     write_pkl(make_dataset(labels=(0, 1, 2), groups=range(1, 9)), work / "data/raw/ucf101_2d.pkl")
-    write_params(work, {
-        "data.classes": [0, 1, 2], "shards.frames": 8, "shards.test_views": 2,
-        "shards.workers": 1, "model.eval.clips": 2, "baseline.epochs": 2, "model.epochs": 2,
-        "baseline.hidden": 8, "model.hidden": 8,
-    })  # fmt: skip
-    stages = [("extract",), ("shards",), ("train", "baseline"), ("train", "improved"),
-              ("evaluate", "baseline"), ("evaluate", "improved"), ("plots",)]  # fmt: skip
+    write_params(
+        work,
+        {
+            "data.classes": [0, 1, 2],
+            "shards.frames": 8,
+            "shards.test_views": 2,
+            "shards.workers": 1,
+            "model.eval.clips": 2,
+            "baseline.epochs": 2,
+            "model.epochs": 2,
+            "baseline.hidden": 8,
+            "model.hidden": 8,
+        },
+    )
+    stages = [
+        ("extract",),
+        ("shards",),
+        ("train", "baseline"),
+        ("train", "improved"),
+        ("evaluate", "baseline"),
+        ("evaluate", "improved"),
+        ("plots",),
+    ]
     run_stages(work, *stages)
     return work
 
@@ -69,10 +87,12 @@ def test_confusion_matrices_are_square_with_counts_and_shares(work: Path) -> Non
 
 
 def test_a_class_never_predicted_keeps_its_row_and_column() -> None:
-    predictions = pd.DataFrame({
-        "actual": ["a", "a", "b", "c", "c", "c"],
-        "predicted": ["a", "a", "a", "c", "a", "c"],  # nothing is predicted b
-    })  # fmt: skip
+    predictions = pd.DataFrame(
+        {
+            "actual": ["a", "a", "b", "c", "c", "c"],
+            "predicted": ["a", "a", "a", "c", "a", "c"],  # nothing is predicted b
+        }
+    )
     table = plotdata.square_confusion(predictions, ["a", "b", "c"], "baseline")
     matrix = table.pivot(index="actual", columns="predicted", values="count")
     assert matrix.shape == (3, 3)
@@ -90,8 +110,9 @@ def test_a_prediction_of_an_unknown_class_is_refused() -> None:
 def test_curves_and_bars_name_models_and_splits(work: Path) -> None:
     curves = pd.read_csv(work / "metrics/plots/curves.csv")
     series = curves.groupby(["model", "split"])["epoch"].apply(list).to_dict()
-    assert series == {(m, s): [1, 2] for m in ("baseline", "improved")
-                      for s in ("train", "validation")}  # fmt: skip
+    assert series == {
+        (m, s): [1, 2] for m in ("baseline", "improved") for s in ("train", "validation")
+    }
     assert curves[["loss", "accuracy"]].notna().all().all()
     bars = pd.read_csv(work / "metrics/plots/per_class.csv")
     assert list(bars["class"]) == [c for c in CLASSES for _ in range(2)]
@@ -142,14 +163,20 @@ def drop_gallery_clips(work: Path) -> None:
 @pytest.mark.parametrize(
     ("damage", "expected"),
     [
-        (damage_predictions, "error: metrics/improved/predictions.csv: column 'actual', row 1: "
-         "'Lipstick' is not a class of the shards' manifest; run `dvc repro -f -s "
-         "evaluate@improved` to rebuild it"),
-        (damage_per_class, "error: metrics/baseline/per_class.csv: column 'f1-score', row 2: "
-         "expected a number, found 'high'; run `dvc repro -f -s evaluate@baseline`"),
+        (
+            damage_predictions,
+            "error: metrics/improved/predictions.csv: column 'actual', row 1: "
+            "'Lipstick' is not a class of the shards' manifest; run `dvc repro -f -s "
+            "evaluate@improved` to rebuild it",
+        ),
+        (
+            damage_per_class,
+            "error: metrics/baseline/per_class.csv: column 'f1-score', row 2: "
+            "expected a number, found 'high'; run `dvc repro -f -s evaluate@baseline`",
+        ),
         (drop_gallery_clips, "error: data/subset: no clip named 'v_"),
     ],
-)  # fmt: skip
+)
 def test_a_failure_keeps_every_previous_output(
     work: Path, tmp_path: Path, damage: object, expected: str
 ) -> None:
@@ -172,9 +199,10 @@ def page(work: Path) -> Path:
     subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=work, check=True)
     shutil.copy2(REPO / "dvc.yaml", work / "dvc.yaml")
     shutil.copytree(REPO / ".dvc" / "plots", work / ".dvc" / "plots")
-    plots_page.install(work)
-    done = subprocess.run([sys.executable, "-m", "dvc", "plots", "show"], cwd=work,
-                          capture_output=True, text=True)  # fmt: skip
+    offline_page.install(work)
+    done = subprocess.run(
+        [sys.executable, "-m", "dvc", "plots", "show"], cwd=work, capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr
     return work / "dvc_plots" / "index.html"
 
@@ -196,7 +224,7 @@ def test_every_plot_of_the_page_compiles_and_draws(page: Path) -> None:
     assert len(specs) == len(PLOT_TITLES)
     for text in specs:
         spec = json.loads(text)
-        svg = vl_convert.vegalite_to_svg(spec, vl_version=plots_page.VEGA_LITE)
+        svg = vl_convert.vegalite_to_svg(spec, vl_version=offline_page.VEGA_LITE)
         assert svg.count("<path") > 5, spec["title"]
 
 
@@ -205,10 +233,19 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 def chromium(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-         "--virtual-time-budget=10000", *args],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--virtual-time-budget=10000",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.mark.browser

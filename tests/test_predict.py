@@ -32,9 +32,11 @@ from conftest import (
     write_pkl,
 )
 
-from pipeline import clipfiles, inference, predict
+from pipeline import predict
+from pipeline.dataset.shardset import ShardSet
+from pipeline.files import clipfiles
+from pipeline.learning import inference
 from pipeline.predict import Predictor
-from pipeline.shardset import ShardSet
 
 PKL = "data/raw/ucf101_2d.pkl"
 MODELS = ("baseline", "improved")
@@ -49,20 +51,40 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Both models trained and evaluated; the pickle also holds label 3, which is not chosen,
     and a clip with no person. Batches of 2 make predict preprocess in several chunks."""
     work = tmp_path_factory.mktemp("predict")
-    data = make_dataset(labels=(0, 1, 2, 3), groups=range(1, 9), test_groups=(1, 2, 3),
-                        persons=(1, 2), frames=(12, 40))  # fmt: skip
+    data = make_dataset(
+        labels=(0, 1, 2, 3),
+        groups=range(1, 9),
+        test_groups=(1, 2, 3),
+        persons=(1, 2),
+        frames=(12, 40),
+    )
     data["annotations"].append(make_annotation(EMPTY, 2, persons=0))
     data["split"]["test1"].append(EMPTY)
     write_pkl(data, work / PKL)
-    write_params(work, {
-        "data.classes": [0, 1, 2], "shards.frames": 16, "shards.test_views": 3,
-        "shards.workers": 1, "train.threads": 1, "train.batch_size": 2,
-        "baseline.epochs": 1, "baseline.hidden": 8, "baseline.eval": {"clips": 2, "flip": False},
-        "model.epochs": 1, "model.hidden": 8, "model.layers": 2,
-        "model.eval": {"clips": 3, "flip": True},
-    })  # fmt: skip
-    run_stages(work, "extract", "shards", *((stage, name) for name in MODELS
-                                            for stage in ("train", "evaluate")))  # fmt: skip
+    write_params(
+        work,
+        {
+            "data.classes": [0, 1, 2],
+            "shards.frames": 16,
+            "shards.test_views": 3,
+            "shards.workers": 1,
+            "train.threads": 1,
+            "train.batch_size": 2,
+            "baseline.epochs": 1,
+            "baseline.hidden": 8,
+            "baseline.eval": {"clips": 2, "flip": False},
+            "model.epochs": 1,
+            "model.hidden": 8,
+            "model.layers": 2,
+            "model.eval": {"clips": 3, "flip": True},
+        },
+    )
+    run_stages(
+        work,
+        "extract",
+        "shards",
+        *((stage, name) for name in MODELS for stage in ("train", "evaluate")),
+    )
     return work
 
 
@@ -71,15 +93,17 @@ def evaluated(work: Path, name: str) -> pd.DataFrame:
 
 
 def test_the_views_are_really_averaged(work: Path) -> None:
-    views = {name: json.loads((work / f"metrics/{name}.json").read_text())["views"]
-             for name in MODELS}  # fmt: skip
+    views = {
+        name: json.loads((work / f"metrics/{name}.json").read_text())["views"] for name in MODELS
+    }
     assert views == {"baseline": 2, "improved": 6}  # 3 views and their mirror images
 
 
 @pytest.mark.parametrize("name", MODELS)
 def test_the_test_split_gets_exactly_the_predictions_of_evaluate(work: Path, name: str) -> None:
-    done = call_stage("predict", work, f"models/{name}.pt", PKL, "--split", "test1", "--out",
-                      "p.csv")
+    done = call_stage(
+        "predict", work, f"models/{name}.pt", PKL, "--split", "test1", "--out", "p.csv"
+    )
     assert done.returncode == 0, done.stderr
     got, want = pd.read_csv(work / "p.csv"), evaluated(work, name)
     assert list(got.columns) == list(want.columns)
@@ -97,13 +121,31 @@ def test_the_test_split_gets_exactly_the_predictions_of_evaluate(work: Path, nam
 
 def test_other_views_and_flips_as_evaluate_would_average_them(work: Path) -> None:
     """--views and --flip: what evaluate gives after `dvc exp run -S model.eval...`."""
-    done = call_stage("predict", work, "models/improved.pt", PKL, "--split", "test1", "--views",
-                      "1", "--no-flip", "--out", "one.csv")  # fmt: skip
+    done = call_stage(
+        "predict",
+        work,
+        "models/improved.pt",
+        PKL,
+        "--split",
+        "test1",
+        "--views",
+        "1",
+        "--no-flip",
+        "--out",
+        "one.csv",
+    )
     assert done.returncode == 0, done.stderr
     predictor = Predictor.load(work / "models/improved.pt", device="cpu")
     test = ShardSet(work / "data/shards", "test")
-    probs = inference.predict(predictor.model, test, predictor.checkpoint.config,
-                              torch.device("cpu"), 2, views=1, flip=False)  # fmt: skip
+    probs = inference.predict(
+        predictor.model,
+        test,
+        predictor.checkpoint.config,
+        torch.device("cpu"),
+        2,
+        views=1,
+        flip=False,
+    )
     got = pd.read_csv(work / "one.csv")
     np.testing.assert_allclose(got["confidence"], probs.max(1), rtol=0, atol=1e-6)
     assert not np.allclose(got["confidence"], evaluated(work, "improved")["confidence"])
@@ -136,9 +178,15 @@ def test_a_reader_that_stops_early_ends_it_quietly(work: Path) -> None:
     read, write = os.pipe()
     os.close(read)  # the reader has gone before the first line
     try:
-        done = subprocess.run([sys.executable, "-m", "pipeline.predict", "models/baseline.pt",
-                               PKL], cwd=work, env=stage_env(), stdout=write,
-                              stderr=subprocess.PIPE, text=True, timeout=300)  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, "-m", "pipeline.predict", "models/baseline.pt", PKL],
+            cwd=work,
+            env=stage_env(),
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=300,
+        )
     finally:
         os.close(write)
     assert done.returncode == 141, done.stderr
@@ -150,8 +198,16 @@ def test_a_pickle_without_labels_is_predicted_whole(work: Path, tmp_path: Path) 
     for ann in data["annotations"]:
         del ann["label"]
     write_pkl(data, tmp_path / "new.pkl")
-    done = call_stage("predict", work, "models/improved.pt", str(tmp_path / "new.pkl"), "--split",
-               "test1", "--out", str(tmp_path / "p.csv"))  # fmt: skip
+    done = call_stage(
+        "predict",
+        work,
+        "models/improved.pt",
+        str(tmp_path / "new.pkl"),
+        "--split",
+        "test1",
+        "--out",
+        str(tmp_path / "p.csv"),
+    )
     assert done.returncode == 0, done.stderr
     got = pd.read_csv(tmp_path / "p.csv")
     assert "actual" not in got.columns and len(got) == 24  # label 3's clips too
@@ -169,13 +225,22 @@ def one_clip(work: Path) -> dict:
 def test_one_clip_as_npz_or_json_and_through_the_python_api(work: Path, tmp_path: Path) -> None:
     ann = one_clip(work)
     want = evaluated(work, "improved").set_index("frame_dir").loc[ann["frame_dir"]]
-    fields = {"keypoint": ann["keypoint"], "keypoint_score": ann["keypoint_score"],
-              "img_shape": np.array(ann["img_shape"])}  # fmt: skip
+    fields = {
+        "keypoint": ann["keypoint"],
+        "keypoint_score": ann["keypoint_score"],
+        "img_shape": np.array(ann["img_shape"]),
+    }
     np.savez(tmp_path / "clip.npz", **fields)
     (tmp_path / "clip.json").write_text(json.dumps({k: v.tolist() for k, v in fields.items()}))
     for name in ("clip.npz", "clip.json"):
-        done = call_stage("predict", work, "models/improved.pt", str(tmp_path / name), "--out",
-                   str(tmp_path / f"{name}.csv"))  # fmt: skip
+        done = call_stage(
+            "predict",
+            work,
+            "models/improved.pt",
+            str(tmp_path / name),
+            "--out",
+            str(tmp_path / f"{name}.csv"),
+        )
         assert done.returncode == 0, done.stderr
         (row,) = pd.read_csv(tmp_path / f"{name}.csv").itertuples()
         assert (row.frame_dir, row.predicted) == ("clip", want["predicted"])
@@ -194,8 +259,9 @@ def test_one_clip_as_npz_or_json_and_through_the_python_api(work: Path, tmp_path
 def test_real_clips(work: Path, tmp_path: Path) -> None:
     """Float16 arrays, extra keys and several persons, as the real pickle holds them."""
     real = REALDATA / "ucf101_mini_2d.pkl"
-    done = call_stage("predict", work, "models/improved.pt", str(real), "--out",
-                      str(tmp_path / "p.csv"))
+    done = call_stage(
+        "predict", work, "models/improved.pt", str(real), "--out", str(tmp_path / "p.csv")
+    )
     assert done.returncode == 0, done.stderr
     got = pd.read_csv(tmp_path / "p.csv")
     assert len(got) == 6 and set(got["actual"]) == {"ApplyEyeMakeup"}
@@ -219,17 +285,24 @@ def bad_inputs(work: Path, tmp: Path) -> list[tuple[list[str], str]]:
     torch.save({"weights": torch.zeros(2)}, tmp / "weights.pt")
     m = "models/improved.pt"
     return [
-        ([m, str(tmp / "flat.npz")], "keypoint must have shape [persons, frames, 17, 2], found "
-         f"{ann['keypoint'][0].shape}"),
+        (
+            [m, str(tmp / "flat.npz")],
+            f"keypoint must have shape [persons, frames, 17, 2], found {ann['keypoint'][0].shape}",
+        ),
         ([m, str(tmp / "noshape.npz")], "missing field 'img_shape' (expected keypoint"),
         ([m, str(tmp / "nan.json")], "clip 'nan': keypoint holds NaN or infinite coordinates"),
         ([m, str(tmp / "ragged.json")], "keypoint: expected an array of numbers"),
         ([str(tmp / "model.pt"), PKL], "refused to load the checkpoint"),
         ([str(tmp / "weights.pt"), PKL], "not a checkpoint of the train stage (no 'model')"),
-        ([m, str(tmp / "other.pkl")], "none of its 24 clips has a label the model was trained on "
-         "(its labels: 5, 6; the model's: 0, 1, 2)"),
-        ([m, PKL, "--split", "test9"], "split 'test9' not found (the file has ['test1', "
-         "'train1'])"),
+        (
+            [m, str(tmp / "other.pkl")],
+            "none of its 24 clips has a label the model was trained on "
+            "(its labels: 5, 6; the model's: 0, 1, 2)",
+        ),
+        (
+            [m, PKL, "--split", "test9"],
+            "split 'test9' not found (the file has ['test1', 'train1'])",
+        ),
         ([m, str(tmp / "flat.npz"), "--split", "test1"], "only a pickle has splits"),
         ([m, str(tmp / "evil.pkl")], "not a usable pickle"),
         ([m, str(tmp / "absent.pkl")], "file not found"),
@@ -238,7 +311,7 @@ def bad_inputs(work: Path, tmp: Path) -> list[tuple[list[str], str]]:
         ([m, str(tmp / "nan.json"), "--out", str(tmp / "nan.json")], "an input: choose another"),
         ([m, PKL, "--device", "tpu"], "usage: argument --device: invalid choice"),
         ([m, PKL, "--views", "4"], "views: expected 1 to 3 views"),
-    ]  # fmt: skip
+    ]
 
 
 def test_bad_input_is_one_line_and_exit_2_with_nothing_written(work: Path, tmp_path: Path):
@@ -257,8 +330,9 @@ def test_bad_input_is_one_line_and_exit_2_with_nothing_written(work: Path, tmp_p
 @pytest.fixture(scope="module")
 def onnx_files(work: Path) -> dict[str, Path]:
     for name in MODELS:
-        done = call_stage("export", work, f"models/{name}.pt", "--format", "onnx", "--out",
-                          f"{name}.onnx")
+        done = call_stage(
+            "export", work, f"models/{name}.pt", "--format", "onnx", "--out", f"{name}.onnx"
+        )
         assert done.returncode == 0 and done.stderr == "", done.stderr
         assert done.stdout.startswith(f"export: models/{name}.pt -> {name}.onnx (onnx; 3 classes")
     return {name: work / f"{name}.onnx" for name in MODELS}
@@ -303,8 +377,9 @@ def test_onnx_gives_torchs_probabilities_on_real_clips(work: Path, onnx_files, n
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated")
 def test_torchscript_gives_torchs_probabilities_and_holds_the_contract(work: Path) -> None:
-    done = call_stage("export", work, "models/baseline.pt", "--format", "torchscript", "--out",
-                      "b.ts")
+    done = call_stage(
+        "export", work, "models/baseline.pt", "--format", "torchscript", "--out", "b.ts"
+    )
     assert done.returncode == 0, done.stderr
     extra = {"metadata.json": ""}
     scripted = torch.jit.load(work / "b.ts", _extra_files=extra)
@@ -319,10 +394,15 @@ def test_torchscript_gives_torchs_probabilities_and_holds_the_contract(work: Pat
 
 
 def test_export_refuses_bad_input(work: Path) -> None:
-    assert "refused to load the checkpoint" in error_line(call_stage(
-        "export", work, PKL, "--format", "onnx", "--out", "x.onnx"))
-    assert "invalid choice: 'tflite'" in error_line(call_stage(
-        "export", work, "models/baseline.pt", "--format", "tflite", "--out", "x.tfl"))
-    assert "the model file itself" in error_line(call_stage(
-        "export", work, "models/baseline.pt", "--format", "onnx", "--out", "models/baseline.pt"))
+    assert "refused to load the checkpoint" in error_line(
+        call_stage("export", work, PKL, "--format", "onnx", "--out", "x.onnx")
+    )
+    assert "invalid choice: 'tflite'" in error_line(
+        call_stage("export", work, "models/baseline.pt", "--format", "tflite", "--out", "x.tfl")
+    )
+    assert "the model file itself" in error_line(
+        call_stage(
+            "export", work, "models/baseline.pt", "--format", "onnx", "--out", "models/baseline.pt"
+        )
+    )
     assert not (work / "x.onnx").exists()

@@ -33,7 +33,8 @@ from usershell import (
     wait_for_queue,
 )
 
-from pipeline import pklio, workspace
+from pipeline.files import pklio
+from pipeline.project import workspace
 
 pytestmark = pytest.mark.e2e
 # Every heading whose bash block is run here, and the test that runs it.
@@ -116,6 +117,7 @@ def test_fetch_never_downloads_into_a_name_the_url_does_not_name(clone: Path) ->
 def test_make_demo_runs_and_commits_the_pipeline(clone: Path) -> None:
     make_demo, make_test = readme.block("Skeleton action recognition on UCF101, as a DVC pipeline")
     assert (make_demo, make_test) == ("make demo", "make test")
+
     def yours() -> dict[str, str]:  # "leaves your params.yaml and results alone"
         files = [clone / "params.yaml", *(clone / "metrics").rglob("*"), *clone.glob("models/*")]
         return {str(path): md5(path) for path in files if path.is_file()}
@@ -190,8 +192,12 @@ def test_everyday_dvc_commands_in_the_demo(clone: Path) -> None:
         assert ran(sh(f"dvc queue logs {name}", demo).stdout) == ALL_STAGES - {"extract", "shards"}
     shown = sh(next(commands), demo).stdout  # exp show: the swept params and accuracy alone
     header = next(line for line in shown.splitlines() if "Experiment" in line).split()
-    assert header == ["Experiment", "metrics/improved.json:accuracy", "model.hidden",
-                      "model.layers"], shown  # fmt: skip
+    assert header == [
+        "Experiment",
+        "metrics/improved.json:accuracy",
+        "model.hidden",
+        "model.layers",
+    ], shown
     assert all(name in shown for name in names)
     assert next(commands, None) is None, "a command of the block that this test does not run"
     assert md5(demo / "models" / "baseline.pt") == baseline_model
@@ -232,8 +238,12 @@ def test_use_the_model_in_the_demo(clone: Path) -> None:
     want = pd.read_csv(demo / "metrics" / "improved" / "predictions.csv")
     data = pklio.load_pickle(demo / "data" / "raw" / "synthetic_2d.pkl")
     ann = next(a for a in data["annotations"] if a["frame_dir"] == want["frame_dir"][0])
-    np.savez(demo / "my_clip.npz", keypoint=ann["keypoint"], keypoint_score=ann["keypoint_score"],
-             img_shape=ann["img_shape"])  # fmt: skip
+    np.savez(
+        demo / "my_clip.npz",
+        keypoint=ann["keypoint"],
+        keypoint_score=ann["keypoint_score"],
+        img_shape=ann["img_shape"],
+    )
     on_pickle, on_clip, export = readme.block("Use the model")
 
     sh(on_pickle, demo)
@@ -245,8 +255,14 @@ def test_use_the_model_in_the_demo(clone: Path) -> None:
     assert table[1].split()[:2] == ["my_clip", want["predicted"][0]], table
     assert sh(export, demo).stdout.startswith("export: models/improved.pt -> improved.onnx")
 
-    done = subprocess.run([sys.executable, "-c", readme.python_block("Use the model")], cwd=demo,
-                          env=user_env(), capture_output=True, text=True, timeout=120)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", readme.python_block("Use the model")],
+        cwd=demo,
+        env=user_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     printed = ast.literal_eval(done.stdout.strip())
     assert printed == want["predicted"].tolist()
@@ -264,11 +280,12 @@ def own(tmp_path_factory: pytest.TempPathFactory) -> dict:
     incoming = tmp_path_factory.mktemp("incoming") / "mime5_2d.pkl"
     write_pkl(
         make_dataset(
-            labels=(1, 2, 3), split_names=("train", "test"),  # one-based labels
+            labels=(1, 2, 3),
+            split_names=("train", "test"),  # one-based labels
             name=lambda label, group, clip: f"p{group:02d}_{MIME[label - 1]}_{clip:02d}",
         ),
         incoming,
-    )  # fmt: skip
+    )
     return {"clone": clone, "incoming": incoming, "md5": md5(incoming)}
 
 

@@ -14,9 +14,10 @@ import pytest
 from conftest import call_stage, error_line, make_annotation, run_stage, write_pkl
 from PIL import Image, ImageSequence
 
-from pipeline import showcase, subset
-from pipeline.drawing import PALETTE
-from pipeline.skeleton import J
+from pipeline.core.skeleton import J
+from pipeline.dataset import subset
+from pipeline.viz import showcase
+from pipeline.viz.drawing import PALETTE
 
 IMG = (120, 160)  # (height, width) of the clips' image frame
 SHOULDER_Y = 40
@@ -26,14 +27,24 @@ def t_pose(frames: int) -> tuple[np.ndarray, np.ndarray]:
     """One person, arms stretched sideways: the left arm towards +x, the right towards -x."""
     kp = np.zeros((1, frames, 17, 2), np.float32)
     place = {
-        "nose": (80, 20), "left_eye": (84, 16), "right_eye": (76, 16),
-        "left_ear": (88, 18), "right_ear": (72, 18),
-        "left_shoulder": (90, SHOULDER_Y), "left_elbow": (120, SHOULDER_Y),
-        "left_wrist": (150, SHOULDER_Y), "right_shoulder": (70, SHOULDER_Y),
-        "right_elbow": (40, SHOULDER_Y), "right_wrist": (10, SHOULDER_Y),
-        "left_hip": (86, 80), "right_hip": (74, 80), "left_knee": (88, 100),
-        "right_knee": (72, 100), "left_ankle": (88, 118), "right_ankle": (72, 118),
-    }  # fmt: skip
+        "nose": (80, 20),
+        "left_eye": (84, 16),
+        "right_eye": (76, 16),
+        "left_ear": (88, 18),
+        "right_ear": (72, 18),
+        "left_shoulder": (90, SHOULDER_Y),
+        "left_elbow": (120, SHOULDER_Y),
+        "left_wrist": (150, SHOULDER_Y),
+        "right_shoulder": (70, SHOULDER_Y),
+        "right_elbow": (40, SHOULDER_Y),
+        "right_wrist": (10, SHOULDER_Y),
+        "left_hip": (86, 80),
+        "right_hip": (74, 80),
+        "left_knee": (88, 100),
+        "right_knee": (72, 100),
+        "left_ankle": (88, 118),
+        "right_ankle": (72, 118),
+    }
     for name, xy in place.items():
         kp[0, :, J[name]] = xy
     return kp, np.ones((1, frames, 17), np.float32)
@@ -50,15 +61,19 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A pickle of three T-posing clips and a predictions table for them."""
     root = tmp_path_factory.mktemp("render")
     clips = [clip("wave_a", 5), clip("wave_b", 7), clip("jump_a", 6, label=1)]
-    write_pkl({"split": {"test": [c["frame_dir"] for c in clips]}, "annotations": clips},
-              root / "clips.pkl")  # fmt: skip
-    pd.DataFrame({
-        "frame_dir": ["wave_a", "wave_b", "jump_a"],
-        "actual": ["wave", "wave", "jump"],
-        "predicted": ["wave", "jump", "wave"],
-        "confidence": [0.9, 0.6, 0.8],
-        "top3": ["wave|jump", "jump|wave", "wave|jump"],
-    }).to_csv(root / "predictions.csv", index=False)  # fmt: skip
+    write_pkl(
+        {"split": {"test": [c["frame_dir"] for c in clips]}, "annotations": clips},
+        root / "clips.pkl",
+    )
+    pd.DataFrame(
+        {
+            "frame_dir": ["wave_a", "wave_b", "jump_a"],
+            "actual": ["wave", "wave", "jump"],
+            "predicted": ["wave", "jump", "wave"],
+            "confidence": [0.9, 0.6, 0.8],
+            "top3": ["wave|jump", "jump|wave", "wave|jump"],
+        }
+    ).to_csv(root / "predictions.csv", index=False)
     return root
 
 
@@ -81,8 +96,19 @@ def image_box(frame: np.ndarray) -> tuple[int, int, int, int]:
 def test_a_gif_per_clip_with_every_frame_left_and_right_in_their_colours(
     data: Path, tmp_path: Path, width: int
 ) -> None:
-    done = call_stage("render", data, "clips.pkl", "--clips", "wave_a", "--out", str(tmp_path),
-                      "--width", str(width), "--predictions", "predictions.csv")  # fmt: skip
+    done = call_stage(
+        "render",
+        data,
+        "clips.pkl",
+        "--clips",
+        "wave_a",
+        "--out",
+        str(tmp_path),
+        "--width",
+        str(width),
+        "--predictions",
+        "predictions.csv",
+    )
     assert done.returncode == 0, done.stderr
     assert [p.name for p in tmp_path.iterdir()] == ["wave_a.gif"]
     frames = frames_of(tmp_path / "wave_a.gif")
@@ -100,8 +126,19 @@ def test_a_gif_per_clip_with_every_frame_left_and_right_in_their_colours(
 
 
 def test_a_wrong_prediction_is_red_and_frames_can_be_fewer(data: Path, tmp_path: Path) -> None:
-    done = call_stage("render", data, "clips.pkl", "--clips", "wave_b", "--frames", "3", "--out",
-                      str(tmp_path), "--predictions", "predictions.csv")  # fmt: skip
+    done = call_stage(
+        "render",
+        data,
+        "clips.pkl",
+        "--clips",
+        "wave_b",
+        "--frames",
+        "3",
+        "--out",
+        str(tmp_path),
+        "--predictions",
+        "predictions.csv",
+    )
     assert done.returncode == 0, done.stderr
     frames = frames_of(tmp_path / "wave_b.gif")
     assert len(frames) == 3
@@ -109,8 +146,17 @@ def test_a_wrong_prediction_is_red_and_frames_can_be_fewer(data: Path, tmp_path:
 
 
 def test_errors_are_the_most_confident_wrong_predictions(data: Path, tmp_path: Path) -> None:
-    done = call_stage("render", data, "clips.pkl", "--errors", "1", "--out", str(tmp_path),
-                      "--predictions", "predictions.csv")  # fmt: skip
+    done = call_stage(
+        "render",
+        data,
+        "clips.pkl",
+        "--errors",
+        "1",
+        "--out",
+        str(tmp_path),
+        "--predictions",
+        "predictions.csv",
+    )
     assert done.returncode == 0, done.stderr
     assert [p.name for p in tmp_path.iterdir()] == ["jump_a.gif"]  # 0.8 beats wave_b's 0.6
     assert len(frames_of(tmp_path / "jump_a.gif")) == 6
@@ -120,11 +166,23 @@ def test_a_subset_folder_is_an_input_too(data: Path, tmp_path: Path) -> None:
     """The subset extract writes: clips stored flat, with their class names and img_shape."""
     kp, score = t_pose(4)
     row = {
-        "frame_dir": "wave_c", "label": 0, "target": 0, "class_name": "wave", "group": "1",
-        "split": "test", "frames": 4, "persons": 1, "img_h": IMG[0], "img_w": IMG[1],
-    }  # fmt: skip
-    meta = {"source": "clips.pkl", "splits": {"train": "t", "test": "test"}, "labels": [0],
-            "classes": ["wave"]}  # fmt: skip
+        "frame_dir": "wave_c",
+        "label": 0,
+        "target": 0,
+        "class_name": "wave",
+        "group": "1",
+        "split": "test",
+        "frames": 4,
+        "persons": 1,
+        "img_h": IMG[0],
+        "img_w": IMG[1],
+    }
+    meta = {
+        "source": "clips.pkl",
+        "splits": {"train": "t", "test": "test"},
+        "labels": [0],
+        "classes": ["wave"],
+    }
     subset.write(tmp_path / "subset", [row], [{"keypoint": kp, "keypoint_score": score}], meta)
     done = call_stage("render", tmp_path, "subset", "--clips", "wave_c", "--out", "gifs")
     assert done.returncode == 0, done.stderr
@@ -166,4 +224,3 @@ def test_gif_names_stay_in_the_folder_and_never_meet() -> None:
     assert files[0] == "v_Wave_g01_c01.gif" and files[2] == "a_b.gif"  # unchanged when safe
     assert len(set(files)) == len(files), files
     assert all("/" not in f and not f.startswith(".") and f.endswith(".gif") for f in files)
-

@@ -51,9 +51,13 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """params.yaml and data/shards for 3 classes, about 0.2 s per epoch on one CPU thread."""
     root = tmp_path_factory.mktemp("resume") / "prepared"
     data = make_dataset(
-        labels=(0, 1, 2), groups=range(1, 11), test_groups=(1, 2), clips_per_group=6,
-        frames=(16, 40), seed=1,
-    )  # fmt: skip
+        labels=(0, 1, 2),
+        groups=range(1, 11),
+        test_groups=(1, 2),
+        clips_per_group=6,
+        frames=(16, 40),
+        seed=1,
+    )
     write_pkl(data, root / TINY["data.pkl"])
     write_params(root, TINY)
     run_stages(root, "extract", "shards")

@@ -32,8 +32,9 @@ from conftest import (
     write_params,
 )
 
-from pipeline import checkpoint, pklio, training
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
+from pipeline.files import pklio
+from pipeline.learning import checkpoint, training
 
 MODULE_CODE = """
 from pathlib import Path
@@ -102,25 +103,25 @@ def payloads(marker: Path) -> dict[str, tuple[str, Any]]:
         "subprocess.check_call": (
             "subprocess.check_call",
             Call(g("subprocess", "check_call"), ["touch", m]),
-        ),  # fmt: skip
+        ),
         "builtins.eval": ("builtins.eval", Call(g("builtins", "eval"), touch_code)),
         "builtins.exec": ("builtins.exec", Call(g("builtins", "exec"), touch_code)),
         "importlib.import_module": (
             "importlib.import_module",
             Call(g("importlib", "import_module"), "evil_payload_mod"),
-        ),  # fmt: skip
+        ),
         "builtins.getattr": (
             "builtins.getattr",
             Call(
                 Call(g("builtins", "getattr"), Call(g("builtins", "__import__"), "os"), "system"),
                 f"touch {m}",
             ),
-        ),  # fmt: skip
+        ),
         "made-up module": ("evil_made_up_mod.run", Call(g("evil_made_up_mod", "run"), m)),
         "the pipeline's own writer": (
-            "pipeline.atomic.write_text",
-            Call(g("pipeline.atomic", "write_text"), m, "x"),
-        ),  # fmt: skip
+            "pipeline.files.atomic.write_text",
+            Call(g("pipeline.files.atomic", "write_text"), m, "x"),
+        ),
     }
 
 
@@ -226,8 +227,9 @@ def test_stages_refuse_a_hostile_pickle_with_exit_2_and_no_output(
     ("stage", "name"),
     [("extract", "os.system"), ("extract", "importlib.import_module"), ("fetch", "builtins.exec")],
 )
-def test_stage_subprocesses_refuse_a_hostile_pickle(tmp_path, evil_modules, monkeypatch, stage,
-                                                    name):  # fmt: skip
+def test_stage_subprocesses_refuse_a_hostile_pickle(
+    tmp_path, evil_modules, monkeypatch, stage, name
+):
     marker = tmp_path / "MARKER"
     monkeypatch.setenv("EVIL_IMPORT_MARKER", str(marker))
     refused, payload = payloads(marker)[name]
@@ -265,8 +267,12 @@ def pickle_reads(tree: ast.AST) -> list[str]:
                     found.append(f"import {alias.name}")
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
             owner, attr = node.value.id, node.attr
-            if owner in ("pickle", "_pickle") and attr in ("load", "loads", "Unpickler",
-                                                           "_Unpickler"):  # fmt: skip
+            if owner in ("pickle", "_pickle") and attr in (
+                "load",
+                "loads",
+                "Unpickler",
+                "_Unpickler",
+            ):
                 found.append(f"{owner}.{attr}")
             if attr in ("read_pickle", "add_safe_globals", "safe_globals"):
                 found.append(f"{owner}.{attr}")
@@ -315,8 +321,13 @@ def test_no_module_but_the_unpickler_reads_pickles_and_torch_load_is_weights_onl
 
 def test_the_project_has_no_other_pickle_reader_by_grep():
     """A plain-text backstop for the AST check: the raw strings that read pickles."""
-    command = ["grep", "-rnE", r"pickle\.(load|loads|_?Unpickler)\b|allow_pickle=True|read_pickle",
-               str(REPO / "pipeline"), "--include=*.py"]  # fmt: skip
+    command = [
+        "grep",
+        "-rnE",
+        r"pickle\.(load|loads|_?Unpickler)\b|allow_pickle=True|read_pickle",
+        str(REPO / "pipeline"),
+        "--include=*.py",
+    ]
     if shutil.which("grep") is None:
         pytest.skip("no grep")
     lines = subprocess.run(command, capture_output=True, text=True, timeout=30).stdout.splitlines()

@@ -23,8 +23,10 @@ from conftest import (
     write_pkl,
 )
 
-from pipeline import pklio, preprocess, skeleton
-from pipeline.subset import Subset
+from pipeline.core import skeleton
+from pipeline.dataset import preprocess
+from pipeline.dataset.subset import Subset
+from pipeline.files import pklio
 
 NOTEBOOK = {
     "shards.frames": 64,
@@ -87,8 +89,9 @@ def assert_matches_notebook(shards: dict[str, Any], annotations: dict[str, dict[
         for k, (name, length) in enumerate(zip(table["frame_dir"], table["length"], strict=True)):
             seq, seq_len = notebook_item(annotations[name])
             assert length == seq_len
-            np.testing.assert_allclose(x[k, 0, :, 0, :, :2].reshape(64, 34), seq, rtol=1e-6,
-                                       atol=1e-6)  # fmt: skip
+            np.testing.assert_allclose(
+                x[k, 0, :, 0, :, :2].reshape(64, 34), seq, rtol=1e-6, atol=1e-6
+            )
             score = annotations[name]["keypoint_score"][0, :seq_len].astype(np.float32)
             np.testing.assert_array_equal(x[k, 0, :seq_len, 0, :, 2], score)
             assert not x[k, 0, seq_len:].any()
@@ -114,8 +117,15 @@ def taken_frames(x: np.ndarray) -> np.ndarray:
 
 
 def test_head_video_mean_first_person_equals_the_notebook(tmp_path):
-    data = make_dataset(labels=(0, 1), groups=range(1, 6), test_groups=(1,), clips_per_group=1,
-                        persons=(1, 2), frames=(40, 90), seed=4)  # fmt: skip
+    data = make_dataset(
+        labels=(0, 1),
+        groups=range(1, 6),
+        test_groups=(1,),
+        clips_per_group=1,
+        persons=(1, 2),
+        frames=(40, 90),
+        seed=4,
+    )
     for ann in data["annotations"]:  # person 1 is the more confident: "first" must ignore that
         ann["keypoint_score"][1:] = 1.0
     lengths = [a["keypoint"].shape[1] for a in data["annotations"]]
@@ -131,10 +141,13 @@ def real_clips_of_two_classes(folder: Path) -> Path:
     the same splits: extract refuses a single class, as nothing could be learned from it."""
     data = pklio.load_pickle(REALDATA / "ucf101_mini_2d.pkl")
     copies = [
-        {**ann, "frame_dir": ann["frame_dir"].replace("ApplyEyeMakeup", "ApplyLipstick"),
-         "label": 1}
+        {
+            **ann,
+            "frame_dir": ann["frame_dir"].replace("ApplyEyeMakeup", "ApplyLipstick"),
+            "label": 1,
+        }
         for ann in data["annotations"]
-    ]  # fmt: skip
+    ]
     for members in data["split"].values():
         members += [name.replace("ApplyEyeMakeup", "ApplyLipstick") for name in members]
     data["annotations"] += copies
@@ -155,8 +168,10 @@ def test_real_clips_under_the_notebook_protocol_equal_the_notebook(tmp_path):
 @requires_realdata
 def test_real_clips_pass_through_extract_and_shards(tmp_path):
     path = real_clips_of_two_classes(tmp_path)
-    write_params(tmp_path, {"data.pkl": str(path), "data.val_by": "clip", "data.classes": [0, 1],
-                            "shards.workers": 1})  # fmt: skip
+    write_params(
+        tmp_path,
+        {"data.pkl": str(path), "data.val_by": "clip", "data.classes": [0, 1], "shards.workers": 1},
+    )
     extract = run_stage("extract", tmp_path)
     assert extract.returncode == 0, extract.stderr
     assert "train 4, val 2 (clip), test 6 clips; skipped 0 with no person" in extract.stdout
@@ -243,8 +258,9 @@ def test_stage_samples_views_within_segments_and_keeps_short_clips_whole(tmp_pat
             if total <= 64:
                 short += 1
                 assert length == total
-                np.testing.assert_array_equal(frames[:, :total], np.arange(total)[None].repeat(
-                    len(frames), 0))  # fmt: skip
+                np.testing.assert_array_equal(
+                    frames[:, :total], np.arange(total)[None].repeat(len(frames), 0)
+                )
                 assert not x[k, :, total:].any()  # zero padding, score channel included
                 continue
             assert length == 64
@@ -257,12 +273,21 @@ def test_stage_samples_views_within_segments_and_keeps_short_clips_whole(tmp_pat
     assert short == 2
 
     test_x = out["test"][0]
-    write_params(tmp_path, {"data.pkl": "data.pkl", "data.classes": "all", "shards.workers": 1,
-                            **params})  # fmt: skip
+    write_params(
+        tmp_path, {"data.pkl": "data.pkl", "data.classes": "all", "shards.workers": 1, **params}
+    )
     assert call_stage("shards", tmp_path).returncode == 0
     np.testing.assert_array_equal(load(tmp_path)["test"][0], test_x)  # same seed, same views
-    write_params(tmp_path, {"data.pkl": "data.pkl", "data.classes": "all", "shards.workers": 1,
-                            **params, "shards.seed": 4})  # fmt: skip
+    write_params(
+        tmp_path,
+        {
+            "data.pkl": "data.pkl",
+            "data.classes": "all",
+            "shards.workers": 1,
+            **params,
+            "shards.seed": 4,
+        },
+    )
     assert call_stage("shards", tmp_path).returncode == 0
     other = load(tmp_path)["test"][0]
     np.testing.assert_array_equal(other[:, 0], test_x[:, 0])
@@ -273,8 +298,9 @@ def test_stage_samples_views_within_segments_and_keeps_short_clips_whole(tmp_pat
 
 
 def test_person_order_score_keeps_the_most_confident_persons_first(tmp_path):
-    data = make_dataset(labels=(0, 1), groups=range(1, 5), test_groups=(1,), persons=3,
-                        frames=(10, 20))  # fmt: skip
+    data = make_dataset(
+        labels=(0, 1), groups=range(1, 5), test_groups=(1,), persons=3, frames=(10, 20)
+    )
     for ann in data["annotations"]:
         ann["keypoint_score"][:] = np.array([0.5, 0.6, 0.9], np.float16)[:, None, None]
     out = build(tmp_path, data, {**IMAGE_1P, "shards.persons": 2, "shards.person_order": "score"})
@@ -297,9 +323,11 @@ def test_body_normalization_centres_the_hips_and_scales_the_torso(tmp_path):
         kp = ann["keypoint"]
         t = np.arange(40, dtype=np.float32)
         for joint, (x0, y0) in {
-            skeleton.LEFT_HIP: (150, 120), skeleton.RIGHT_HIP: (170, 120),
-            skeleton.LEFT_SHOULDER: (150, 70), skeleton.RIGHT_SHOULDER: (170, 70),
-        }.items():  # fmt: skip
+            skeleton.LEFT_HIP: (150, 120),
+            skeleton.RIGHT_HIP: (170, 120),
+            skeleton.LEFT_SHOULDER: (150, 70),
+            skeleton.RIGHT_SHOULDER: (170, 70),
+        }.items():
             kp[0, :, joint, 0] = x0 + t  # walking right, torso 50 px
             kp[0, :, joint, 1] = y0
     out = build(tmp_path, data, {"shards.normalize": "body", "shards.persons": 1})
@@ -423,8 +451,16 @@ def test_two_workers_write_the_same_bytes_as_one(tmp_path):
     build(tmp_path, data, {"shards.size": 2, "shards.test_views": 3})
     shards_dir = tmp_path / "data" / "shards"
     one = {p.name: p.read_bytes() for p in shards_dir.iterdir()}
-    write_params(tmp_path, {"data.pkl": "data.pkl", "data.classes": "all", "shards.size": 2,
-                            "shards.test_views": 3, "shards.workers": 2})  # fmt: skip
+    write_params(
+        tmp_path,
+        {
+            "data.pkl": "data.pkl",
+            "data.classes": "all",
+            "shards.size": 2,
+            "shards.test_views": 3,
+            "shards.workers": 2,
+        },
+    )
     result = run_stage("shards", tmp_path)
     assert result.returncode == 0, result.stderr
     two = {p.name: p.read_bytes() for p in shards_dir.iterdir()}

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.errors import PipelineError
-from pipeline.shardset import ShardSet
+from pipeline.core.errors import PipelineError
+from pipeline.dataset.shardset import ShardSet
 
 
 @pytest.fixture
@@ -21,15 +21,25 @@ def folder(tmp_path):
     for number, start in enumerate(range(0, 7, 3)):
         names.append(f"train-{number:05d}.npy")
         np.save(tmp_path / names[-1], data[start : start + 3])
-    pd.DataFrame({
-        "frame_dir": [f"clip{i}" for i in range(7)], "label": 0, "target": np.arange(7) % 2,
-        "class_name": "a", "length": [4, 3, 2, 4, 1, 4, 4],
-    }).to_csv(tmp_path / "train.csv", index=False)  # fmt: skip
-    manifest = {"classes": ["a", "b"], "labels": [0, 1], "channels": ["x", "y", "score"],
-                "shape": [4, 1, 17, 3],
-                "hidden_joints": [], "params": {},
-                "data": {"source": "tiny.pkl", "train": "train1", "test": "test1"},
-                "splits": {"train": {"clips": 7, "views": 2, "shards": names}}}  # fmt: skip
+    pd.DataFrame(
+        {
+            "frame_dir": [f"clip{i}" for i in range(7)],
+            "label": 0,
+            "target": np.arange(7) % 2,
+            "class_name": "a",
+            "length": [4, 3, 2, 4, 1, 4, 4],
+        }
+    ).to_csv(tmp_path / "train.csv", index=False)
+    manifest = {
+        "classes": ["a", "b"],
+        "labels": [0, 1],
+        "channels": ["x", "y", "score"],
+        "shape": [4, 1, 17, 3],
+        "hidden_joints": [],
+        "params": {},
+        "data": {"source": "tiny.pkl", "train": "train1", "test": "test1"},
+        "splits": {"train": {"clips": 7, "views": 2, "shards": names}},
+    }
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     return tmp_path, data
 

@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import skeleton, synthetic, ucf101
-from pipeline.errors import PipelineError
+from pipeline.core import skeleton
+from pipeline.core.errors import PipelineError
+from pipeline.dataset import synthetic, ucf101
 
 REAL_CLIPS = Path(__file__).resolve().parents[1] / ".." / "shared" / "realdata" / "ucf101_clips.csv"
 NAME = re.compile(r"^v_([A-Za-z]+)_g(\d{2})_c(\d{2})$")
@@ -91,9 +92,14 @@ def test_format_is_exactly_pyskl(small: dict) -> None:
     assert {a["label"] for a in small["annotations"]} == {0, 36, 100}
     for ann in small["annotations"]:
         assert set(ann) == {
-            "frame_dir", "label", "total_frames", "img_shape", "original_shape",
-            "keypoint", "keypoint_score",
-        }  # fmt: skip
+            "frame_dir",
+            "label",
+            "total_frames",
+            "img_shape",
+            "original_shape",
+            "keypoint",
+            "keypoint_score",
+        }
         match = NAME.match(ann["frame_dir"])
         assert match, ann["frame_dir"]
         assert type(ann["label"]) is int and ucf101.CLASSES[ann["label"]] == match[1]
@@ -236,8 +242,10 @@ def test_mirror_reproduces_names_labels_lengths_and_persons(tmp_path: Path) -> N
 
     filtered = synthetic.generate(mirror=path, labels=[70, 2])
     assert [a["frame_dir"] for a in filtered["annotations"]] == [
-        "v_Punch_g03_c02", "v_Punch_g11_c01", "v_Archery_g01_c04",
-    ]  # fmt: skip
+        "v_Punch_g03_c02",
+        "v_Punch_g11_c01",
+        "v_Archery_g01_c04",
+    ]
     assert pickle.dumps(filtered["annotations"], 4) == pickle.dumps(
         [a for a in data["annotations"] if a["label"] in (70, 2)], 4
     )
@@ -333,10 +341,13 @@ def test_actor_moves_as_a_rigid_coco_skeleton() -> None:
         (skeleton.J[f"{side}_{child}"], skeleton.J[f"{side}_{parent}"])
         for side in ("left", "right")
         for child, parent in (
-            ("elbow", "shoulder"), ("wrist", "elbow"), ("hip", "shoulder"),
-            ("knee", "hip"), ("ankle", "knee"),
+            ("elbow", "shoulder"),
+            ("wrist", "elbow"),
+            ("hip", "shoulder"),
+            ("knee", "hip"),
+            ("ankle", "knee"),
         )
-    ]  # fmt: skip
+    ]
     assert set(limbs) <= set(skeleton.BONES)
     for ann in data["annotations"][:5]:
         kp, ok = _actor(ann)

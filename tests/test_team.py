@@ -91,9 +91,10 @@ class S3Server:
     def authenticate(self, on: bool) -> None:
         """Turn moto's IAM checks on (only known access keys get in) or off (any key does)."""
         request = urllib.request.Request(
-            f"{self.url}/moto-api/reset-auth", data=b"0" if on else b"inf",
+            f"{self.url}/moto-api/reset-auth",
+            data=b"0" if on else b"inf",
             headers={"Content-Type": "application/octet-stream"},
-        )  # fmt: skip
+        )
         urllib.request.build_opener(urllib.request.ProxyHandler({})).open(request).close()
 
     def client(self, service: str) -> Any:  # a boto3 client
@@ -114,10 +115,13 @@ def aws_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         for name in [k for k in os.environ if k.lower().endswith("_proxy")]:
             mp.delenv(name)
         for name, value in {
-            "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1", "AWS_CONFIG_FILE": str(empty),
-            "AWS_SHARED_CREDENTIALS_FILE": str(empty), "AWS_EC2_METADATA_DISABLED": "true",
-        }.items():  # fmt: skip
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_CONFIG_FILE": str(empty),
+            "AWS_SHARED_CREDENTIALS_FILE": str(empty),
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }.items():
             mp.setenv(name, value)
         yield
 
@@ -196,8 +200,12 @@ def test_a_teammate_pulls_a_run_without_computing_it(team: dict[str, Path], s3: 
 
     out = sh(pull, b).stdout
     assert ran(out) == set() and workspace_files(b) == workspace_files(a)
-    assert {"data/raw/synthetic_2d.pkl", "data/shards/manifest.json", "models/improved.pt",
-            "metrics/summary.json"} <= set(workspace_files(b))  # fmt: skip
+    assert {
+        "data/raw/synthetic_2d.pkl",
+        "data/shards/manifest.json",
+        "models/improved.pt",
+        "metrics/summary.json",
+    } <= set(workspace_files(b))
     repro = sh("dvc repro", b).stdout
     assert ran(repro) == set() and UP_TO_DATE in repro
     assert sh("dvc status", b).stdout.strip() == UP_TO_DATE
@@ -239,9 +247,10 @@ def test_wrong_credentials_then_the_right_ones_in_config_local(
     iam.create_user(UserName="teammate")
     allow_all = {"Effect": "Allow", "Action": "*", "Resource": "*"}
     iam.put_user_policy(
-        UserName="teammate", PolicyName="all",
+        UserName="teammate",
+        PolicyName="all",
         PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [allow_all]}),
-    )  # fmt: skip
+    )
     key = iam.create_access_key(UserName="teammate")["AccessKey"]
     before = snapshot(b)
     s3.authenticate(True)
@@ -263,9 +272,13 @@ def test_an_interrupted_push_resumes(team: dict[str, Path], s3: S3Server, tmp_pa
     add_remote(b, "half", f"s3://{BUCKET}/half", cut.url)
     before = snapshot(b)
     push = subprocess.Popen(
-        ["bash", "-c", "dvc push -r half"], cwd=b, env=user_env(), start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        ["bash", "-c", "dvc push -r half"],
+        cwd=b,
+        env=user_env(),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         assert cut.wait_for_cut(timeout=60), "the push never reached its fourth upload"
         os.killpg(push.pid, signal.SIGKILL)

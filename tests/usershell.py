@@ -19,7 +19,7 @@ from pathlib import Path
 
 from conftest import REPO
 
-from pipeline import workspace
+from pipeline.project import workspace
 
 Done = subprocess.CompletedProcess[str]
 
@@ -41,9 +41,15 @@ DEMO_PARAMS = " ".join(
     + [f"{key}={json.dumps(value).replace(' ', '')}" for key, value in TINY.items()]
 )
 ALL_STAGES = {
-    "extract", "shards", "train@baseline", "train@improved",
-    "evaluate@baseline", "evaluate@improved", "summary", "plots",
-}  # fmt: skip
+    "extract",
+    "shards",
+    "train@baseline",
+    "train@improved",
+    "evaluate@baseline",
+    "evaluate@improved",
+    "summary",
+    "plots",
+}
 IMPROVED = {"train@improved", "evaluate@improved", "summary", "plots"}
 
 
@@ -64,9 +70,13 @@ def user_env() -> dict[str, str]:
 def sh(command: str, cwd: Path, ok: bool = True, timeout: float = 600) -> Done:
     """One README command, through bash, exactly as written."""
     done = subprocess.run(
-        ["bash", "-c", command], cwd=cwd, env=user_env(), capture_output=True, text=True,
+        ["bash", "-c", command],
+        cwd=cwd,
+        env=user_env(),
+        capture_output=True,
+        text=True,
         timeout=timeout,
-    )  # fmt: skip
+    )
     if ok:
         assert done.returncode == 0, f"`{command}` failed:\n{done.stdout}\n{done.stderr}"
     return done
@@ -85,8 +95,11 @@ def fresh_clone(dest: Path) -> Path:
     """This checkout's files (tracked and untracked-but-not-ignored) as a new committed repo."""
     listed = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO, capture_output=True, text=True, check=True,
-    ).stdout.split("\0")  # fmt: skip
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\0")
     for name in filter(None, listed):
         source = REPO / name
         if source.is_file():

@@ -1,0 +1,315 @@
+"""params.yaml as typed sections: one dataclass per section, the single statement of its keys.
+
+Each field's type says what it holds; its rule (from `pipeline.core.rules`) says which values are
+allowed, derived from the type where the type says it all (`Literal[...]` choices, `bool`, a
+nested section). Loading checks a section against its class and hands on an instance, so a
+stage reads `cfg.hidden`, never `cfg["hidden"]`. A value of the wrong type or range ends in one
+line naming `params.yaml`, the dotted key, what was expected and what was found (exit code 2
+through `errors.cli`). The values themselves live in params.yaml only: there are no defaults
+here, and a key missing from the file is an error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
+
+import yaml
+
+from pipeline.core.errors import PipelineError, fail, opening
+from pipeline.core.rules import (
+    Check,
+    boolean,
+    classes,
+    distinct_choices,
+    folds,
+    hex_digest,
+    http_url,
+    int_range,
+    integer,
+    number,
+    one_of,
+    regex_with_group,
+    show,
+    split_name,
+    string,
+)
+
+PARAMS_FILE = "params.yaml"
+# Stage name -> params section of the model stages (`dvc exp run -S model.hidden=...` tunes the
+# improved model). dvc.yaml's foreach states the same map, as DVC needs it there.
+STAGE_SECTION = {"baseline": "baseline", "improved": "model"}
+
+# Seeds reach numpy's legacy seeding, sklearn's random_state and torch.manual_seed: the range
+# all of them accept, so a bad seed is named here rather than failing deep inside one of them.
+SEED = integer(0, 2**32 - 1)
+
+Stream = Literal["joint", "bone", "motion"]
+
+
+def rule(check: Check) -> Any:
+    """A field's rule, for fields whose type alone does not say which values are allowed."""
+    return field(metadata={"check": check})
+
+
+class Section:
+    """A params section. Subclasses are dataclasses whose fields are the section's keys."""
+
+    def relation(self) -> str | None:
+        """A rule between keys, checked once each key has passed its own: the whole error
+        text (`<key>: expected ..., found ...`), or None."""
+        return None
+
+
+@dataclass(frozen=True)
+class DataParams(Section):
+    source: Literal["ucf101", "synthetic"]
+    pkl: str = rule(string())
+    url: str = rule(http_url)
+    md5: str | None = rule(hex_digest("md5"))
+    sha256: str | None = rule(hex_digest("sha256"))
+    split: int = rule(integer(1, 99))
+    train_split: str | None = rule(split_name)
+    test_split: str | None = rule(split_name)
+    classes: str | list[int] = rule(classes)
+    class_pattern: str = rule(regex_with_group)
+    label_map: str | None = rule(string(nullable=True))
+    val_by: Literal["group", "clip"]
+    group_pattern: str = rule(regex_with_group)
+    val_fraction: float = rule(number(0.01, 0.99))
+    folds: int | None = rule(folds)
+    fold: int = rule(integer(0))
+    seed: int = rule(SEED)
+
+    def relation(self) -> str | None:
+        if self.folds and self.fold >= self.folds:
+            expected = f"an integer in [0, {self.folds - 1}] (data.folds is {self.folds})"
+            return f"data.fold: expected {expected}, found {self.fold}"
+        return None
+
+    def split_names(self) -> tuple[str, str]:
+        """The train and test split names this section selects."""
+        return self.train_split or f"train{self.split}", self.test_split or f"test{self.split}"
+
+
+@dataclass(frozen=True)
+class FetchParams(Section):
+    retries: int = rule(integer(0, 100))
+    backoff: float = rule(number(0.0, 600.0))
+    timeout: float = rule(number(0.1, 3600.0))
+
+
+@dataclass(frozen=True)
+class SyntheticParams(Section):
+    clips_per_group: list[int] = rule(int_range)
+    frames: list[int] = rule(int_range)
+    mirror: str | None = rule(string(nullable=True))
+    seed: int = rule(SEED)
+
+
+@dataclass(frozen=True)
+class ShardsParams(Section):
+    frames: int = rule(integer(1, 100000))
+    sampling: Literal["uniform", "head"]
+    normalize: Literal["image", "video_mean", "body"]
+    persons: int = rule(integer(1, 2))
+    person_order: Literal["score", "first"]
+    min_score: float = rule(number(0.0, 1.0))
+    min_joint_visibility: float = rule(number(0.0, 1.0))
+    train_views: int = rule(integer(1, 100))
+    test_views: int = rule(integer(1, 100))
+    seed: int = rule(SEED)
+    size: int = rule(integer(1))
+    workers: int = rule(integer(0, 512))
+
+
+@dataclass(frozen=True)
+class TrainParams(Section):
+    device: Literal["auto", "cpu", "cuda"]
+    seed: int = rule(SEED)
+    batch_size: int = rule(integer(1, 1 << 20))
+    threads: int = rule(integer(0, 1024))
+    nproc: int = rule(integer(1, 1024))
+    amp: bool
+    drop_last: bool
+
+    def relation(self) -> str | None:
+        return batch_split(self.batch_size, self.nproc, "train.nproc")
+
+
+@dataclass(frozen=True)
+class AugmentParams(Section):
+    scale: float = rule(number(0.0, 1.0, hi_open=True))
+    rotate: float = rule(number(0.0, 180.0))
+    flip: float = rule(number(0.0, 1.0))
+    temporal: float = rule(number(0.0, 1.0, hi_open=True))
+    drop: float = rule(number(0.0, 1.0, hi_open=True))
+    stretch: float = rule(number(0.0, 1.0, hi_open=True))
+
+
+@dataclass(frozen=True)
+class EvalParams(Section):
+    clips: int = rule(integer(1, 100))
+    flip: bool
+
+
+@dataclass(frozen=True)
+class ModelParams(Section):
+    """A model section: `baseline`, or `model` (the improved model)."""
+
+    arch: Literal["lstm", "tcn", "stgcn"]
+    hidden: int = rule(integer(1, 4096))
+    layers: int = rule(integer(1, 32))
+    dropout: float = rule(number(0.0, 1.0, hi_open=True))
+    pool: Literal["packed", "padded"]
+    frame_pool: Literal["mean", "mean_max"]
+    streams: list[Stream] = rule(distinct_choices(get_args(Stream)))
+    score: bool
+    epochs: int = rule(integer(1, 10000))
+    optimizer: Literal["adam", "adamw", "sgd"]
+    lr: float = rule(number(1e-8, 10.0))
+    weight_decay: float = rule(number(0.0, 1.0))
+    schedule: Literal["constant", "cosine"]
+    warmup_epochs: int = rule(integer(0, 10000))
+    label_smoothing: float = rule(number(0.0, 1.0, hi_open=True))
+    select: Literal["best", "last"]
+    augment: AugmentParams
+    eval: EvalParams
+
+
+def batch_split(batch_size: int, processes: int, what: str) -> str | None:
+    """train.batch_size is the global batch: each of the processes takes an equal share."""
+    if batch_size % processes:
+        return (
+            f"{what}: expected a divisor of train.batch_size ({batch_size}), the global "
+            f"batch that the processes share equally, found {processes}"
+        )
+    return None
+
+
+NO_AUGMENT = AugmentParams(**{f.name: 0.0 for f in dataclasses.fields(AugmentParams)})
+
+SECTIONS: dict[str, type[Section]] = {
+    "data": DataParams,
+    "fetch": FetchParams,
+    "synthetic": SyntheticParams,
+    "shards": ShardsParams,
+    "train": TrainParams,
+    "baseline": ModelParams,
+    "model": ModelParams,
+}
+S = TypeVar("S", bound=Section)
+
+
+def _rule(cls: type[Section], name: str, metadata: Mapping[str, Any]) -> Check | type[Section]:
+    """A field's check: its own rule, or what its type implies (choices, bool, a section)."""
+    kind = get_type_hints(cls)[name]
+    if isinstance(kind, type) and issubclass(kind, Section):
+        return kind
+    if get_origin(kind) is Literal:
+        return one_of(*get_args(kind))
+    if kind is bool:
+        return boolean
+    check = metadata.get("check")
+    if check is None:
+        raise TypeError(f"{cls.__name__}.{name}: a {kind} field needs a rule")
+    return check
+
+
+@functools.cache
+def rules(cls: type[Section]) -> dict[str, Check | type[Section]]:
+    """Key -> rule of a section, in the order of the class (and of params.yaml)."""
+    return {f.name: _rule(cls, f.name, f.metadata) for f in dataclasses.fields(cls)}
+
+
+def _build(cls: type[S], values: Any, prefix: str, source: str) -> S:
+    if not isinstance(values, Mapping):
+        raise fail(source, f"{prefix}: expected a mapping, found {type(values).__name__}")
+    schema = rules(cls)
+    kwargs = {}
+    for key, check in schema.items():
+        where = f"{prefix}.{key}"
+        if key not in values:
+            raise fail(source, f"{where} is missing")
+        value = values[key]
+        if isinstance(check, type):
+            kwargs[key] = _build(check, value, where, source)
+            continue
+        expected = check(value)
+        if expected is not None:
+            raise fail(source, f"{where}: expected {expected}, found {show(value)}")
+        kwargs[key] = value
+    unknown = sorted(set(values) - set(schema), key=str)  # YAML keys need not be strings
+    if unknown:
+        raise fail(source, f"{prefix}: unknown key {unknown[0]!r} (known: {', '.join(schema)})")
+    section = cls(**kwargs)
+    problem = section.relation()
+    if problem is not None:
+        raise fail(source, problem)
+    return section
+
+
+def parse(name: str, values: Any, source: str = PARAMS_FILE) -> Any:
+    """Section `name` built from plain values (params.yaml's, or a config stored in a
+    checkpoint), every key checked; errors name `source` and the dotted key."""
+    return _build(SECTIONS[name], values, name, source)
+
+
+def plain(section: Section) -> dict[str, Any]:
+    """A section as the plain values params.yaml holds (for checkpoints and fingerprints)."""
+    return dataclasses.asdict(section)  # type: ignore[call-overload]
+
+
+def read(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
+    """The whole params file, unchecked."""
+    path = Path(path)
+    with opening(
+        path,
+        missing="params file not found (run from the project root)",
+        folder="is a folder; expected the params file",
+        unreadable="cannot read the params file",
+    ):
+        raw = path.read_bytes()
+    try:
+        data = yaml.safe_load(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise fail(
+            str(path), f"not UTF-8 text (byte 0x{raw[exc.start]:02x} on line {line})"
+        ) from None
+    except yaml.YAMLError as exc:
+        raise fail(str(path), f"not valid YAML ({str(exc).splitlines()[0]})") from None
+    except RecursionError:
+        raise fail(str(path), "not valid YAML (nested too deeply)") from None
+    if not isinstance(data, dict):
+        raise fail(str(path), "expected a mapping of sections at top level")
+    return data
+
+
+def load(*sections: str, path: str | Path = PARAMS_FILE) -> dict[str, Any]:
+    """The named sections of params.yaml, each checked and built as its class."""
+    data = read(path)
+    out = {}
+    for name in sections:
+        if name not in data:
+            raise fail(str(path), f"section {name!r} is missing")
+        out[name] = parse(name, data[name], str(path))
+    return out
+
+
+def model_section(stage: str) -> str:
+    """The params section of a model stage name (`baseline` or `improved`)."""
+    if stage not in STAGE_SECTION:
+        raise PipelineError(f"model name: expected one of {list(STAGE_SECTION)}, found {stage!r}")
+    return STAGE_SECTION[stage]
+
+
+def model_argument(argv: list[str], module: str) -> str:
+    """The one command-line argument of a model stage: `baseline` or `improved`."""
+    if len(argv) != 1 or argv[0] not in STAGE_SECTION:
+        raise PipelineError(f"usage: python -m {module} {{{','.join(STAGE_SECTION)}}}")
+    return argv[0]
