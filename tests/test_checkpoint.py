@@ -138,6 +138,24 @@ def test_a_model_file_from_before_train_nproc_still_loads(work: Path, tmp_path: 
     assert checkpoint.load(path, "baseline").train.nproc == 1
 
 
+def test_a_model_file_from_before_the_backbone_settings_still_loads(
+    work: Path, tmp_path: Path
+) -> None:
+    """Files written when `pool` and `frame_pool` sat at the model section's top level (before
+    each backbone had its own settings) load with those values under the backbones that read
+    them, and give the same logits."""
+    saved = torch.load(work / "models/baseline.pt", weights_only=True)
+    config = {k: v for k, v in saved["config"].items() if k not in checkpoint.params.BACKBONES}
+    old = {**config, "pool": "padded", "frame_pool": "mean_max"}
+    path = tmp_path / "baseline.pt"
+    torch.save({**saved, "config": old}, path)
+    loaded = checkpoint.load(path, "baseline")
+    assert loaded.config.net.pool == "padded"
+    assert set(loaded.config.nets) == {"lstm", "tcn", "stgcn"}
+    assert loaded.config.nets["tcn"].frame_pool == "mean_max"
+    assert loaded.build_model().packed is False  # the notebook's padded LSTM, as trained
+
+
 def test_fit_logs_without_the_stage_name_and_returns_the_best_epoch(work: Path) -> None:
     """The loop is the stage's minus its name: progress through `log`, the selected weights,
     epoch and history in the result; its validation scores are those of `scoring`."""

@@ -227,3 +227,12 @@ def test_every_file_a_stage_reads_is_a_dep_or_its_own_out(tmp_path: Path) -> Non
         if extra:
             undeclared[name] = sorted(extra)
     assert not undeclared, f"dvc.yaml: stages read files they do not list as deps: {undeclared}"
+
+
+def test_train_reads_every_backbones_settings() -> None:
+    """A backbone's settings are a sub-section named after it: each one is a param of train,
+    so changing the settings `arch` names retrains."""
+    from pipeline.models.registry import REGISTRY
+
+    listed = set(DVC_YAML["stages"]["train"]["do"]["params"])
+    assert {f"${{item}}.{name}" for name in REGISTRY} <= listed

@@ -2,25 +2,30 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+import re
 
 import pytest
 import torch
-from conftest import section
+import yaml
+from conftest import PARAMS_YAML, section
 from torch import nn
 
+from pipeline.core import params
 from pipeline.core.errors import PipelineError
 from pipeline.core.skeleton import NUM_JOINTS
-from pipeline.models import _PooledClassifier, build_model
+from pipeline.models import build_model
+from pipeline.models.common import PooledClassifier, stages
+from pipeline.models.graph import coco_directed
+from pipeline.models.registry import REGISTRY
 
-ARCHS = ["lstm", "tcn", "stgcn"]
+ARCHS = list(REGISTRY)  # every registered backbone is tested, a new one included
+# Those that pool frame features into clip features (`frame_pool`): the conv and graph nets.
+POOLING = [name for name in ARCHS if "frame_pool" in params.rules(REGISTRY[name].settings)]
+GRAPH = [name for name in POOLING if name != "tcn"]
 # The configs (arch, pool, frame_pool) whose logits must ignore everything after a clip's length.
 MASKED = [
     ("lstm", "packed", "mean"),
-    ("tcn", "packed", "mean"),
-    ("tcn", "packed", "mean_max"),
-    ("stgcn", "packed", "mean"),
-    ("stgcn", "packed", "mean_max"),
+    *((arch, "packed", frame_pool) for arch in POOLING for frame_pool in ("mean", "mean_max")),
 ]
 
 
@@ -40,15 +45,14 @@ def config(
     dropout=0.0,
     frame_pool: str = "mean",
 ):
-    return section(
-        "model",
-        arch=arch,
-        hidden=hidden,
-        layers=layers,
-        dropout=dropout,
-        pool=pool,
-        frame_pool=frame_pool,
-    )
+    """The project's improved-model section with these values; `pool` and `frame_pool` go to
+    whichever backbones' settings have them."""
+    own = {"pool": pool, "frame_pool": frame_pool}
+    nets = {
+        name: {key: own[key] for key in params.rules(backbone.settings)}
+        for name, backbone in REGISTRY.items()
+    }
+    return section("model", arch=arch, hidden=hidden, layers=layers, dropout=dropout, **nets)
 
 
 def batch(lengths: list[int], frames: int = 16, persons: int = 1, channels: int = 2, seed=0):
@@ -125,12 +129,14 @@ def test_baseline_lstm_is_the_notebook_model():
     x, lengths = batch([16, 11, 5])
     with torch.no_grad():
         torch.testing.assert_close(model(x, lengths), notebook(x.flatten(2)))
-    packed = build_model(replace(cfg, pool="packed"), in_channels=2, persons=1, num_classes=8)
+    packed = build_model(
+        config("lstm", hidden=64, layers=1), in_channels=2, persons=1, num_classes=8
+    )
     assert sum(p.numel() for p in packed.parameters()) == count
 
 
 @pytest.mark.parametrize("frame_pool", ["mean", "mean_max"])
-@pytest.mark.parametrize("arch", ["tcn", "stgcn"])
+@pytest.mark.parametrize("arch", POOLING)
 def test_empty_person_slot_changes_nothing(arch, frame_pool):
     one, lengths = batch([16, 9, 4])
     model = build_model(
@@ -144,7 +150,11 @@ def test_empty_person_slot_changes_nothing(arch, frame_pool):
 
 
 @pytest.mark.parametrize(
-    ("arch", "frame_pool"), [*((arch, "mean") for arch in ARCHS), ("tcn", "mean_max")]
+    ("arch", "frame_pool"),
+    [
+        *(pytest.param(arch, "mean", marks=[pytest.mark.slow] * (arch in GRAPH)) for arch in ARCHS),
+        ("tcn", "mean_max"),
+    ],
 )
 def test_overfits_a_tiny_batch(arch, frame_pool):
     torch.manual_seed(0)
@@ -184,7 +194,7 @@ def test_frame_pool_is_mean_and_max_over_valid_frames_and_present_persons():
     )
     h = h * mask[:, None, :]
     present = torch.tensor([[True, True], [True, False]])
-    pooled = _PooledClassifier(3, 2, with_max=True).pool(h, mask, present)
+    pooled = PooledClassifier(3, 2, with_max=True).pool(h, mask, present)
     mean = (h.sum(-1) / mask.sum(-1, keepdim=True)).view(2, 2, 3)
     peak = torch.stack([h[i][:, mask[i]].amax(-1) for i in range(4)]).view(2, 2, 3)
     expected = torch.stack(
@@ -195,24 +205,23 @@ def test_frame_pool_is_mean_and_max_over_valid_frames_and_present_persons():
     )
     torch.testing.assert_close(pooled, expected)
     assert (pooled[:, 3:] < 0).all()  # the padding's zeros were not taken as the maximum
-    mean_only = _PooledClassifier(3, 2, with_max=False).pool(h, mask, present)
+    mean_only = PooledClassifier(3, 2, with_max=False).pool(h, mask, present)
     torch.testing.assert_close(mean_only, expected[:, :3])
 
 
 def test_mean_max_doubles_the_classifier_input():
-    for arch in ("tcn", "stgcn"):
+    for arch in POOLING:
         mean = build_model(config(arch), in_channels=2, persons=1, num_classes=4)
         both = build_model(
             config(arch, frame_pool="mean_max"), in_channels=2, persons=1, num_classes=4
         )
-        assert (mean.head.fc.in_features, both.head.fc.in_features) == (16, 32)
+        assert both.head.fc.in_features == 2 * mean.head.fc.in_features
 
 
 def test_unknown_arch_is_refused_by_the_params_naming_the_key():
     with pytest.raises(
         PipelineError,
-        match=r"model\.arch: expected one of \['lstm', 'tcn', "
-        r"'stgcn'\], found 'gru'",
+        match=rf"model\.arch: expected one of \[{', '.join(map(repr, ARCHS))}\], found 'gru'",
     ):
         config("gru")
 
@@ -224,3 +233,70 @@ def _train_briefly(model: nn.Module, x: torch.Tensor, lengths: torch.Tensor) -> 
         optimizer.zero_grad()
         nn.functional.cross_entropy(model(x, lengths), labels).backward()
         optimizer.step()
+
+
+def test_a_model_section_needs_its_own_backbones_settings():
+    values = yaml.safe_load(PARAMS_YAML.read_text())["model"]
+    del values["stgcnpp"]
+    with pytest.raises(PipelineError, match=r"model\.stgcnpp is missing \(arch stgcnpp reads"):
+        params.parse("model", {**values, "arch": "stgcnpp"})
+    assert params.parse("model", {**values, "arch": "tcn"}).net.frame_pool == "mean"
+    with pytest.raises(PipelineError, match=r"model\.tcn\.frame_pool: expected one of"):
+        params.parse("model", {**values, "tcn": {"frame_pool": "max"}})
+    with pytest.raises(PipelineError, match=r"model\.lstm: unknown key 'frame_pool'"):
+        params.parse("model", {**values, "lstm": {"pool": "packed", "frame_pool": "mean"}})
+
+
+@pytest.mark.parametrize("section_name", ["baseline", "model"])
+def test_params_yaml_holds_and_documents_every_backbone(section_name):
+    """Both model sections hold every registered backbone's settings, so `-S <section>.arch=x`
+    alone switches backbone; the improved model's `arch` comment names them all and each
+    backbone's line there says what it is (its registered summary)."""
+    text = PARAMS_YAML.read_text()
+    values = yaml.safe_load(text)[section_name]
+    for name, backbone in REGISTRY.items():
+        assert set(values[name]) == set(params.rules(backbone.settings)), name
+    if section_name == "model":
+        body = text.split("\nmodel:", 1)[1]
+        arch_line = re.search(r"^  arch: .*#(.*)$", body, re.M).group(1)
+        assert all(name in arch_line for name in REGISTRY)
+        for name, backbone in REGISTRY.items():
+            line = re.search(rf"^  {name}: .*#(.*)$", body, re.M).group(1)
+            assert line.strip().startswith(backbone.summary), name
+
+
+def test_graph_net_widths_double_twice_as_the_frame_rate_halves():
+    assert stages(3, 64, 10) == [
+        (3, 64, 1),
+        *[(64, 64, 1)] * 3,
+        (64, 128, 2),
+        (128, 128, 1),
+        (128, 128, 1),
+        (128, 256, 2),
+        (256, 256, 1),
+        (256, 256, 1),
+    ]
+    assert stages(6, 32, 1) == [(6, 32, 1)]
+
+
+def test_directed_graph_averages_each_partitions_inputs():
+    graph = coco_directed()
+    torch.testing.assert_close(graph[0], torch.eye(NUM_JOINTS))  # a joint keeps its own, whole
+    for part in graph[1:]:
+        sums = part.sum(0)
+        assert torch.all((sums == 0) | torch.isclose(sums, torch.tensor(1.0)))
+    assert torch.equal(graph[1] > 0, (graph[2] > 0).T)  # outward is inward reversed
+
+
+@pytest.mark.parametrize("arch", GRAPH)
+def test_graph_nets_default_size_suits_a_cpu(arch):
+    """At the improved model's hidden and layers, with 3 streams and scores (9 channels), a few
+    hundred thousand parameters at most."""
+    model = section("model")
+    count = sum(
+        p.numel()
+        for p in build_model(
+            config(arch, hidden=model.hidden, layers=model.layers), 9, 2, 10
+        ).parameters()
+    )
+    assert 10_000 < count < 1_000_000, count

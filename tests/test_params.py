@@ -77,8 +77,9 @@ def test_load_returns_only_the_sections_asked_for():
         ("shards.normalize", "Image", "one of"),
         ("train.device", "gpu", r"one of \['auto', 'cpu', 'cuda'\]"),
         ("data.val_by", None, "one of"),
-        ("model.frame_pool", "max", r"one of \['mean', 'mean_max'\], found 'max'"),
-        ("baseline.frame_pool", None, "one of"),
+        ("model.tcn.frame_pool", "max", r"one of \['mean', 'mean_max'\], found 'max'"),
+        ("baseline.stgcnpp.frame_pool", None, "one of"),
+        ("baseline.lstm.pool", "pack", r"one of \['packed', 'padded'\]"),
         # string / nullable string
         ("data.pkl", "", "a non-empty string"),
         ("data.pkl", None, "a non-empty string"),
@@ -226,7 +227,10 @@ def test_model_section_maps_stage_names():
 
 def _leaves(cls: type, prefix: str) -> list[str]:
     out = []
-    for key, rule in params.rules(cls).items():
+    sections = dict(params.rules(cls))
+    if cls is params.ModelParams:  # and each backbone's own settings
+        sections.update(params.backbones())
+    for key, rule in sections.items():
         dotted = f"{prefix}.{key}"
         out += _leaves(rule, dotted) if isinstance(rule, type) else [dotted]
     return out
@@ -316,7 +320,7 @@ def _set(values: dict, dotted: str, value: object) -> None:
     values[last] = value
 
 
-BUILD = {"arch", "hidden", "layers", "dropout", "pool", "frame_pool", "streams", "score"}
+BUILD = {"arch", "hidden", "layers", "dropout", "streams", "score", *params.backbones()}
 STEPS = {"optimizer", "lr", "weight_decay", "schedule", "warmup_epochs", "epochs"}
 
 
@@ -342,7 +346,7 @@ def _use(key: str, values: Any) -> None:
         schedule = training.make_schedule(optimizer, values, 3)
         optimizer.step()
         schedule.step()
-    elif field in BUILD:
+    elif field.split(".")[0] in BUILD:
         channels = features.in_channels(values.streams, values.score)
         model = build_model(values, channels, 2, 3)
         x = torch.zeros(2, 9, 2, 17, 3)

@@ -223,7 +223,7 @@ def test_see_what_the_model_does_in_the_demo(clone: Path) -> None:
 def test_the_notebooks_protocol_in_the_demo(clone: Path) -> None:
     demo = clone / ".demo"
     (command,) = readme.block("The notebook's protocol")
-    assert command.count("-S ") >= 20 and "model.pool=padded" in command
+    assert command.count("-S ") >= 20 and "model.lstm.pool=padded" in command
     out = sh(command, demo).stdout
     assert ran(out) == ALL_STAGES  # data.val_by=clip: a new validation split, so from extract
     manifest = json.loads((demo / "data" / "shards" / "manifest.json").read_text())

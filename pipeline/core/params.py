@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -157,16 +158,37 @@ class EvalParams(Section):
     flip: bool
 
 
+# Backbone name -> its settings section, filled in by `pipeline.models.registry.register` as each
+# backbone's module is imported. params cannot import the models itself: the data stages read
+# params without torch. Only a model section needs them, see `backbones`.
+BACKBONES: dict[str, type[Section]] = {}
+
+
+def backbones() -> Mapping[str, type[Section]]:
+    """The registered backbones and their settings. Importing `pipeline.models` registers them;
+    every stage that reads a model section builds a model, so it imports them anyway."""
+    importlib.import_module("pipeline.models")
+    return BACKBONES
+
+
+def _arch(v: Any) -> str | None:
+    return one_of(*backbones())(v)
+
+
 @dataclass(frozen=True)
 class ModelParams(Section):
-    """A model section: `baseline`, or `model` (the improved model)."""
+    """A model section: `baseline`, or `model` (the improved model).
 
-    arch: Literal["lstm", "tcn", "stgcn"]
+    The keys every backbone reads, then one sub-section per backbone named after it
+    (`model.lstm.pool`, `model.stgcnpp.frame_pool`), its own settings. The section's own
+    `arch` must have its sub-section; the others may be there too (params.yaml holds them all,
+    so `-S model.arch=...` alone switches backbone) and are checked when they are.
+    """
+
+    arch: str = rule(_arch)
     hidden: int = rule(integer(1, 4096))
     layers: int = rule(integer(1, 32))
     dropout: float = rule(number(0.0, 1.0, hi_open=True))
-    pool: Literal["packed", "padded"]
-    frame_pool: Literal["mean", "mean_max"]
     streams: list[Stream] = rule(distinct_choices(get_args(Stream)))
     score: bool
     epochs: int = rule(integer(1, 10000))
@@ -179,6 +201,18 @@ class ModelParams(Section):
     select: Literal["best", "last"]
     augment: AugmentParams
     eval: EvalParams
+    # Backbone name -> its settings, from the sub-sections named after the backbones.
+    nets: Mapping[str, Section] = field(default_factory=dict, metadata={"backbones": True})
+
+    @property
+    def net(self) -> Any:
+        """The settings of this section's own backbone (`arch`)."""
+        return self.nets[self.arch]
+
+    def relation(self) -> str | None:
+        if self.arch not in self.nets:
+            return f"{self.arch} is missing (arch {self.arch} reads its own settings there)"
+        return None
 
 
 def batch_split(batch_size: int, processes: int, what: str) -> str | None:
@@ -222,8 +256,19 @@ def _rule(cls: type[Section], name: str, metadata: Mapping[str, Any]) -> Check |
 
 @functools.cache
 def rules(cls: type[Section]) -> dict[str, Check | type[Section]]:
-    """Key -> rule of a section, in the order of the class (and of params.yaml)."""
-    return {f.name: _rule(cls, f.name, f.metadata) for f in dataclasses.fields(cls)}
+    """Key -> rule of a section, in the order of the class (and of params.yaml); the
+    backbones' sub-sections (see `ModelParams`) are not among them."""
+    return {
+        f.name: _rule(cls, f.name, f.metadata)
+        for f in dataclasses.fields(cls)
+        if not f.metadata.get("backbones")
+    }
+
+
+def _backbones_field(cls: type[Section]) -> str | None:
+    """The field holding a section's backbone sub-sections, if it has one."""
+    found = [f.name for f in dataclasses.fields(cls) if f.metadata.get("backbones")]
+    return found[0] if found else None
 
 
 def _build(cls: type[S], values: Any, prefix: str, source: str) -> S:
@@ -243,13 +288,23 @@ def _build(cls: type[S], values: Any, prefix: str, source: str) -> S:
         if expected is not None:
             raise fail(source, f"{where}: expected {expected}, found {show(value)}")
         kwargs[key] = value
-    unknown = sorted(set(values) - set(schema), key=str)  # YAML keys need not be strings
+    known = list(schema)
+    nets_field = _backbones_field(cls)
+    if nets_field is not None:
+        nets = backbones()
+        known += list(nets)
+        kwargs[nets_field] = {
+            name: _build(settings, values[name], f"{prefix}.{name}", source)
+            for name, settings in nets.items()
+            if name in values
+        }
+    unknown = sorted(set(values) - set(known), key=str)  # YAML keys need not be strings
     if unknown:
-        raise fail(source, f"{prefix}: unknown key {unknown[0]!r} (known: {', '.join(schema)})")
+        raise fail(source, f"{prefix}: unknown key {unknown[0]!r} (known: {', '.join(known)})")
     section = cls(**kwargs)
     problem = section.relation()
     if problem is not None:
-        raise fail(source, problem)
+        raise fail(source, problem if nets_field is None else f"{prefix}.{problem}")
     return section
 
 
@@ -261,7 +316,11 @@ def parse(name: str, values: Any, source: str = PARAMS_FILE) -> Any:
 
 def plain(section: Section) -> dict[str, Any]:
     """A section as the plain values params.yaml holds (for checkpoints and fingerprints)."""
-    return dataclasses.asdict(section)  # type: ignore[call-overload]
+    out = dataclasses.asdict(section)  # type: ignore[call-overload]
+    nets_field = _backbones_field(type(section))
+    if nets_field is not None:
+        out.update(out.pop(nets_field))  # the backbones' sub-sections, under their names
+    return out
 
 
 def read(path: str | Path = PARAMS_FILE) -> dict[str, Any]:

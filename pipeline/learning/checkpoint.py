@@ -150,6 +150,20 @@ ITEMS = {"hidden_joints": str, "classes": str, "labels": int, "channels": str}  
 assert set(KEYS) == {"model", *SECTIONS, *PLAIN}
 # Params added after model files were first written, with what the older files meant.
 ADDED = {"train": {"nproc": 1}}
+# Model keys that moved into the backbones' own settings (`model.<arch>`), with the backbones
+# that read each: older files hold them at the section's top level.
+MOVED = {"pool": ("lstm",), "frame_pool": ("tcn", "stgcn")}
+
+
+def _moved(config: dict[str, Any]) -> dict[str, Any]:
+    """A model section written before a key moved, as it reads now."""
+    config = dict(config)
+    for key, nets in MOVED.items():
+        if key in config:
+            value = config.pop(key)
+            for net in nets:
+                config.setdefault(net, {key: value})
+    return config
 
 
 def save_atomic(obj: Any, path: Path) -> None:
@@ -186,6 +200,8 @@ def load(path: Any, section: str = "model") -> Checkpoint:
             section_values = raw[key]
             if isinstance(section_values, dict) and key in ADDED:
                 section_values = {**ADDED[key], **section_values}
+            if isinstance(section_values, dict) and key == "config":
+                section_values = _moved(section_values)
             values[key] = params.parse(name, section_values, source=where)
         except PipelineError as exc:
             problem = str(exc).removeprefix(f"{where}: ")
