@@ -31,8 +31,8 @@ def prediction_table(test: ShardSet, probs: np.ndarray, classes: list[str]) -> p
 
 def evaluate(name: str) -> dict[str, Any]:
     section = params.model_section(name)
-    loaded = params.load("train", section)
-    train_cfg, evaluation = loaded["train"], loaded[section].eval
+    train_cfg, model_cfg = params.load_model(name)
+    evaluation = model_cfg.eval
     prepare_outputs(files=[metrics_path(name)], folders=[METRICS_DIR / name])
     device = runtime.setup(train_cfg)
     ckpt = checkpoint.load(model_path(name), section)

@@ -78,7 +78,7 @@ def run(name: str) -> Checkpoint | None:
     """Train model `name`: in this process, in the `train.nproc` processes it starts, or as one
     process of a world a launcher (torchrun) set up. Rank 0 returns the checkpoint it wrote;
     the others, and a process that started them, return None."""
-    train_cfg = params.load("train", params.model_section(name))["train"]  # all checked here
+    train_cfg, _ = params.load_model(name)  # all checked here
     device = runtime.resolve_device(train_cfg.device)
     world = distributed.from_environment()
     if world is None or world.main:  # before any process starts: rank 0 alone writes
@@ -103,9 +103,7 @@ def run(name: str) -> Checkpoint | None:
 
 def train_rank(world: distributed.World, name: str) -> Checkpoint | None:
     """What each training process does; rank 0 alone logs and writes."""
-    section = params.model_section(name)
-    loaded = params.load("train", section)
-    cfg, train_cfg = loaded[section], loaded["train"]
+    train_cfg, cfg = params.load_model(name)
     runtime.setup(train_cfg, world.local_size)
     device = torch.device(world.device)
     train_set, val_set = ShardSet(SHARDS_DIR, "train"), ShardSet(SHARDS_DIR, "val")

@@ -49,7 +49,11 @@ STAGE_SECTION = {"baseline": "baseline", "improved": "model"}
 # all of them accept, so a bad seed is named here rather than failing deep inside one of them.
 SEED = integer(0, 2**32 - 1)
 
-Stream = Literal["joint", "bone", "motion"]
+Stream = Literal["joint", "bone", "motion", "bone_motion"]
+STREAMS: tuple[str, ...] = get_args(Stream)
+# The fusion's stream models are named `stream-<stream>` (models/stream-joint.pt ...): the
+# `ensemble` section, its streams set to that one, with the stream's own overrides.
+STREAM_MODEL = "stream-"
 
 
 def rule(check: Check) -> Any:
@@ -215,6 +219,29 @@ class ModelParams(Section):
         return None
 
 
+def overrides(v: Any) -> str | None:
+    """A mapping of a model section's keys to values (each checked by `stream_config`)."""
+    return None if isinstance(v, Mapping) else "a mapping of model keys to values ({} for none)"
+
+
+@dataclass(frozen=True)
+class FusionParams(Section):
+    """Late fusion: one model per input stream, their probabilities averaged with weights
+    chosen on validation. Each stream's mapping overrides the `ensemble` section's keys for
+    that stream's model alone (its `streams` is the stream itself)."""
+
+    joint: dict[str, Any] = rule(overrides)
+    bone: dict[str, Any] = rule(overrides)
+    motion: dict[str, Any] = rule(overrides)
+    bone_motion: dict[str, Any] = rule(overrides)
+    step: float = rule(number(0.01, 1.0))
+
+    def relation(self) -> str | None:
+        if abs(1.0 / self.step - round(1.0 / self.step)) > 1e-9:
+            return f"fusion.step: expected 1 divided by a whole number (0.1, 0.25, ...), found {self.step}"
+        return None
+
+
 def batch_split(batch_size: int, processes: int, what: str) -> str | None:
     """train.batch_size is the global batch: each of the processes takes an equal share."""
     if batch_size % processes:
@@ -235,6 +262,8 @@ SECTIONS: dict[str, type[Section]] = {
     "train": TrainParams,
     "baseline": ModelParams,
     "model": ModelParams,
+    "ensemble": ModelParams,
+    "fusion": FusionParams,
 }
 S = TypeVar("S", bound=Section)
 
@@ -360,15 +389,50 @@ def load(*sections: str, path: str | Path = PARAMS_FILE) -> dict[str, Any]:
     return out
 
 
+MODEL_NAMES = (*STAGE_SECTION, *(STREAM_MODEL + stream for stream in STREAMS))
+
+
 def model_section(stage: str) -> str:
-    """The params section of a model stage name (`baseline` or `improved`)."""
-    if stage not in STAGE_SECTION:
-        raise PipelineError(f"model name: expected one of {list(STAGE_SECTION)}, found {stage!r}")
-    return STAGE_SECTION[stage]
+    """The params section of a model name (`baseline`, `improved`, or a stream model's
+    `stream-<stream>`, built from the `ensemble` section)."""
+    if stage not in MODEL_NAMES:
+        raise PipelineError(f"model name: expected one of {list(MODEL_NAMES)}, found {stage!r}")
+    return STAGE_SECTION.get(stage, "ensemble")
 
 
 def model_argument(argv: list[str], module: str) -> str:
-    """The one command-line argument of a model stage: `baseline` or `improved`."""
-    if len(argv) != 1 or argv[0] not in STAGE_SECTION:
-        raise PipelineError(f"usage: python -m {module} {{{','.join(STAGE_SECTION)}}}")
+    """The one command-line argument of a model stage: `baseline`, `improved` or a stream
+    model's `stream-<stream>`."""
+    if len(argv) != 1 or argv[0] not in MODEL_NAMES:
+        raise PipelineError(f"usage: python -m {module} {{{','.join(MODEL_NAMES)}}}")
     return argv[0]
+
+
+def stream_config(model: Mapping[str, Any], fusion: FusionParams, stream: str) -> ModelParams:
+    """The stream model's section: `model` (the `ensemble` section's plain values) with
+    streams [stream] and the overrides of `fusion.<stream>`, each checked and named as that
+    key."""
+    where = f"fusion.{stream}"
+    changes = dict(getattr(fusion, stream))
+    schema = rules(ModelParams)
+    for key, value in changes.items():
+        if key in ("streams", "eval") or (key not in schema and key not in backbones()):
+            known = [k for k in [*schema, *backbones()] if k not in ("streams", "eval")]
+            raise fail(PARAMS_FILE, f"{where}: unknown key {key!r} (known: {', '.join(known)})")
+        check = schema.get(key) or backbones()[key]
+        if isinstance(check, type):
+            _build(check, value, f"{where}.{key}", PARAMS_FILE)
+        elif (expected := check(value)) is not None:
+            raise fail(PARAMS_FILE, f"{where}.{key}: expected {expected}, found {show(value)}")
+    return parse("ensemble", {**model, **changes, "streams": [stream]})
+
+
+def load_model(name: str, path: str | Path = PARAMS_FILE) -> tuple[TrainParams, ModelParams]:
+    """The train section and the config of model `name` (see `model_section`), checked."""
+    section = model_section(name)
+    if not name.startswith(STREAM_MODEL):
+        loaded = load("train", section, path=path)
+        return loaded["train"], loaded[section]
+    loaded = load("train", "ensemble", "fusion", path=path)
+    base = read(path)["ensemble"]
+    return loaded["train"], stream_config(base, loaded["fusion"], name.removeprefix(STREAM_MODEL))

@@ -174,7 +174,10 @@ def save_atomic(obj: Any, path: Path) -> None:
 
 def retrain(path: Any) -> str:
     """What to run for a model file that cannot be used."""
-    return f"retrain it with `dvc repro train@{Path(path).stem}`"
+    name = Path(path).stem
+    if name.startswith(params.STREAM_MODEL):
+        return f"retrain it with `dvc repro stream@{name.removeprefix(params.STREAM_MODEL)}`"
+    return f"retrain it with `dvc repro train@{name}`"
 
 
 def load(path: Any, section: str = "model") -> Checkpoint:

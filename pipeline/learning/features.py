@@ -65,8 +65,10 @@ def build_input(x: Tensor, lengths: Tensor, streams: Sequence[str], score: bool)
             part = x
         elif name == "bone":
             part = _bone(x)
-        else:  # motion
+        elif name == "motion":
             part = _motion(x, lengths)
+        else:  # bone_motion: each bone's frame-to-frame change
+            part = _motion(_bone(x), lengths)
         parts.append(part if score else part[..., :2])
     return torch.cat(parts, dim=-1)
 

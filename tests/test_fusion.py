@@ -1,0 +1,105 @@
+"""Late fusion: a model per input stream (`stream@<stream>`), their probabilities averaged with
+weights chosen on validation (`fuse`), and the params that shape each stream's model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from conftest import PARAMS_YAML, call_stage, make_dataset, run_stages, write_params, write_pkl
+
+from pipeline.core import params
+from pipeline.core.errors import PipelineError
+from pipeline.learning import fusion
+
+pytestmark = pytest.mark.usefixtures("torch_state_kept")
+
+
+def test_the_grid_sums_to_one_and_starts_at_equal_weights():
+    grid = fusion.simplex(4, 0.25)
+    assert len(grid) == 35  # compositions of 4 quarters into 4 parts
+    np.testing.assert_allclose(grid.sum(1), 1.0)
+    np.testing.assert_allclose(grid[0], [0.25] * 4)
+    assert fusion.simplex(2, 0.5).tolist()[0] == [0.5, 0.5]
+
+
+def test_choose_weighs_the_model_that_knows_more():
+    targets = np.array([0, 1, 0, 1])
+    good = np.array([[0.9, 0.1], [0.2, 0.8], [0.7, 0.3], [0.1, 0.9]])
+    noise = np.full((4, 2), 0.5)
+    wrong = good[:, ::-1]
+    weights = fusion.choose(np.stack([noise, good, wrong]), targets, 0.1)
+    np.testing.assert_allclose(weights, [0.0, 1.0, 0.0])
+    # two equally good models: the tie goes to the plain average
+    np.testing.assert_allclose(fusion.choose(np.stack([good, good]), targets, 0.1), [0.5, 0.5])
+    np.testing.assert_allclose(
+        fusion.fused(np.array([0.5, 0.5]), np.stack([good, noise])), (good + noise) / 2
+    )
+
+
+def test_a_stream_model_is_the_ensemble_section_on_its_stream_with_its_overrides(tmp_path):
+    write_params(tmp_path, {"fusion.bone": {"epochs": 3, "tcn": {"frame_pool": "mean_max"}}})
+    _, joint = params.load_model("stream-joint", tmp_path / "params.yaml")
+    _, bone = params.load_model("stream-bone", tmp_path / "params.yaml")
+    ensemble = yaml.safe_load(PARAMS_YAML.read_text())["ensemble"]
+    assert joint.streams == ["joint"] and joint.epochs == ensemble["epochs"]
+    assert bone.streams == ["bone"] and bone.epochs == 3 and bone.net.frame_pool == "mean_max"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"epochs": 0}, r"fusion\.motion\.epochs: expected an integer in \[1, 10000\], found 0"),
+        ({"streams": ["bone"]}, r"fusion\.motion: unknown key 'streams'"),
+        ({"color": 1}, r"fusion\.motion: unknown key 'color'"),
+        ({"tcn": {"frame_pool": "max"}}, r"fusion\.motion\.tcn\.frame_pool: expected one of"),
+        ({"augment": {"scale": 2}}, r"fusion\.motion\.augment: scale|fusion\.motion\.augment\."),
+    ],
+)
+def test_a_bad_override_names_its_key(tmp_path, override, message):
+    write_params(tmp_path, {"fusion.motion": override})
+    with pytest.raises(PipelineError, match=message):
+        params.load_model("stream-motion", tmp_path / "params.yaml")
+
+
+def test_fusion_step_must_divide_one(tmp_path):
+    write_params(tmp_path, {"fusion.step": 0.3})
+    with pytest.raises(PipelineError, match=r"fusion\.step: expected 1 divided by a whole"):
+        params.load("fusion", path=tmp_path / "params.yaml")
+
+
+@pytest.mark.slow
+def test_stream_models_train_and_fuse_into_the_ensembles_metrics(tmp_path: Path):
+    write_pkl(
+        make_dataset(labels=(0, 1, 2), groups=range(1, 9)), tmp_path / "data/raw/ucf101_2d.pkl"
+    )
+    write_params(
+        tmp_path,
+        {
+            "data.classes": [0, 1, 2],
+            "shards.frames": 8,
+            "shards.test_views": 2,
+            "shards.workers": 1,
+            "train.threads": 1,
+            "ensemble.epochs": 2,
+            "ensemble.hidden": 8,
+            "ensemble.eval": {"clips": 2, "flip": True},
+            "fusion.step": 0.25,
+        },
+    )
+    run_stages(tmp_path, "extract", "shards", *(("train", f"stream-{s}") for s in params.STREAMS))
+    done = call_stage("fuse", tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("fuse: accuracy ")
+    metrics = json.loads((tmp_path / "metrics/ensemble.json").read_text())
+    weights = [metrics[f"weight_{s}"] for s in params.STREAMS]
+    assert sum(weights) == pytest.approx(1.0) and all(w in (0, 0.25, 0.5, 0.75, 1) for w in weights)
+    assert metrics["test_clips"] > 0 and 0 <= metrics["accuracy"] <= 1
+    table = (tmp_path / "metrics/ensemble/predictions.csv").read_text().splitlines()
+    assert len(table) == metrics["test_clips"] + 1
+    for stream in params.STREAMS:  # each stream model was trained on its own stream alone
+        cfg = json.loads((tmp_path / f"metrics/train/stream-{stream}/metrics.json").read_text())
+        assert cfg  # dvclive summary written
