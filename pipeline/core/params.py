@@ -238,7 +238,8 @@ class FusionParams(Section):
 
     def relation(self) -> str | None:
         if abs(1.0 / self.step - round(1.0 / self.step)) > 1e-9:
-            return f"fusion.step: expected 1 divided by a whole number (0.1, 0.25, ...), found {self.step}"
+            expected = "1 divided by a whole number (0.1, 0.25, ...)"
+            return f"fusion.step: expected {expected}, found {self.step}"
         return None
 
 
