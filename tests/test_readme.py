@@ -44,6 +44,7 @@ COVERED = {
     "Getting the data": "test_getting_the_data_on_a_fresh_clone",
     "Your own PYSKL pickle": "test_your_own_pickle_*",
     "Everyday DVC commands": "test_everyday_dvc_commands_in_the_demo",
+    "Backbones and late fusion": "test_backbones_and_late_fusion_in_the_demo",
     "See what the model does": "test_see_what_the_model_does_in_the_demo",
     "Training on several GPUs / machines": "test_ddp.py::test_torchrun_* (in its own workspace)",
     "The notebook's protocol": "test_the_notebooks_protocol_in_the_demo",
@@ -202,6 +203,23 @@ def test_everyday_dvc_commands_in_the_demo(clone: Path) -> None:
     assert next(commands, None) is None, "a command of the block that this test does not run"
     assert md5(demo / "models" / "baseline.pt") == baseline_model
     assert md5(pkl) == before
+
+
+def test_backbones_and_late_fusion_in_the_demo(clone: Path) -> None:
+    demo = clone / ".demo"
+    arch, bone, diff = readme.block("Backbones and late fusion")
+    assert ran(sh(arch, demo).stdout) == IMPROVED  # the ensemble does not read `model`
+    joint = md5(demo / "models" / "stream-joint.pt")
+    assert ran(sh(bone, demo).stdout) == {"stream@bone", "fuse"}  # one stream retrained
+    assert md5(demo / "models" / "stream-joint.pt") == joint
+    shown = sh(diff, demo).stdout
+    assert "metrics/ensemble.json" in shown and "metrics/improved.json" in shown
+    assert "metrics/baseline.json" not in shown
+    ensemble = json.loads((demo / "metrics" / "ensemble.json").read_text())
+    assert sum(ensemble[f"weight_{s}"] for s in ("joint", "bone", "motion", "bone_motion")) == (
+        pytest.approx(1.0)
+    )
+    sh("git checkout params.yaml && dvc checkout -q", demo)  # the committed run, for what follows
 
 
 def test_see_what_the_model_does_in_the_demo(clone: Path) -> None:

@@ -35,6 +35,9 @@ TINY = {
     "model.epochs": 2,
     "model.hidden": 16,
     "model.eval.clips": 2,
+    "ensemble.epochs": 2,
+    "ensemble.hidden": 8,
+    "ensemble.eval.clips": 2,
 }
 DEMO_PARAMS = " ".join(
     ["data.source=synthetic", "data.pkl=data/raw/synthetic_2d.pkl"]
@@ -47,6 +50,11 @@ ALL_STAGES = {
     "train@improved",
     "evaluate@baseline",
     "evaluate@improved",
+    "stream@joint",
+    "stream@bone",
+    "stream@motion",
+    "stream@bone_motion",
+    "fuse",
     "summary",
     "plots",
 }
