@@ -25,6 +25,10 @@ UNDECLARED_READS = {
     "params.yaml": "DVC tracks the params each stage names, not the file",
     "models/baseline.resume.pt": "train's own resume state after a kill (gitignored, not a result)",
     "models/improved.resume.pt": "train's own resume state after a kill (gitignored, not a result)",
+    **{
+        f"models/stream-{stream}.resume.pt": "train's own resume state (gitignored)"
+        for stream in ("joint", "bone", "motion", "bone_motion")
+    },
     "labels.txt": "data.label_map: DVC tracks its name (a param), not its content; params.yaml "
     "and the README say to force extract after editing it",
 }
@@ -214,6 +218,9 @@ def test_every_file_a_stage_reads_is_a_dep_or_its_own_out(tmp_path: Path) -> Non
             "baseline.epochs": 1,
             "model.epochs": 1,
             "model.hidden": 8,
+            "ensemble.eval.clips": 2,
+            "ensemble.epochs": 1,
+            "ensemble.hidden": 8,
         },
     )
     values = yaml.safe_load((work / "params.yaml").read_text())
@@ -236,3 +243,5 @@ def test_train_reads_every_backbones_settings() -> None:
 
     listed = set(DVC_YAML["stages"]["train"]["do"]["params"])
     assert {f"${{item}}.{name}" for name in REGISTRY} <= listed
+    listed = set(DVC_YAML["stages"]["stream"]["do"]["params"])
+    assert {f"ensemble.{name}" for name in REGISTRY} <= listed
