@@ -41,8 +41,11 @@ repro: $(STAMP) .dvc/plots.html
 bench: $(STAMP)
 	$(RUN) python -m bench
 
+# ACCURACY_ARGS picks another table, e.g. the candidate backbones cross-validated by subject:
+# make accuracy ACCURACY_ARGS="--table backbones --folds 5 --out metrics/accuracy/backbones"
+ACCURACY_ARGS ?=
 accuracy: $(STAMP)
-	$(RUN) python -m bench.accuracy
+	$(RUN) python -m bench.accuracy $(ACCURACY_ARGS)
 
 # On a machine with CUDA: the demo trained on the GPU, with amp and on every GPU (DDP); one table.
 gpu-check: $(STAMP)

@@ -4,8 +4,15 @@ Runs the pipeline's own stage commands in a scratch workspace (`pipeline.project
 several seeds, and writes metrics/accuracy/results.csv (one row per run) and
 metrics/accuracy/summary.md (mean ± std per setup), the table the README quotes.
 
-Usage: python -m bench.accuracy [--pkl PATH] [--seeds 0 1 2] [--only NAME ...] [--dest DIR]
-                                [--set KEY=VALUE ...] [--folds K] [--out DIR]
+Usage: python -m bench.accuracy [--pkl PATH] [--seeds 0 1 2] [--table ablations|backbones]
+                                [--only NAME ...] [--dest DIR] [--set KEY=VALUE ...]
+                                [--folds K] [--out DIR]
+
+`--table backbones` runs the candidate backbones instead of the ablations: the improved model
+with only `model.arch` changed (`make accuracy ACCURACY_ARGS="--table backbones --folds 5
+--out metrics/accuracy/backbones"`). With `--folds` each run is also scored on the test split,
+so one table holds both: the val accuracy cross-validated by subject, which chooses, and the
+test accuracy, which is only reported.
 
 `--set` tries an idea under the same protocol: its overrides go into the base params of every
 setup, data.* included (each ablation still turns its own ingredient off on top), e.g.

@@ -125,3 +125,26 @@ def test_fewer_than_two_folds_is_a_usage_error(tmp_path: Path, capsys) -> None:
         accuracy.main(["--pkl", str(tmp_path / "absent.pkl"), "--folds", "1"])
     assert exc.value.code == 2
     assert "--folds: expected an integer >= 2, found '1'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_backbones_table_runs_each_candidate_under_one_protocol(tmp_path: Path) -> None:
+    classes = ("boxing", "drums")
+    data = make_dataset(
+        labels=(0, 1),
+        groups=range(1, 6),
+        test_groups=(1,),
+        frames=(12, 20),
+        split_names=("train", "test"),
+        name=lambda label, g, c: f"p{g}_{classes[label]}_{c:02d}",
+    )
+    pkl = write_pkl(data, tmp_path / "mime5_2d.pkl")
+    out = tmp_path / "out"
+    tiny = ["model.epochs=1", "model.hidden=8", "shards.test_views=2", "model.eval.clips=2"]
+    only = ["stgcnpp", "tcn (improved)"]
+    args = ["--pkl", str(pkl), "--dest", str(tmp_path / "ws"), "--out", str(out)]
+    accuracy.main([*args, "--table", "backbones", "--only", *only, "--seeds", "0", "--set", *tiny])
+    runs = pd.read_csv(out / "results.csv")
+    assert runs["setup"].tolist() == only
+    assert (runs["train_wall_s"] > 0).all() and runs["test_accuracy"].between(0, 1).all()
+    assert "stgcnpp" in (out / "summary.md").read_text()
