@@ -1,6 +1,8 @@
-"""Stage `train@<name>`: fit one model (`baseline` or `improved`) on the shards.
+"""Stages `train@<name>` and `stream@<stream>`: fit one model (`baseline`, `improved`, or the
+fusion's `stream-<stream>`) on the shards.
 
-Reads params `train` and the model's own section (`baseline`, or `model` for improved); writes
+Reads params `train` and the model's own section (`baseline`, `model` for improved, or for a
+stream model `ensemble` with its stream and the overrides of `fusion.<stream>`); writes
 the selected weights, with all that using them needs (pipeline.learning.checkpoint), to
 models/<name>.pt and per-epoch curves with dvclive to metrics/train/<name>/. The curves are
 written when the run is done, from its history, and published with the model: a killed or
