@@ -103,3 +103,23 @@ def test_stream_models_train_and_fuse_into_the_ensembles_metrics(tmp_path: Path)
     for stream in params.STREAMS:  # each stream model was trained on its own stream alone
         cfg = json.loads((tmp_path / f"metrics/train/stream-{stream}/metrics.json").read_text())
         assert cfg  # dvclive summary written
+
+
+def test_bone_motion_is_each_bones_change_to_the_next_frame():
+    import torch
+
+    from pipeline.learning import features
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 6, 1, 17, 3, generator=gen) + 0.1  # every joint present
+    lengths = torch.tensor([6, 4])
+    x[1, 4:] = 0
+    bone = features.build_input(x, lengths, ["bone"], True)
+    moved = features.build_input(x, lengths, ["bone_motion"], True)
+    root = 0  # the nose has no bone, so no bone motion either
+    expected = bone[:, 1:, ..., :2] - bone[:, :-1, ..., :2]
+    torch.testing.assert_close(moved[0, :5, :, 1:, :2], expected[0, :, :, 1:])
+    assert moved[0, 5].abs().sum() == 0  # the last frame has no successor
+    assert moved[1, 3:].abs().sum() == 0  # nor has clip 1's, and its padding stays zero
+    assert moved[..., root, :].abs().sum() == 0
+    assert features.in_channels(["bone_motion"], True) == 3
