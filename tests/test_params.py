@@ -116,7 +116,7 @@ def test_load_returns_only_the_sections_asked_for():
         # streams
         ("model.streams", [], "a non-empty list drawn from"),
         ("model.streams", ["joint", "joint"], "a non-empty list drawn from"),
-        ("baseline.streams", ["rgb"], r"drawn from \['bone', 'joint', 'motion'\]"),
+        ("baseline.streams", ["rgb"], r"drawn from \['bone', 'bone_motion', 'joint', 'motion'\]"),
         # split names
         ("data.train_split", "", "null or a split name"),
         ("data.test_split", 1, "null or a split name"),
