@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> None:
     clips = known_clips(clips, ckpt, str(args.input))
     if not clips:
         raise fail(str(args.input), "no clip to predict")
-    runtime.setup(dataclasses.replace(ckpt.train, device=predictor.device.type))
+    runtime.setup(dataclasses.replace(ckpt.train, device=predictor.device.type), where=ckpt.source)
     table = predictor.table(clips, predictor.probabilities(clips, progress=True), args.top)
     if args.out is not None:
         write(table, args.out)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.core import params, skeleton
-from pipeline.core.errors import StopFlag, cli, fail
+from pipeline.core.errors import STOP_SIGNALS, StopFlag, cli, fail, interruption
 from pipeline.core.params import ShardsParams
 from pipeline.core.paths import SHARDS_DIR, SUBSET_DIR
 from pipeline.dataset import preprocess
@@ -64,7 +64,8 @@ def _start_worker(folder: str) -> None:
     group: the workers ignore it, so the user sees one line from the parent, not a traceback
     from each worker."""
     global _worker_subset
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for sig in STOP_SIGNALS:  # SIGTERM too: sent to the group, the parent alone reports it
+        signal.signal(sig, signal.SIG_IGN)
     _worker_subset = Subset(folder)
 
 
@@ -175,7 +176,7 @@ def _build_in_pool(workers: int, folder: str, args: list[tuple]) -> list[np.ndar
             by_job[futures[future]] = future.result()
             if stop.raised:  # Ctrl-C: drop the shards not started, report it once
                 pool.shutdown(cancel_futures=True)
-                raise KeyboardInterrupt
+                raise interruption()
     return [by_job[i] for i in range(len(args))]
 
 

@@ -31,6 +31,7 @@ from pipeline.core import params
 from pipeline.core.errors import StopFlag
 from pipeline.core.params import ModelParams, TrainParams
 from pipeline.dataset.shardset import ShardSet
+from pipeline.files.inputs import refuse_special
 from pipeline.learning.checkpoint import save_atomic
 from pipeline.learning.distributed import SINGLE, World, unwrap
 from pipeline.learning.inference import autocast, predict, to_input
@@ -231,6 +232,7 @@ def copy_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def read_resume(path: Path) -> bytes:
     """The resume file's bytes; none when it is missing or unreadable."""
+    refuse_special(path)  # a FIFO there would block the read forever
     try:
         return path.read_bytes()
     except OSError:
