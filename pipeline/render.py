@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
             caption(clip, table),
             width=args.width,
             frames=args.frames,
-            source=f"{args.input}: clip {clip.frame_dir!r}",
+            source=f"{args.input}: clip {clip.name!r}",
         )
         save_gif(frames, target, args.fps)
         print(f"render: {target} ({len(frames)} frames)")
