@@ -138,12 +138,23 @@ def _nearest_folder(path: Path) -> Path:
     raise fail(str(path), "no existing folder above it")  # only if even '/' is not a folder
 
 
-def _make_parent(path: Path) -> None:
-    _nearest_folder(path)
+def _make_parent(path: Path) -> list[Path]:
+    """Create the folders missing above `path`; return them, deepest first (for _unmake)."""
+    base = _nearest_folder(path)
+    above = (path.parent, *path.parent.parents)
+    missing = list(above[: above.index(base)])  # everything below the nearest existing folder
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise fail(str(path.parent), f"cannot create this folder ({_reason(exc)})") from None
+    return missing
+
+
+def _unmake(folders: list[Path]) -> None:
+    """Remove the folders _make_parent created, where still empty: a failed write leaves none."""
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 def _replace(src: Path, dst: Path) -> None:
@@ -200,7 +211,7 @@ def prepare_outputs(
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside `path`; it replaces `path` only if the block succeeds."""
     path = Path(path)
-    _make_parent(path)
+    made = _make_parent(path)
     _replaceable(path)
     tmp = _tmp_name(path)
     try:
@@ -209,6 +220,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         _replace(tmp, path)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        _unmake(made)
         failure = _write_failure(exc, path, tmp)
         if failure is not None:
             raise failure from None
@@ -237,7 +249,7 @@ def write_json(path: str | os.PathLike[str], data: Any) -> None:
 def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Build a folder under a temporary name; it replaces `path` (old contents gone) on success."""
     path = Path(path)
-    _make_parent(path)
+    made = _make_parent(path)
     _replaceable(path, folder=True)
     tmp = _tmp_name(path, directory=True)
     try:
@@ -251,6 +263,7 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
             _remove(old)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        _unmake(made)
         failure = _write_failure(exc, path, tmp)
         if failure is not None:
             raise failure from None
