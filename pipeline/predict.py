@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -54,7 +55,8 @@ from pipeline.files.clipfiles import Clip
 from pipeline.learning import checkpoint, inference, runtime
 from pipeline.learning.checkpoint import Checkpoint
 
-BATCHES_PER_CHUNK = 8  # clips are preprocessed this many model batches at a time
+BATCHES_PER_CHUNK = 8  # clips are preprocessed this many model batches at a time ...
+CHUNK_MEMORY = 1 << 30  # ... or fewer, so that a chunk's input stays within this (one at least)
 SHOWN = 20  # rows printed when there is no --out
 
 
@@ -121,6 +123,8 @@ class Predictor:
         ckpt = self.checkpoint
         size = ckpt.train.batch_size
         shape = (self.stored_views, ckpt.shards.frames, ckpt.persons, ckpt.joints, 3)
+        batches = min(BATCHES_PER_CHUNK, CHUNK_MEMORY // (4 * math.prod(shape) * size))
+        chunk = size * max(1, batches)  # whole batches: each is still the one evaluate ran
         out = []
         with tqdm(
             total=len(clips),
@@ -129,8 +133,8 @@ class Predictor:
             file=sys.stderr,
             leave=False,
         ) as bar:
-            for start in range(0, len(clips), size * BATCHES_PER_CHUNK):
-                part = clips[start : start + size * BATCHES_PER_CHUNK]
+            for start in range(0, len(clips), chunk):
+                part = clips[start : start + chunk]
                 x = np.zeros((len(part), *shape), np.float32)
                 lengths = [self.preprocess(clip, x[k])[1] for k, clip in enumerate(part)]
                 out.append(

@@ -611,6 +611,7 @@ CASES = [
         2,
         rf"^error: {PKL}: " + REGULAR_ONLY.format(r"a FIFO \(named pipe\)"),
         process=True,
+        slow=True,
     ),
     Case(
         "params.yaml is a FIFO",
@@ -619,6 +620,7 @@ CASES = [
         2,
         r"^error: params\.yaml: " + REGULAR_ONLY.format(r"a FIFO \(named pipe\)"),
         process=True,
+        slow=True,
     ),
     Case(
         "the model is a FIFO",

@@ -37,6 +37,7 @@ from pipeline.core.errors import PipelineError, cli
 from pipeline.dataset.shardset import ShardSet
 from pipeline.dataset.subset import INDEX_COLUMNS, SPLITS
 from pipeline.files import atomic
+from pipeline.learning import runtime
 
 TINY = {
     "data.pkl": "data/raw/tiny.pkl",
@@ -770,3 +771,20 @@ def test_a_closed_stdout_is_one_line(ws: Path) -> None:
         r"\(or redirected to a file or /dev/null\)",
         before,
     )
+
+
+def test_train_nproc_above_the_cores_warns_and_far_above_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Processes beyond the cores take turns on them (13x slower, seen): one warning line;
+    beyond 4 per core, refused. On CUDA each process has its GPU: no word."""
+    monkeypatch.setattr(runtime, "cores", lambda: 2)
+    cpu = torch.device("cpu")
+    assert runtime.check_processes(2, cpu) is None
+    assert runtime.check_processes(3, cpu) == (
+        "warning: params.yaml: train.nproc: 3 processes share the 2 cores this process may use; "
+        "training takes turns on them, slower than with at most 2"
+    )
+    with pytest.raises(PipelineError, match=r"train\.nproc: expected at most 8 processes on CPU"):
+        runtime.check_processes(9, cpu)
+    assert runtime.check_processes(9, torch.device("cuda")) is None
