@@ -17,8 +17,9 @@ import io
 import os
 import re
 import shutil
+import tracemalloc
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -316,6 +317,7 @@ class Case:
     last_line: str  # a regex for the last line on stderr (re.search)
     process: bool = False  # run as `python -m pipeline.<stage>`, not in this process
     slow: bool = False  # over a second: left out of `make test-fast`
+    peak_mib: int | None = None  # the most memory (numpy's and Python's) the stage may take
 
 
 RETRAIN_BASELINE = r"; retrain it with `dvc repro train@baseline`$"
@@ -524,6 +526,7 @@ CASES = [
         2,
         r"^error: clip\.npz: field 'keypoint': its header claims shape \(1099511627776, 17, 2\) "
         r"of float32 \(136 TiB\), more than the 136 bytes it holds$",
+        peak_mib=16,
     ),
     Case(
         "npz zip bomb",
@@ -532,6 +535,7 @@ CASES = [
         2,
         r"^error: clip\.npz: its arrays unpack to 260 MiB, over the limit of 256 MiB for one clip$",
         slow=True,  # 260 MiB to compress
+        peak_mib=16,
     ),
     Case(
         "JSON clip is /dev/zero",
@@ -539,6 +543,7 @@ CASES = [
         (*PREDICT, "clip.json"),
         2,
         r"^error: clip\.json: " + REGULAR_ONLY.format("a character device"),
+        peak_mib=16,
     ),
     Case(
         "JSON clip of 33 MiB",
@@ -546,6 +551,7 @@ CASES = [
         (*PREDICT, "clip.json"),
         2,
         r"^error: clip\.json: the JSON clip is 33 MiB, over the limit of 32 MiB for such a file$",
+        peak_mib=16,
     ),
     Case(
         "params.yaml is /dev/zero",
@@ -553,6 +559,7 @@ CASES = [
         ("extract",),
         2,
         r"^error: params\.yaml: " + REGULAR_ONLY.format("a character device"),
+        peak_mib=16,
     ),
     Case(
         "render of img_shape (60000, 1)",
@@ -561,6 +568,7 @@ CASES = [
         2,
         rf"^error: {PKL}: clip '{CLIP}': img_shape \(60000, 1\) at --width 320 makes the image "
         r"320x19200000 pixels; the limit is 8192 pixels high$",
+        peak_mib=64,
     ),
     Case(
         "render of more frames than a GIF holds",
@@ -569,6 +577,7 @@ CASES = [
         2,
         rf"^error: {PKL}: clip '{CLIP}': 3000 frames of 320x299 pixels make 287,040,000 pixels; "
         r"the limit for one GIF is 268,435,456: draw fewer with --frames \(or a smaller --width\)$",
+        peak_mib=64,
     ),
     Case(
         "checkpoint asking for GiBs per clip",
@@ -578,6 +587,7 @@ CASES = [
         r"^error: models/baseline\.pt: its params ask for [\d.]+ GiB of memory per clip "
         r"\(shards\.frames 100000, shards\.test_views 100, eval\.clips 1, hidden 32\); the "
         r"limit is 1 GiB; retrain it with `dvc repro train@baseline` with smaller ones$",
+        peak_mib=64,
     ),
     # issue 24, 4. special files: never replaced, never read
     Case(
@@ -686,6 +696,7 @@ CASES = [
         2,
         r"^error: params\.yaml: the params file is 2(\.\d+)? MiB, over the limit of 1 MiB for "
         r"such a file$",
+        peak_mib=16,
     ),
     Case(
         "render --fps 1e-9",
@@ -740,6 +751,18 @@ def marks(case: Case) -> list[pytest.MarkDecorator]:
     return [requires_realdata] * (case.setup is real_clips) + [pytest.mark.slow] * case.slow
 
 
+@contextlib.contextmanager
+def traced() -> Iterator[list[int]]:
+    """The peak of memory allocated in the block (numpy reports its arrays to tracemalloc)."""
+    peak = [0]
+    tracemalloc.start()
+    try:
+        yield peak
+        peak[0] = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 def files(ws: Path) -> dict[str, bytes]:
     """Every file of the workspace but params.yaml (a case may edit it), by content: a failed
     stage must leave all of them, its training curves included, exactly as they were."""
@@ -760,7 +783,10 @@ def test_fault(trained: Path, tmp_path: Path, case: Case) -> None:
         result = run_stage(case.stage[0], ws, *case.stage[1:], timeout=120)
         code, out, err = result.returncode, result.stdout, result.stderr
     else:
-        code, out, err = run_here(case.stage[0], ws, *case.stage[1:])
+        with traced() if case.peak_mib else contextlib.nullcontext([0]) as peak:
+            code, out, err = run_here(case.stage[0], ws, *case.stage[1:])
+        if case.peak_mib is not None:
+            assert peak[0] < case.peak_mib << 20, f"took {peak[0] / 2**20:.0f} MiB"
     assert code == case.code, (out, err)
     assert "Traceback" not in out + err
     lines = err.splitlines()

@@ -749,6 +749,7 @@ def test_a_signal_while_modules_import_is_one_line(
     assert snapshot(ws) == before
 
 
+@pytest.mark.slow
 def test_a_closed_stdout_is_one_line(ws: Path) -> None:
     before = snapshot(ws)
     done = subprocess.run(

@@ -9,6 +9,7 @@ that opens the path itself (torch, pandas, numpy, the unpickler). Files read who
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -54,7 +55,7 @@ def check_regular(path: str | os.PathLike[str], limit: int | None = None, what: 
     file over the limit, is a one-line error naming it."""
     info = os.stat(path)  # follows symlinks, never blocks (opening a FIFO would)
     if stat.S_ISDIR(info.st_mode):
-        raise IsADirectoryError(21, os.strerror(21), str(path))
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
     if not stat.S_ISREG(info.st_mode):
         raise _not_regular(path, info.st_mode)
     if limit is not None and info.st_size > limit:
@@ -84,8 +85,9 @@ def read_bytes(path: str | os.PathLike[str], limit: int, what: str = "") -> byte
     # still returns at once (and the read finds nothing) instead of waiting for a writer
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-            raise fail(str(path), "expected a regular file, found another kind; it is not read")
+        mode = os.fstat(handle.fileno()).st_mode
+        if not stat.S_ISREG(mode):
+            raise _not_regular(path, mode)
         data = handle.read(limit + 1)
     if len(data) > limit:
         raise fail(
