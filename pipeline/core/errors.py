@@ -111,7 +111,8 @@ def _exit_while_starting(signum: int, frame: object) -> None:
     args = sys.orig_argv[sys.orig_argv.index("-m") + 1 :] if "-m" in sys.orig_argv else []
     name = (args[0] if args else "pipeline").rpartition(".")[2]
     word = "terminated" if signum == signal.SIGTERM else "interrupted"
-    os.write(2, f"{word}: {name} stopped while starting; nothing was written\n".encode())
+    with contextlib.suppress(OSError):  # no stderr: the exit code alone tells
+        os.write(2, f"{word}: {name} stopped while starting; nothing was written\n".encode())
     os._exit(EXIT_TERMINATED if signum == signal.SIGTERM else EXIT_INTERRUPTED)
 
 
