@@ -13,6 +13,7 @@ import json
 import math
 import os
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,37 @@ def write(
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 
+@dataclass(frozen=True)
+class Clips:
+    """Ragged clips laid out as the subset stores them: clip i is rows start[i] ..
+    start[i] + persons[i] * frames[i] of `keypoint` and `score`, persons after persons."""
+
+    keypoint: np.ndarray  # float16 [rows, 17, 2]
+    score: np.ndarray  # float16 [rows, 17]
+    start: np.ndarray  # int64 [clips]
+    persons: np.ndarray  # int64 [clips]
+    frames: np.ndarray  # int64 [clips]
+    img_hw: np.ndarray  # int64 [clips, 2]: image height and width
+
+    def __len__(self) -> int:
+        return len(self.start)
+
+    @classmethod
+    def one(
+        cls, keypoint: np.ndarray, keypoint_score: np.ndarray, img_hw: tuple[int, int]
+    ) -> Clips:
+        """One clip [M, T, 17, 2] + scores [M, T, 17], rounded to the subset's float16."""
+        m, t = keypoint.shape[:2]
+        return cls(
+            keypoint=np.ascontiguousarray(keypoint, DTYPE).reshape(m * t, NUM_JOINTS, 2),
+            score=np.ascontiguousarray(keypoint_score, DTYPE).reshape(m * t, NUM_JOINTS),
+            start=np.zeros(1, np.int64),
+            persons=np.array([m], np.int64),
+            frames=np.array([t], np.int64),
+            img_hw=np.array([img_hw], np.int64),
+        )
+
+
 class _FlatReader:
     """Rows of a flat .npy read with pread: unlike a memory map, pages read are not held in RSS."""
 
@@ -127,6 +159,7 @@ class Subset:
         self._offset = self.index["offset"].to_numpy()
         self._persons = self.index["persons"].to_numpy()
         self._frames = self.index["frames"].to_numpy()
+        self._img_hw = self.index[["img_h", "img_w"]].to_numpy(np.int64)
 
     def _check(self) -> None:
         """The index and the arrays agree, so every clip it names reads back whole."""
@@ -180,6 +213,28 @@ class Subset:
         return (
             self.keypoints.rows(start, stop).reshape(m, t, NUM_JOINTS, 2),
             self.scores.rows(start, stop).reshape(m, t, NUM_JOINTS),
+        )
+
+    def clips(self, rows: np.ndarray) -> Clips:
+        """Clips `rows` in one batch: each run of clips stored back to back is one read."""
+        rows = np.asarray(rows, np.int64)
+        offset, persons, frames = self._offset[rows], self._persons[rows], self._frames[rows]
+        sizes = persons * frames
+        stops = offset + sizes
+        cuts = [0, *(np.flatnonzero(offset[1:] != stops[:-1]) + 1).tolist(), len(rows)]
+        runs = [
+            (int(offset[a]), int(stops[b - 1]))
+            for a, b in zip(cuts[:-1], cuts[1:], strict=True)
+            if b > a
+        ]
+        parts = [(self.keypoints.rows(a, b), self.scores.rows(a, b)) for a, b in runs]
+        return Clips(
+            keypoint=np.concatenate([k for k, _ in parts]) if parts else self.keypoints.rows(0, 0),
+            score=np.concatenate([s for _, s in parts]) if parts else self.scores.rows(0, 0),
+            start=np.cumsum(sizes) - sizes,
+            persons=persons.astype(np.int64),
+            frames=frames.astype(np.int64),
+            img_hw=self._img_hw[rows],
         )
 
     def close(self) -> None:
