@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
+import pytest
 import torch
 
 from pipeline.core.params import NO_AUGMENT, AugmentParams
@@ -225,6 +226,7 @@ def _odd_batch(seed: int):
     return x, lengths
 
 
+@pytest.mark.slow
 def test_streams_and_augment_equal_the_plain_definition_bit_for_bit():
     import features_reference as reference
 
@@ -244,6 +246,7 @@ def test_streams_and_augment_equal_the_plain_definition_bit_for_bit():
             assert _bits(mine) == _bits(theirs), knob
 
 
+@pytest.mark.slow
 def test_to_input_equals_augment_then_streams_of_the_plain_definition():
     import features_reference as reference
     import numpy as np

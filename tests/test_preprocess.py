@@ -59,6 +59,7 @@ CONFIGS = list(
 )
 
 
+@pytest.mark.slow  # 48 cases, about 8 s in all
 @pytest.mark.parametrize(("normalize", "sampling", "order", "persons", "min_score"), CONFIGS)
 def test_build_clips_equals_the_per_clip_definition_bit_for_bit(
     normalize, sampling, order, persons, min_score
