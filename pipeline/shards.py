@@ -87,10 +87,13 @@ def train_visibility(subset: Subset, threshold: float) -> tuple[np.ndarray, int]
     rows = subset.rows("train")
     starts = subset.index["offset"].to_numpy()[rows]
     stops = starts + (subset.index["persons"].to_numpy() * subset.index["frames"].to_numpy())[rows]
+    # score > threshold compares in float16; for finite float16 values (extract lets no other
+    # in) and a threshold >= 0, their bits as int16 compare the same way, and faster
+    limit = np.float16(threshold).view(np.int16)
     for start, stop in _runs(starts, stops):
         for first in range(start, stop, _CHUNK_ROWS):
             score = subset.scores.rows(first, min(stop, first + _CHUNK_ROWS))
-            visible += (score > threshold).sum(axis=0)
+            visible += (score.view(np.int16) > limit).sum(axis=0)
         seen += stop - start
     return visible, seen
 

@@ -188,6 +188,18 @@ class _FlatReader:
         data = os.pread(self._fd, size, self._start + start * self._row_bytes)
         return np.frombuffer(data, self._dtype).reshape((stop - start, *self._row_shape))
 
+    def read_into(self, start: int, out: np.ndarray) -> None:
+        """Rows start .. start + len(out) into `out` (C-contiguous, of this file's rows)."""
+        if self._fd is None:
+            self._fd = os.open(self._path, os.O_RDONLY)
+        view = memoryview(out).cast("B")
+        offset = self._start + start * self._row_bytes
+        while len(view):  # a regular file reads whole; a short read would only be retried
+            done = os.preadv(self._fd, [view], offset)
+            if done == 0:
+                raise damaged(self._path, STAGE, f"ends before row {start + len(out)}")
+            view, offset = view[done:], offset + done
+
     def close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
@@ -271,16 +283,19 @@ class Subset:
         sizes = persons * frames
         stops = offset + sizes
         cuts = [0, *(np.flatnonzero(offset[1:] != stops[:-1]) + 1).tolist(), len(rows)]
-        runs = [
-            (int(offset[a]), int(stops[b - 1]))
-            for a, b in zip(cuts[:-1], cuts[1:], strict=True)
-            if b > a
-        ]
-        parts = [(self.keypoints.rows(a, b), self.scores.rows(a, b)) for a, b in runs]
+        starts = np.cumsum(sizes) - sizes
+        total = int(sizes.sum())
+        keypoint = np.empty((total, NUM_JOINTS, 2), DTYPE)
+        score = np.empty((total, NUM_JOINTS), DTYPE)
+        for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+            if b > a:  # one read per run of clips stored back to back, straight into place
+                first, stop = int(starts[a]), int(starts[b - 1] + sizes[b - 1])
+                self.keypoints.read_into(int(offset[a]), keypoint[first:stop])
+                self.scores.read_into(int(offset[a]), score[first:stop])
         return Clips(
-            keypoint=np.concatenate([k for k, _ in parts]) if parts else self.keypoints.rows(0, 0),
-            score=np.concatenate([s for _, s in parts]) if parts else self.scores.rows(0, 0),
-            start=np.cumsum(sizes) - sizes,
+            keypoint=keypoint,
+            score=score,
+            start=starts,
             persons=persons.astype(np.int64),
             frames=frames.astype(np.int64),
             img_hw=self._img_hw[rows],
