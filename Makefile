@@ -42,8 +42,11 @@ data: $(STAMP)
 repro: $(STAMP) .dvc/plots.html
 	$(RUN) dvc repro
 
+# Figures saved as DVC metrics (bench/metrics/, `dvc metrics diff`), then bench/README.md's
+# tables written from them.
 bench: $(STAMP)
 	$(RUN) python -m bench
+	$(RUN) python -m bench.report
 
 accuracy: $(STAMP)
 	$(RUN) python -m bench.accuracy
