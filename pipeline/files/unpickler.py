@@ -18,7 +18,7 @@ PYSKL file comes near:
   floats and large integers hash slowly or can be made to share one hash: quadratic inserts);
 - a length field asking for more bytes than the file holds.
 
-Then C's `pickle.Unpickler` loads the file at full speed, its `find_class` giving the same
+Then C's unpickler (`_pickle`) loads the file at full speed, its `find_class` giving the same
 checked callables, which refuse at once anything numpy itself would not write and bound what
 they copy by the file's size (see `pickled_arrays`).
 """
