@@ -20,11 +20,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import ddp, demo, evaluate, extract, gpu, predict, shards, sweep, train
+from bench import ddp, demo, evaluate, extract, gpu, predict, shards, sweep, train, unpickle
 from bench.common import DEFAULT_CSV, RESULTS, BenchError, Context, Row, load_average, table
 
 BENCHMARKS: dict[str, Callable[[Context], list[Row]]] = {
     "extract": extract.run,
+    "unpickle": unpickle.run,
     "shards": shards.run,
     "train": train.run,
     "evaluate": evaluate.run,

@@ -95,7 +95,7 @@ def describe(value: Any) -> str:
     if isinstance(value, _Name):
         return value.name
     if isinstance(value, ArrayStub):
-        value = value.array if value.array is not None else np.empty(0)
+        return f"an array of shape {value.shape if value.array is None else value.array.shape}"
     if isinstance(value, DtypeStub):
         value = value.dtype
     if isinstance(value, np.ndarray):

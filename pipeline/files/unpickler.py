@@ -44,8 +44,8 @@ OPEN_LIMIT = 10_000  # a PYSKL file has a few containers open at once
 ELEMENTS_BASE = 100_000
 ELEMENTS_PER_BYTE = 4  # the real files hold about 0.002 elements per byte
 # The real files hold one instruction per 400 (mime5) to 1,000 (UCF101) bytes; the scan takes
-# about a microsecond per instruction, so this bounds it by about 1 s + 4 ms per MB.
-OPS_BASE = 1_000_000
+# under a microsecond per instruction, so this bounds it by about 0.5 s + 4 ms per MB.
+OPS_BASE = 500_000
 OPS_BYTES = 256
 
 __all__ = ["RestrictedUnpickler", "Refused", "clip"]
@@ -55,16 +55,39 @@ __all__ = ["RestrictedUnpickler", "Refused", "clip"]
 # [depth, elements (shared ones counted in full), placed in another, open, kind].
 STR, BYTES, INT, NONE, BOOL = 1, 2, 3, 4, 5  # hash cheaply and never collide: keys allowed
 FLOAT, BIGINT, BYTEARRAY, ARRAY_STUB, DTYPE_STUB, ARRAY, SCALAR, EMPTY_TUPLE = range(6, 14)
-_NAMES = {STR: "a str", BYTES: "a bytes", INT: "an int", NONE: "a NoneType", BOOL: "a bool",
-          FLOAT: "a float", BIGINT: "an int", BYTEARRAY: "a bytearray", ARRAY_STUB: "an array",
-          DTYPE_STUB: "a dtype", ARRAY: "an array", SCALAR: "a numpy scalar",
-          EMPTY_TUPLE: "a tuple"}  # fmt: skip
-_CONTAINERS = {"t": "a tuple", "l": "a list", "d": "a dict", "o": "an OrderedDict", "s": "a set",
-               "f": "a frozenset"}  # fmt: skip
+_NAMES = {
+    STR: "a str",
+    BYTES: "a bytes",
+    INT: "an int",
+    NONE: "a NoneType",
+    BOOL: "a bool",
+    FLOAT: "a float",
+    BIGINT: "an int",
+    BYTEARRAY: "a bytearray",
+    ARRAY_STUB: "an array",
+    DTYPE_STUB: "a dtype",
+    ARRAY: "an array",
+    SCALAR: "a numpy scalar",
+    EMPTY_TUPLE: "a tuple",
+}
+_CONTAINERS = {
+    "t": "a tuple",
+    "l": "a list",
+    "d": "a dict",
+    "o": "an OrderedDict",
+    "s": "a set",
+    "f": "a frozenset",
+}
 _TYPES = {"l": "list", "d": "dict", "o": "OrderedDict", "s": "set"}
 # what a call of each allowed global leaves on the stack
-_RESULTS = {"_reconstruct": ARRAY_STUB, "dtype": DTYPE_STUB, "scalar": SCALAR,
-            "_frombuffer": ARRAY, "encode": BYTES, "bytes": BYTES}  # fmt: skip
+_RESULTS = {
+    "_reconstruct": ARRAY_STUB,
+    "dtype": DTYPE_STUB,
+    "scalar": SCALAR,
+    "_frombuffer": ARRAY,
+    "encode": BYTES,
+    "bytes": BYTES,
+}
 
 _U8, _I32, _U32, _U64 = (struct.Struct(f).unpack_from for f in ("<B", "<i", "<I", "<Q"))
 _F64 = struct.Struct(">d").unpack_from
