@@ -70,6 +70,25 @@ class ArrayStub:
         self.array = self.rebuilder.build_array(state)
 
 
+class Payload:
+    """A large byte string left in the mapped file: arrays are made on its pages."""
+
+    __slots__ = ("mapped", "offset", "length", "opcode")
+
+    def __init__(self, mapped: Any, offset: int, length: int, opcode: int) -> None:
+        self.mapped, self.offset, self.length, self.opcode = mapped, offset, length, opcode
+
+    def array(self, dtype: np.dtype, shape: tuple[int, ...], fortran: bool = False) -> np.ndarray:
+        count = self.length // dtype.itemsize
+        flat = np.frombuffer(self.mapped, dtype, count, self.offset)
+        return flat.reshape(shape, order="F" if fortran else "C")
+
+    def value(self) -> bytes | bytearray:
+        """The byte string itself, copied out (for one that is not an array's data)."""
+        data = self.mapped[self.offset : self.offset + self.length]
+        return bytearray(data) if self.opcode == 0x96 else data
+
+
 class DtypeStub:
     """What `dtype` returns: a fresh dtype, waiting for BUILD to set its byte order."""
 
@@ -98,6 +117,8 @@ def describe(value: Any) -> str:
         return f"an array of shape {value.shape if value.array is None else value.array.shape}"
     if isinstance(value, DtypeStub):
         value = value.dtype
+    if isinstance(value, Payload):
+        return "a bytes" if value.opcode != 0x96 else "a bytearray"
     if isinstance(value, np.ndarray):
         return f"an array of shape {value.shape}"
     name = type(value).__name__
@@ -114,8 +135,10 @@ def key_safe(key: Any) -> bool:
 
 
 def _plain(dtype: Any, what: str) -> np.dtype:
-    if isinstance(dtype, DtypeStub):
+    if type(dtype) is DtypeStub:
         dtype = dtype.dtype
+    if isinstance(dtype, np.dtype) and dtype in _PLAIN_SEEN:  # the same few, again and again
+        return dtype
     if not isinstance(dtype, np.dtype):
         raise Refused(f"{what}: expected a numpy dtype, found {describe(dtype)}")
     if dtype.kind not in PLAIN_KINDS or dtype.fields is not None or dtype.subdtype is not None:
@@ -123,10 +146,21 @@ def _plain(dtype: Any, what: str) -> np.dtype:
             f"{what}: dtype {clip(str(dtype), 40)} is not a plain number type (bool, int, uint, "
             "float or complex)"
         )
+    if len(_PLAIN_SEEN) < 64:
+        _PLAIN_SEEN.add(dtype)
     return dtype
 
 
+_PLAIN_SEEN: set[np.dtype] = set()  # plain dtypes already checked (dtypes compare by value)
+
+
 def _shape(shape: Any, what: str) -> tuple[int, ...]:
+    if type(shape) is tuple and len(shape) <= 32:
+        for n in shape:
+            if type(n) is not int or n < 0:
+                break
+        else:
+            return shape
     if isinstance(shape, int) and not isinstance(shape, bool):
         shape = (shape,)
     if not (
@@ -149,6 +183,9 @@ def _build_dtype(dtype: np.dtype, state: Any) -> None:
     ):
         raise Refused(f"the state of numpy dtype {dtype} is not the one numpy writes for it")
     dtype.__setstate__(state)
+
+
+_BYTE = np.dtype("b")
 
 
 class Rebuilder:
@@ -182,10 +219,11 @@ class Rebuilder:
                     "bytes of uninitialised memory"
                 )
 
-    def resolve(self, data: Any) -> Any:
-        """`data` with every placeholder replaced by its array or dtype (containers changed in
-        place, tuples rebuilt); each container is visited once, however often it is shared."""
-        if not self._stubs and not isinstance(data, DtypeStub):
+    def resolve(self, data: Any, payloads: bool) -> Any:
+        """`data` with every placeholder replaced by its array, dtype or bytes (containers
+        changed in place, tuples rebuilt); each container is visited once, however often it is
+        shared."""
+        if not self._stubs and not payloads and not isinstance(data, DtypeStub):
             return data  # no array anywhere: nothing to replace (a dtype stub needs one too)
         done: dict[int, Any] = {}
         return _resolve(data, done)
@@ -208,6 +246,10 @@ class Rebuilder:
     def _reconstruct(self, subtype: Any, shape: Any, dtype: Any) -> ArrayStub:
         if subtype is not NDARRAY:
             raise Refused(f"_reconstruct may rebuild only numpy.ndarray, not {describe(subtype)}")
+        if shape == (0,) and dtype == b"b":  # what numpy writes: the real shape comes by BUILD
+            stub = ArrayStub(self, (0,), _BYTE)
+            self._stubs.append(stub)
+            return stub
         what = "a reconstructed numpy array"
         if not isinstance(dtype, np.dtype | DtypeStub):
             if not isinstance(dtype, str | bytes):
@@ -228,16 +270,19 @@ class Rebuilder:
             raise Refused(f"{what} must be (version, shape, dtype, fortran, data)")
         shape, dtype, fortran, data = state[-4:]
         shape, dtype = _shape(shape, what), _plain(dtype, what)
-        if not isinstance(data, bytes | bytearray | str):  # str: Python 2's str, as latin-1
+        if not isinstance(data, bytes | bytearray | str | Payload):  # str: Python 2's, latin-1
             raise Refused(f"{what}: its data must be bytes, found {describe(data)}")
         nbytes = math.prod(shape) * dtype.itemsize
         if nbytes > self.size:
             raise Refused(self._too_big(nbytes, shape, dtype))
-        if nbytes != len(data):
+        carried = data.length if isinstance(data, Payload) else len(data)
+        if nbytes != carried:
             raise Refused(
                 f"a numpy array of shape {shape} and dtype {dtype} needs {nbytes:,} bytes of "
-                f"data but carries {len(data):,}"
+                f"data but carries {carried:,}"
             )
+        if isinstance(data, Payload):
+            return data.array(dtype, shape, bool(fortran))
         if isinstance(data, str):
             self._copy(nbytes, "array data given as text")  # numpy encodes it: a copy
         array = _reconstruct(np.ndarray, (0,), b"b")
@@ -259,6 +304,10 @@ class Rebuilder:
     def _frombuffer(self, buf: Any, dtype: Any, shape: Any, *order: Any) -> np.ndarray:
         what = "a numpy array from a buffer"
         dtype, shape = _plain(dtype, what), _shape(shape, what)
+        if isinstance(buf, Payload):
+            if math.prod(shape) * dtype.itemsize != buf.length:
+                raise Refused(f"{what}: shape {shape} and dtype {dtype} do not match its data")
+            return buf.array(dtype, shape, order == ("F",))
         if not isinstance(buf, bytes | bytearray | memoryview | pickle.PickleBuffer):
             raise Refused(f"{what}: expected bytes, found {describe(buf)}")
         if math.prod(shape) * dtype.itemsize != memoryview(buf).nbytes:
@@ -306,6 +355,8 @@ def _resolve(value: Any, done: dict[int, Any]) -> Any:
         return value.array
     if kind is DtypeStub:
         return value.dtype
+    if kind is Payload:
+        return value.value()
     if kind is not list and kind is not dict and kind is not tuple and kind is not OrderedDict:
         return value  # scalars, strings, arrays; sets hold only plain keys
     key = id(value)
@@ -327,4 +378,4 @@ def _resolve(value: Any, done: dict[int, Any]) -> Any:
     return value
 
 
-_CONTAINERS_OR_STUBS = frozenset({list, dict, tuple, OrderedDict, ArrayStub, DtypeStub})
+_CONTAINERS_OR_STUBS = frozenset({list, dict, tuple, OrderedDict, ArrayStub, DtypeStub, Payload})

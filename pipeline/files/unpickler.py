@@ -25,6 +25,7 @@ they copy by the file's size (see `pickled_arrays`).
 
 from __future__ import annotations
 
+import io
 import mmap
 import pickle
 import struct
@@ -33,6 +34,7 @@ from typing import Any, BinaryIO
 
 from pipeline.files.pickled_arrays import (
     ALLOWED,
+    Payload,
     Rebuilder,
     Refused,
     _unsafe_key,
@@ -47,6 +49,9 @@ ELEMENTS_PER_BYTE = 4  # the real files hold about 0.002 elements per byte
 # under a microsecond per instruction, so this bounds it by about 0.5 s + 4 ms per MB.
 OPS_BASE = 500_000
 OPS_BYTES = 256
+# Byte strings this large (the arrays' data) are not read while loading: arrays are made on the
+# file's pages, mapped, so that clips never looked at cost nothing.
+LAZY_MIN = 4096
 
 __all__ = ["RestrictedUnpickler", "Refused", "clip"]
 
@@ -55,6 +60,7 @@ __all__ = ["RestrictedUnpickler", "Refused", "clip"]
 # [depth, elements (shared ones counted in full), placed in another, open, kind].
 STR, BYTES, INT, NONE, BOOL = 1, 2, 3, 4, 5  # hash cheaply and never collide: keys allowed
 FLOAT, BIGINT, BYTEARRAY, ARRAY_STUB, DTYPE_STUB, ARRAY, SCALAR, EMPTY_TUPLE = range(6, 14)
+BIG_BYTES = 14  # left in the file while loading: not a key (it is not bytes until the end)
 _NAMES = {
     STR: "a str",
     BYTES: "a bytes",
@@ -69,6 +75,7 @@ _NAMES = {
     ARRAY: "an array",
     SCALAR: "a numpy scalar",
     EMPTY_TUPLE: "a tuple",
+    BIG_BYTES: f"a bytes of {LAZY_MIN:,} bytes or more",
 }
 _CONTAINERS = {
     "t": "a tuple",
@@ -127,19 +134,51 @@ class RestrictedUnpickler:
     def load(self) -> Any:
         if self.size == 0:
             raise EOFError
-        self.handle.seek(0)
-        with mmap.mmap(self.handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-            try:
-                mapped.madvise(mmap.MADV_RANDOM)  # read only the pages the scan looks at
-            except (AttributeError, OSError):
-                pass
+        # A private (copy-on-write) mapping: arrays made from it are writable, as pickle's are,
+        # and writing to them never reaches the file.
+        mapped = mmap.mmap(self.handle.fileno(), 0, access=mmap.ACCESS_COPY)
+        try:
+            _advise(mapped, "MADV_RANDOM")  # the scan reads only the pages it looks at
             self._scan(mapped)
-        self.handle.seek(0)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # a warning from numpy would be a second line
-            data = _Loader(self.handle, self._rebuilder.globals).load()
-        self._rebuilder.finish()
-        return self._rebuilder.resolve(data)
+            _advise(mapped, "MADV_NORMAL")
+            lazy = sum(end - start for start, end, kind in self._cuts if kind is not None)
+            if lazy * 2 >= self.size:  # mostly large byte strings: leave them in the file
+                source, payloads = self._without_payloads(mapped)
+            else:
+                self.handle.seek(0)
+                source, payloads = self.handle, []
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # a warning from numpy would be a second line
+                data = _Loader(source, self._rebuilder.globals, payloads).load()
+            self._rebuilder.finish()
+            return self._rebuilder.resolve(data, bool(payloads))
+        finally:
+            self._cuts = []
+            try:
+                mapped.close()  # refused while arrays still use it; they keep it open
+            except BufferError:
+                pass
+
+    def _without_payloads(self, mapped: mmap.mmap) -> tuple[io.BytesIO, list[Payload]]:
+        """The instructions with each large byte string replaced by a reference (BININT i,
+        BINPERSID) to a `Payload` that points into the mapping, and FRAMEs dropped: one frame
+        around it all, so that C's unpickler reads it in one go."""
+        view = memoryview(mapped)
+        pieces: list[Any] = []
+        payloads: list[Payload] = []
+        previous = 0
+        for start, end, kind in self._cuts:
+            pieces.append(view[previous:start])
+            if kind is not None:
+                header = _HEADERS[kind]
+                pieces.append(b"J" + struct.pack("<i", len(payloads)) + b"Q")
+                payloads.append(Payload(mapped, start + header, end - start - header, kind))
+            previous = end
+        pieces.append(view[previous:])
+        body = b"".join(pieces)
+        del pieces  # slices of the view: released before it
+        view.release()
+        return io.BytesIO(b"\x80\x04\x95" + struct.pack("<Q", len(body)) + body), payloads
 
     # --- the scan --------------------------------------------------------------------------
 
@@ -156,6 +195,7 @@ class RestrictedUnpickler:
         stack: list[Any] = []
         marks: list[int] = []
         memo: list[Any] = []
+        cuts = self._cuts = []  # (start, end, opcode): large byte strings and FRAMEs
         push, size, max_memo = stack.append, self.size, self.max_ops
         made, fill = self._made, self._fill
         pos = 0
@@ -190,10 +230,20 @@ class RestrictedUnpickler:
                     items = stack[-n:]
                     if len(items) < n:
                         raise IndexError
-                    stack[-n:] = [made("t", items)]
+                    if list in map(type, items):
+                        stack[-n:] = [made("t", items)]
+                    else:  # numbers and strings only: depth 1, n + 1 elements
+                        stack[-n:] = [[1, n + 1, False, False, "t"]]
                 elif op == 0x74:  # TUPLE
-                    items = self._pop_mark(stack, marks)
-                    push(made("t", items))
+                    if not marks:
+                        raise Refused("could not find MARK")
+                    k = marks.pop()
+                    items = stack[k:]
+                    del stack[k:]
+                    if list in map(type, items) or len(items) >= self.max_elements:
+                        push(made("t", items))
+                    else:
+                        push([1, len(items) + 1, False, False, "t"])
                 elif op == 0x52:  # REDUCE
                     args = stack.pop()
                     stack[-1] = self._reduce(stack[-1], args)
@@ -206,7 +256,11 @@ class RestrictedUnpickler:
                 elif op == 0x42:  # BINBYTES
                     (n,) = _U32(buf, pos)
                     pos += 4 + self._length("BINBYTES", n, pos + 4)
-                    push(BYTES)
+                    if n >= LAZY_MIN:
+                        cuts.append((pos - n - 5, pos, 0x42))
+                        push(BIG_BYTES)
+                    else:
+                        push(BYTES)
                 elif op == 0x8C:  # SHORT_BINUNICODE
                     n = buf[pos]
                     push(str(buf[pos + 1 : pos + 1 + n], "utf-8", "surrogatepass"))
@@ -223,6 +277,7 @@ class RestrictedUnpickler:
                     fill(stack, ("d", "o"), "SETITEMS", items)
                 elif op == 0x95:  # FRAME
                     (n,) = _U64(buf, pos)
+                    cuts.append((pos - 1, pos + 8, None))
                     pos += 8
                     if self._length("FRAME", n, pos) and pos + n > size:
                         raise EOFError
@@ -285,7 +340,11 @@ class RestrictedUnpickler:
                     (n,) = _U64(buf, pos)
                     name = {0x8E: "BINBYTES8", 0x8D: "BINUNICODE8", 0x96: "BYTEARRAY8"}[op]
                     pos += 8 + self._length(name, n, pos + 8)
-                    push({0x8E: BYTES, 0x8D: STR, 0x96: BYTEARRAY}[op])
+                    if op != 0x8D and n >= LAZY_MIN:
+                        cuts.append((pos - n - 9, pos, op))
+                        push(BIG_BYTES)
+                    else:
+                        push({0x8E: BYTES, 0x8D: STR, 0x96: BYTEARRAY}[op])
                 elif op == 0x93:  # STACK_GLOBAL
                     name = stack.pop()
                     module = stack.pop()
@@ -428,6 +487,9 @@ class RestrictedUnpickler:
     def _account(self, node: list[Any], items: Any) -> None:
         """Add `items` to a container's node: its depth and its elements, shared ones in full."""
         depth, elements = node[0], node[1]
+        if list not in map(type, items):  # no containers: one element each
+            elements += len(items)
+            items = ()
         for child in items:
             if type(child) is not list:  # a number, string, array: no container
                 elements += 1
@@ -500,11 +562,14 @@ def _too_deep() -> str:
 
 
 class _Loader(pickle.Unpickler):
-    """C's unpickler, on a file the scan has passed; globals only from `allowed`."""
+    """C's unpickler, on a file the scan has passed; globals only from `allowed`, persistent
+    ids only the references to `payloads` put in by `_without_payloads`."""
 
-    def __init__(self, handle: BinaryIO, allowed: dict[tuple[str, str], Any]) -> None:
-        super().__init__(handle, encoding="latin1")
-        self._allowed = allowed
+    def __init__(
+        self, source: BinaryIO, allowed: dict[tuple[str, str], Any], payloads: list[Payload]
+    ) -> None:
+        super().__init__(source, encoding="latin1")
+        self._allowed, self._payloads = allowed, payloads
 
     def find_class(self, module: str, name: str) -> Any:
         try:
@@ -512,3 +577,16 @@ class _Loader(pickle.Unpickler):
         except KeyError:
             name = clip(f"{module}.{name}")
             raise Refused(f"refused to load global {name} ({ALLOWED})") from None
+
+    def persistent_load(self, pid: Any) -> Payload:
+        return self._payloads[pid]
+
+
+_HEADERS = {0x42: 5, 0x8E: 9, 0x96: 9}  # opcode and length field before a byte string's data
+
+
+def _advise(mapped: mmap.mmap, advice: str) -> None:
+    try:
+        mapped.madvise(getattr(mmap, advice))
+    except (AttributeError, OSError):  # not on every system; only an optimisation
+        pass
