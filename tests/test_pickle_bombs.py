@@ -390,8 +390,8 @@ def test_large_arrays_come_back_equal_and_writable_and_the_file_is_untouched(tmp
         for key in ("keypoint", "keypoint_score"):
             assert got[key].nbytes >= 4096 and type(got[key]) is np.ndarray
             base = got[key]
-            while isinstance(base, np.ndarray):
-                base = base.base
+            while isinstance(base, np.ndarray | memoryview):
+                base = base.base if isinstance(base, np.ndarray) else base.obj
             # protocol 3 and later store bytes as such: those arrays stay on the file's pages
             assert isinstance(base, mmap.mmap) == (protocol >= 3), type(base)
             np.testing.assert_array_equal(got[key], want[key])
