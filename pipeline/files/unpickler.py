@@ -195,6 +195,7 @@ class RestrictedUnpickler:
         stack: list[Any] = []
         marks: list[int] = []
         memo: list[Any] = []
+        filled = 0  # memo entries set (MEMOIZE's index), not counting unset gaps
         cuts = self._cuts = []  # (start, end, opcode): large byte strings and FRAMEs
         push, size, max_memo = stack.append, self.size, self.max_ops
         made, fill = self._made, self._fill
@@ -213,8 +214,12 @@ class RestrictedUnpickler:
                     if value is None:
                         raise Refused(f"Memo value not found at index {i}")
                     push(value)
-                elif op == 0x94:  # MEMOIZE
-                    memo.append(stack[-1])
+                elif op == 0x94:  # MEMOIZE: the next index is the number of entries, as in C
+                    if filled == len(memo):
+                        memo.append(stack[-1])
+                        filled += 1
+                    else:
+                        filled += self._put(memo, filled, stack[-1], max_memo)
                 elif op == 0x4B:  # BININT1
                     push(INT)
                     pos += 1
@@ -285,11 +290,11 @@ class RestrictedUnpickler:
                     push(INT)
                     pos += 2
                 elif op == 0x71:  # BINPUT
-                    self._put(memo, buf[pos], stack[-1], max_memo)
+                    filled += self._put(memo, buf[pos], stack[-1], max_memo)
                     pos += 1
                 elif op == 0x72:  # LONG_BINPUT
                     (i,) = _U32(buf, pos)
-                    self._put(memo, i, stack[-1], max_memo)
+                    filled += self._put(memo, i, stack[-1], max_memo)
                     pos += 4
                 elif op == 0x4A:  # BININT
                     push(INT)
@@ -355,8 +360,8 @@ class RestrictedUnpickler:
                     module, pos = self._line(mapped, pos)
                     name, pos = self._line(mapped, pos)
                     push(self._global(module, name))
-                elif op == 0x30:  # POP
-                    if stack:
+                elif op == 0x30:  # POP: the top item, or the MARK when nothing is above it
+                    if len(stack) > (marks[-1] if marks else 0):
                         stack.pop()
                     else:
                         self._pop_mark(stack, marks)
@@ -388,7 +393,7 @@ class RestrictedUnpickler:
                     if op == 0x67:
                         push(_get(memo, i))
                     else:
-                        self._put(memo, i, stack[-1], max_memo)
+                        filled += self._put(memo, i, stack[-1], max_memo)
                 elif op == 0x49 or op == 0x4C:  # INT, LONG (text)
                     text, pos = self._line(mapped, pos)
                     digits = text.rstrip("L").lstrip("+-")
@@ -448,7 +453,8 @@ class RestrictedUnpickler:
             raise Refused(f"a {what} must be a small integer, found {clip(text, 40)!r}")
         return int(text)
 
-    def _put(self, memo: list[Any], i: int, value: Any, limit: int) -> None:
+    def _put(self, memo: list[Any], i: int, value: Any, limit: int) -> int:
+        """Set memo entry `i`; 1 if it is a new entry (C's unpickler counts them), else 0."""
         if i >= len(memo):
             if i >= limit:
                 raise Refused(
@@ -456,7 +462,9 @@ class RestrictedUnpickler:
                     f"{OPS_BYTES} bytes of this {self.size:,}-byte file): refusing a pickle bomb"
                 )
             memo.extend([None] * (i + 1 - len(memo)))
+        new = memo[i] is None
         memo[i] = value
+        return int(new)
 
     def _pop_mark(self, stack: list[Any], marks: list[int]) -> list[Any]:
         if not marks:
