@@ -107,7 +107,19 @@ class _Global:
         self.name, self.result = name, result  # result None: may be named, not called
 
 
+def _text(buf: memoryview, value: Any) -> str:
+    """A string on the scan's stack: itself, or where SHORT_BINUNICODE left it (-position)."""
+    if type(value) is str:
+        return value
+    if type(value) is int and value < 0:
+        start = -value
+        return str(buf[start + 1 : start + 1 + buf[start]], "utf-8", "surrogatepass")
+    raise Refused("STACK_GLOBAL requires str")
+
+
 def _describe(value: Any) -> str:
+    if type(value) is int and value < 0:
+        return "a str"
     if type(value) is list:
         return _CONTAINERS[value[4]]
     if type(value) is str:
@@ -230,6 +242,12 @@ class RestrictedUnpickler:
                 elif op == 0x68:  # BINGET
                     push(_get(memo, buf[pos]))
                     pos += 1
+                elif op == 0x8C:  # SHORT_BINUNICODE: where it is, decoded only if STACK_GLOBAL
+                    push(-pos)  # needs it (negative: never one of the kinds above)
+                    pos += 1 + buf[pos]
+                elif op == 0x43:  # SHORT_BINBYTES
+                    pos += 1 + buf[pos]
+                    push(BYTES)
                 elif op == 0x87 or op == 0x86 or op == 0x85:  # TUPLE3, TUPLE2, TUPLE1
                     n = op - 0x84
                     items = stack[-n:]
@@ -266,10 +284,6 @@ class RestrictedUnpickler:
                         push(BIG_BYTES)
                     else:
                         push(BYTES)
-                elif op == 0x8C:  # SHORT_BINUNICODE
-                    n = buf[pos]
-                    push(str(buf[pos + 1 : pos + 1 + n], "utf-8", "surrogatepass"))
-                    pos += 1 + n
                 elif op == 0x7D:  # EMPTY_DICT
                     push(made("d"))
                 elif op == 0x75:  # SETITEMS
@@ -315,9 +329,6 @@ class RestrictedUnpickler:
                     key = stack.pop()
                     _check_keys((key,), "a dict")
                     fill(stack, ("d", "o"), "SETITEM", (key, value))
-                elif op == 0x43:  # SHORT_BINBYTES
-                    pos += 1 + buf[pos]
-                    push(BYTES)
                 elif op == 0x58:  # BINUNICODE
                     (n,) = _U32(buf, pos)
                     pos += 4 + self._length("BINUNICODE", n, pos + 4)
@@ -351,11 +362,8 @@ class RestrictedUnpickler:
                     else:
                         push({0x8E: BYTES, 0x8D: STR, 0x96: BYTEARRAY}[op])
                 elif op == 0x93:  # STACK_GLOBAL
-                    name = stack.pop()
-                    module = stack.pop()
-                    if type(name) is not str or type(module) is not str:
-                        raise Refused("STACK_GLOBAL requires str")
-                    push(self._global(module, name))
+                    name = _text(buf, stack.pop())
+                    push(self._global(_text(buf, stack.pop()), name))
                 elif op == 0x63:  # GLOBAL
                     module, pos = self._line(mapped, pos)
                     name, pos = self._line(mapped, pos)
