@@ -151,6 +151,16 @@ def write_many_calls(out: BinaryIO, size: int, calls: int | None = None) -> None
     out.write(b".")
 
 
+def write_shared_blob(out: BinaryIO, size: int) -> None:
+    """A byte string of size/2 bytes, then a list holding it again and again (memo GETs)."""
+    blob = size // 2 // 4096 * 4096  # whole 4 KB units, as _repeat writes them
+    out.write(b"\x80\x04]\x8e" + struct.pack("<Q", blob))
+    _repeat(out, b"x" * 4096, blob)
+    out.write(b"\x940(" + b"h\x00" * _calls(size, 1) + b"e")
+    _pad(out, size)
+    out.write(b".")
+
+
 HOSTILE: dict[str, Callable[[BinaryIO, int], None]] = {
     "tiny instructions": write_tiny_ops,
     "memo GET chain": write_memo_gets,
@@ -159,6 +169,7 @@ HOSTILE: dict[str, Callable[[BinaryIO, int], None]] = {
     "a huge tuple as the key of many dicts": write_tuple_key,
     "dict keys sharing one hash": write_same_hash,
     "many allowed calls": write_many_calls,
+    "one large byte string referenced again and again": write_shared_blob,
     "many small arrays (legitimate shape)": write_small_arrays,
 }
 

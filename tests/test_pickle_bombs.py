@@ -313,6 +313,7 @@ BOUNDED: dict[str, str | None] = {  # attacks.HOSTILE's name -> the refusal (Non
     "a huge tuple as the key of many dicts": KEY.replace("{found}", "a tuple"),
     "dict keys sharing one hash": KEY.replace("{found}", "an int"),
     "many allowed calls": None,
+    "one large byte string referenced again and again": None,
     "many small arrays (legitimate shape)": TOO_MANY,
 }
 

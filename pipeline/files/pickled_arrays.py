@@ -355,8 +355,11 @@ def _resolve(value: Any, done: dict[int, Any]) -> Any:
         return value.array
     if kind is DtypeStub:
         return value.dtype
-    if kind is Payload:
-        return value.value()
+    if kind is Payload:  # copied out once, however often it is referenced
+        key = id(value)
+        if key not in done:
+            done[key] = value.value()
+        return done[key]
     if kind is not list and kind is not dict and kind is not tuple and kind is not OrderedDict:
         return value  # scalars, strings, arrays; sets hold only plain keys
     key = id(value)
