@@ -20,7 +20,13 @@ PYSKL file comes near:
 
 Then C's unpickler (`_pickle`) loads the file at full speed, its `find_class` giving the same
 checked callables, which refuse at once anything numpy itself would not write and bound what
-they copy by the file's size (see `pickled_arrays`).
+they copy by the file's size (see `pickled_arrays`). The scan models exactly what C's unpickler
+will do (the memo's numbering, POP of a MARK), so that what it proved holds for the load.
+
+When large byte strings (LAZY_MIN or more: the arrays' data) make up most of the file, C's
+unpickler is given only the instructions, each such string replaced by a reference to where it
+lies in the file, mapped copy-on-write: arrays are made on those pages, so a clip that is never
+looked at is never read, and the load costs about what the instructions cost.
 """
 
 from __future__ import annotations
@@ -55,8 +61,8 @@ LAZY_MIN = 4096
 
 __all__ = ["RestrictedUnpickler", "Refused", "clip"]
 
-# Kinds of what the scan puts on its stack in place of values. Strings of up to 255 bytes are
-# kept as themselves (STACK_GLOBAL names a global with two of them); containers are nodes,
+# Kinds of what the scan puts on its stack in place of values. A string of up to 255 bytes is
+# its position, negated (STACK_GLOBAL names a global with two of them); containers are nodes,
 # [depth, elements (shared ones counted in full), placed in another, open, kind].
 STR, BYTES, INT, NONE, BOOL = 1, 2, 3, 4, 5  # hash cheaply and never collide: keys allowed
 FLOAT, BIGINT, BYTEARRAY, ARRAY_STUB, DTYPE_STUB, ARRAY, SCALAR, EMPTY_TUPLE = range(6, 14)
