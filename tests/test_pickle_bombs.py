@@ -172,7 +172,7 @@ HOSTILE: dict[str, tuple[Callable[[], Any], str]] = {
     ),
     "a memo index of 2**31 - 1 (C's memo would take 32 GB)": (
         lambda: dataset("extra", Raw(b"Nr" + struct.pack("<I", 2**31 - 1))),
-        "a memo index of 2,147,483,647 is beyond {ops:,} (500,000 + 1 per 256 bytes of this "
+        "a memo index of 2,147,483,647 is beyond {ops:,} (250,000 + 1 per 256 bytes of this "
         "{size:,}-byte file): refusing a pickle bomb",
     ),
     "a float dict key (floats can be made to share one hash)": (
@@ -295,7 +295,7 @@ def test_show_is_bounded_on_any_value(make, shown):
 SCALE = 4 * 2**20  # the bench runs these at 200 MiB; here scaled down to 4 MiB
 TIME_MARGIN = 3  # the machine is shared: the bound (2x C's time on a legit file + 1 s), x3
 TOO_MANY = (
-    "more than {ops:,} instructions (500,000 + 1 per 256 bytes of this {size:,}-byte file; a "
+    "more than {ops:,} instructions (250,000 + 1 per 256 bytes of this {size:,}-byte file; a "
     "PYSKL file has one per 400 bytes or fewer): refusing a pickle bomb"
 )
 KEY = (

@@ -52,8 +52,8 @@ OPEN_LIMIT = 10_000  # a PYSKL file has a few containers open at once
 ELEMENTS_BASE = 100_000
 ELEMENTS_PER_BYTE = 4  # the real files hold about 0.002 elements per byte
 # The real files hold one instruction per 400 (mime5) to 1,000 (UCF101) bytes; the scan takes
-# under a microsecond per instruction, so this bounds it by about 0.5 s + 4 ms per MB.
-OPS_BASE = 500_000
+# about a microsecond per instruction, so this bounds it by about 0.25 s + 4 ms per MB.
+OPS_BASE = 250_000
 OPS_BYTES = 256
 # Byte strings this large (the arrays' data) are not read while loading: arrays are made on the
 # file's pages, mapped, so that clips never looked at cost nothing.
