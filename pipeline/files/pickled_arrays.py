@@ -371,9 +371,13 @@ def _resolve(value: Any, done: dict[int, Any]) -> Any:
         if any(a is not b for a, b in zip(items, value, strict=True)):
             value = done[key] = tuple(items)
     elif kind is list:
+        last = last_resolved = None  # one value referenced again and again: resolved once
         for i, v in enumerate(value):
-            if type(v) in _CONTAINERS_OR_STUBS:
-                value[i] = _resolve(v, done)
+            if v is last:
+                value[i] = last_resolved
+            elif type(v) in _CONTAINERS_OR_STUBS:
+                last, last_resolved = v, _resolve(v, done)
+                value[i] = last_resolved
     else:
         for k, v in value.items():
             if type(v) in _CONTAINERS_OR_STUBS:

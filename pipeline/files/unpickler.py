@@ -246,8 +246,15 @@ class RestrictedUnpickler:
                         raise Refused(_too_deep())
                     marks.append(len(stack))
                 elif op == 0x68:  # BINGET
-                    push(_get(memo, buf[pos]))
+                    i = buf[pos]
                     pos += 1
+                    try:
+                        value = memo[i]
+                    except IndexError:
+                        value = None
+                    if value is None:
+                        raise Refused(f"Memo value not found at index {i}")
+                    push(value)
                 elif op == 0x8C:  # SHORT_BINUNICODE: where it is, decoded only if STACK_GLOBAL
                     push(-pos)  # needs it (negative: never one of the kinds above)
                     pos += 1 + buf[pos]
