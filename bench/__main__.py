@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import ddp, demo, evaluate, extract, gpu, predict, report, shards, sweep, train
+from bench import ddp, demo, evaluate, extract, gpu, predict, report, shards, sweep, train, unpickle
 from bench.common import load_average
 from bench.context import DEFAULT_CSV, RESULTS, Context, count_rows
 from bench.measure import BenchError
@@ -31,6 +31,7 @@ from bench.report import Row, table
 
 BENCHMARKS: dict[str, Callable[[Context], list[Row]]] = {
     "extract": extract.run,
+    "unpickle": unpickle.run,
     "shards": shards.run,
     "train": train.run,
     "evaluate": evaluate.run,

@@ -153,6 +153,13 @@ def test_ddp_rows_time_one_and_two_processes_and_skip_gpus_without_cuda(run: dic
         )
 
 
+def test_unpickle_rows_for_legit_and_hostile_files(run: dict) -> None:
+    rows = rows_named(run, "unpickle, ")
+    names = {row.name for row in rows}
+    assert {"unpickle, legit PYSKL", "unpickle, tiny instructions"} <= names
+    assert all("loaded" in row.note or "refused" in row.note for row in rows)
+
+
 def test_the_sweep_is_left_to_make_bench(run: dict) -> None:
     row = run["rows"]["sweep of 4 improved experiments"]
     assert row.skipped is not None and "--quick" in row.skipped

@@ -3,7 +3,8 @@
 A pickle can run any code it names, and the UCF101 file comes from the internet; so every
 pickle goes through `pipeline.files.unpickler.RestrictedUnpickler`, which builds only plain
 containers and numpy arrays, within bounds set by the file's size (see there). Anything
-else is refused with one line before it can run or allocate.
+else is refused with one line before it can run or allocate. Arrays of 4 KB or more are made
+on the file's pages, mapped copy-on-write: writable, and read only when used.
 """
 
 from __future__ import annotations
