@@ -29,7 +29,6 @@ from pipeline.core.paths import SUBSET_DIR
 from pipeline.dataset import classnames, subset
 from pipeline.files import pklio
 from pipeline.files.atomic import prepare_outputs
-from pipeline.files.inputs import refuse_special
 
 # The single split of `val_fraction` and the k-fold split of each kind of validation: sklearn
 # pairs them, so `data.folds` switches between the two without another code path.
@@ -273,7 +272,6 @@ def _check_selection(
 def extract(data_cfg: DataParams, pkl: str | Path, out_dir: str | Path) -> subset.Meta:
     """Run the stage; return the meta written to meta.json."""
     prepare_outputs(folders=[out_dir])
-    refuse_special(pkl)  # a FIFO would block the unpickler forever
     rows, kept, meta = select(data_cfg, pklio.load_pickle(pkl), str(pkl))
     subset.write(out_dir, rows, kept, meta)
     return meta

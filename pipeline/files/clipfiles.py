@@ -21,7 +21,7 @@ import numpy as np
 
 from pipeline.core.errors import fail, opening
 from pipeline.files import pklio
-from pipeline.files.inputs import MIB, check_regular, read_bytes, refuse_special, size_text
+from pipeline.files.inputs import MIB, check_regular, read_bytes, size_text
 
 SINGLE = (".npz", ".json")  # one clip per file; anything else is read as a pickle
 FIELDS = "keypoint [M, T, 17, 2], optional keypoint_score [M, T, 17], img_shape [height, width]"
@@ -59,7 +59,6 @@ def read(path: str | Path, split: str | None = None) -> tuple[list[Clip], list[s
 
 def _pickled_clips(path: Path, split: str | None) -> tuple[list[Clip], list[str]]:
     source = str(path)
-    refuse_special(path)  # a FIFO would block the unpickler forever
     splits, annotations = pklio.check_dataset(pklio.load_pickle(path), source)
     chosen = list(range(len(annotations)))
     if split is not None:
