@@ -92,6 +92,9 @@ _worker: dict[str, Any] = {}
 
 
 def _init(settings: Settings, cache: Cache, ticks: Any) -> None:
+    # The estimator's libraries log to stderr from their own threads (mediapipe: TensorFlow
+    # Lite and absl lines on every start); a worker's errors come back as values instead.
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
     _worker.update(estimator=make_estimator(settings), settings=settings, cache=cache, ticks=ticks)
 
 
@@ -122,7 +125,8 @@ def estimate_all(
 ) -> tuple[list[Poses], int]:
     """Every video's poses, in order, and how many were estimated (the rest came from the
     cache). A bad video stops the run with its PipelineError, after the videos already done
-    are cached. `estimator` (an object) runs in this process, for tests and the Python API."""
+    are cached. The estimator runs in `workers` processes (0: one per core), or, when
+    `estimator` (an object) is given, in this process (tests, the Python API)."""
     digests = [content_hash(path) for path in paths]
     found: list[Poses | None] = [cache.get(d) for d in digests]
     todo = [i for i, poses in enumerate(found) if poses is None]
@@ -136,15 +140,11 @@ def estimate_all(
         dynamic_ncols=True,
     )
     with bar:
-        if estimator is not None or workers_for(workers, len(todo)) == 1:
-            own = estimator or make_estimator(settings)
-            try:
-                for i in todo:
-                    found[i] = estimate_video(paths[i], own, settings, bar.update)
-                    cache.put(digests[i], found[i])
-            finally:
-                own.close()
-        else:
+        if estimator is not None:
+            for i in todo:
+                found[i] = estimate_video(paths[i], estimator, settings, bar.update)
+                cache.put(digests[i], found[i])
+        elif todo:
             _pool(paths, digests, todo, found, settings, cache, workers, bar)
     return [poses for poses in found if poses is not None], len(todo)
 
