@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import ddp, demo, evaluate, extract, gpu, predict, shards, sweep, train
+from bench import ddp, demo, evaluate, extract, gpu, pose, predict, shards, sweep, train
 from bench.common import DEFAULT_CSV, RESULTS, BenchError, Context, Row, load_average, table
 
 BENCHMARKS: dict[str, Callable[[Context], list[Row]]] = {
@@ -33,6 +33,7 @@ BENCHMARKS: dict[str, Callable[[Context], list[Row]]] = {
     "gpu": gpu.run,
     "ddp": ddp.run,
     "sweep": sweep.run,
+    "pose": pose.run,  # the video path's estimator (bench/pose.py)
 }
 
 

@@ -15,7 +15,6 @@ from conftest import call_stage, error_line  # noqa: E402
 from video_fakes import SHARED_VIDEOS, BrightBox, write_video  # noqa: E402
 
 from pipeline.files import pklio  # noqa: E402
-from pipeline.video import tracking  # noqa: E402
 
 FAKE = ["--estimator", "video_fakes:BrightBox", "--workers", "1"]
 
@@ -134,26 +133,6 @@ def test_a_video_with_no_person_is_kept_and_counted(tmp_path: Path) -> None:
     assert "warning: no person found in 1 of 5 videos (first 'jump__empty__empty')" in done.stderr
     ann = {a["frame_dir"]: a for a in load(tmp_path / "v.pkl")["annotations"]}
     assert ann["jump__empty__empty"]["keypoint"].shape == (0, 5, 17, 2)
-
-
-def test_tracks_follow_people_who_swap_places_in_the_list() -> None:
-    """Two people, listed in a different order each frame: the tracks follow the boxes."""
-    left = np.zeros((17, 3), np.float32)
-    left[:, 0], left[:, 1], left[:, 2] = np.linspace(0, 10, 17), np.linspace(0, 30, 17), 0.9
-    right = left.copy()
-    right[:, 0] += 100
-    right[:, 2] = 0.5
-    frames = [np.stack([left, right]) if t % 2 else np.stack([right, left]) for t in range(6)]
-    frames[3] = frames[3][:1]  # one frame misses someone
-    keypoint, score = tracking.track(frames, persons=2)
-    assert keypoint.shape == (2, 6, 17, 2)
-    assert np.allclose(keypoint[0, :, 0, 0], 0)  # the higher-scored person first
-    assert np.allclose(keypoint[1, [0, 1, 2, 4, 5], 0, 0], 100)
-    assert np.allclose(score[1, 3], 0) and np.allclose(score[0, 3], 0.9)
-    one, _ = tracking.track(frames, persons=1)
-    assert one.shape == (1, 6, 17, 2)
-    none, _ = tracking.track([np.zeros((0, 17, 3), np.float32)] * 3, persons=2)
-    assert none.shape == (0, 3, 17, 2)
 
 
 def bad_input_cases(root: Path) -> dict[str, tuple[list[str], str]]:

@@ -2,7 +2,10 @@
 
 Each new frame's people are matched to the tracks greedily, best box IoU first (a match needs
 IoU >= MIN_IOU with the track's last box, seen at most MAX_GAP frames ago); people left over
-start new tracks. The `persons` tracks kept are those with the highest summed scores (the
+start new tracks. Tracks that never share a frame and meet where one ends and the other
+begins (boxes overlapping, or centres nearer than the larger box's diagonal) are then joined:
+a person the estimator lost for a while, or whose box jumped, stays one track. The `persons`
+tracks kept are those with the highest summed scores (the
 people most seen, most surely), in PYSKL's layout: frames where a track has no one are zeros.
 """
 
@@ -60,6 +63,7 @@ def track(detections: Sequence[np.ndarray], persons: int) -> tuple[np.ndarray, n
             if j not in used_people:
                 tracks.append({t: person})
                 last.append((t, boxes[j]))
+    tracks = stitch(tracks)
     strength = [sum(float(p[:, 2].sum()) for p in seen.values()) for seen in tracks]
     kept = sorted(range(len(tracks)), key=lambda k: (-strength[k], k))[:persons]
     keypoint = np.zeros((len(kept), frames, NUM_JOINTS, 2), np.float32)
@@ -69,3 +73,36 @@ def track(detections: Sequence[np.ndarray], persons: int) -> tuple[np.ndarray, n
             keypoint[m, t] = person[:, :2]
             score[m, t] = person[:, 2]
     return keypoint, score
+
+
+def _near(a: np.ndarray, b: np.ndarray) -> bool:
+    if iou(a, b) >= MIN_IOU:
+        return True
+    reach = max(np.hypot(*(a[2:] - a[:2])), np.hypot(*(b[2:] - b[:2])))
+    return float(np.hypot(*((a[:2] + a[2:]) - (b[:2] + b[2:])) / 2)) < reach
+
+
+def stitch(tracks: list[dict[int, np.ndarray]]) -> list[dict[int, np.ndarray]]:
+    """Join tracks with disjoint frames that meet (see the module docstring), the strongest
+    first, until none can be joined."""
+    tracks = sorted(tracks, key=lambda seen: -sum(float(p[:, 2].sum()) for p in seen.values()))
+    joined = True
+    while joined:
+        joined = False
+        for a in range(len(tracks)):
+            for b in range(a + 1, len(tracks)):
+                one, two = tracks[a], tracks[b]
+                if one.keys() & two.keys():
+                    continue
+                first, second = (one, two) if min(one) < min(two) else (two, one)
+                end, start = max(first), min(second)
+                if start < end:  # interleaved in time: two people taking turns
+                    continue
+                if _near(box(first[end]), box(second[start])):
+                    tracks[a] = {**one, **two}
+                    del tracks[b]
+                    joined = True
+                    break
+            if joined:
+                break
+    return tracks
