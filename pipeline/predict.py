@@ -11,7 +11,8 @@ model trained on HRNet keypoints (UCF101's) sees another keypoint style in Media
 Options:
   --split NAME       only the clips of this split of the pickle (test1, say)
   --out FILE         write the predictions to FILE, .csv or .json (default: a table on stdout)
-  --top K            how many of the most likely classes to list (default 3)
+  --top K            how many of the most likely classes to list (default 3, or all the
+                     model's classes when it has fewer)
   --device D         auto (CUDA when present), cpu or cuda (default auto)
   --views N          test views to average (default: the model's eval.clips, as trained)
   --flip, --no-flip  average their mirror images too, or not (default: its eval.flip)
@@ -69,6 +70,7 @@ from pipeline.viz import overlay
 
 BATCHES_PER_CHUNK = 8  # clips are preprocessed this many model batches at a time
 SHOWN = 20  # rows printed when there is no --out
+TOP = 3  # classes listed per clip without --top (fewer when the model has fewer)
 
 
 def device_named(name: str | torch.device) -> torch.device:
@@ -230,7 +232,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("input", type=Path)
     parser.add_argument("--split")
     parser.add_argument("--out", type=Path)
-    parser.add_argument("--top", type=int, default=3)
+    parser.add_argument("--top", type=int)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--views", type=int)
     parser.add_argument("--flip", action=argparse.BooleanOptionalAction)
@@ -314,6 +316,8 @@ def main(argv: list[str] | None = None) -> None:
         prepare_outputs(files=[args.render])
     predictor = Predictor.load(args.model, args.device, args.views, args.flip)
     ckpt = predictor.checkpoint
+    if args.top is None:  # a model of two classes (yours, say) lists both
+        args.top = min(TOP, len(ckpt.classes))
     if not 1 <= args.top <= len(ckpt.classes):
         raise fail(
             "--top",
