@@ -48,6 +48,7 @@ from pipeline.video.cache import Cache, default_folder
 from pipeline.video.estimate import DEFAULT_ESTIMATOR, Settings, estimate_all, make_estimator
 
 PICKLE_PROTOCOL = 4
+DEFAULTS = Settings()
 
 
 def _positive(text: str) -> int:
@@ -64,9 +65,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser = ArgumentParser("pipeline.pose")
     parser.add_argument("videos", type=Path)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--persons", type=_positive, default=2)
-    parser.add_argument("--stride", type=_positive, default=1)
-    parser.add_argument("--max-side", type=_positive, default=1280)
+    parser.add_argument("--persons", type=_positive, default=DEFAULTS.persons)
+    parser.add_argument("--stride", type=_positive, default=DEFAULTS.stride)
+    parser.add_argument("--max-side", type=_positive, default=DEFAULTS.max_side)
     parser.add_argument("--group-pattern")
     parser.add_argument("--test-fraction", type=float, default=0.25)
     parser.add_argument("--seed", type=int, default=0)

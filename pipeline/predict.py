@@ -71,6 +71,7 @@ from pipeline.viz import overlay
 BATCHES_PER_CHUNK = 8  # clips are preprocessed this many model batches at a time
 SHOWN = 20  # rows printed when there is no --out
 TOP = 3  # classes listed per clip without --top (fewer when the model has fewer)
+VIDEO = Settings()  # a video's poses, as `python -m pipeline.pose` makes them by default
 
 
 def device_named(name: str | torch.device) -> torch.device:
@@ -237,20 +238,20 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--views", type=int)
     parser.add_argument("--flip", action=argparse.BooleanOptionalAction)
     parser.add_argument("--render", type=Path)
-    parser.add_argument("--stride", type=int, default=1)
-    parser.add_argument("--max-side", type=int, default=1280)
-    parser.add_argument("--persons", type=int, default=2)
+    parser.add_argument("--stride", type=int, default=VIDEO.stride)
+    parser.add_argument("--max-side", type=int, default=VIDEO.max_side)
+    parser.add_argument("--persons", type=int, default=VIDEO.persons)
     args = parser.parse_args(argv)
     video = video_clip.is_video(args.input)
     given = [
-        o
-        for o, v in (
-            ("--render", args.render),
-            ("--stride", args.stride != 1),
-            ("--max-side", args.max_side != 1280),
-            ("--persons", args.persons != 2),
+        option
+        for option, value in (
+            ("--render", args.render is not None),
+            ("--stride", args.stride != VIDEO.stride),
+            ("--max-side", args.max_side != VIDEO.max_side),
+            ("--persons", args.persons != VIDEO.persons),
         )
-        if v
+        if value
     ]
     if given and not video:
         parser.error(f"{given[0]}: only for a video INPUT, found {args.input}")
