@@ -19,6 +19,7 @@ from pipeline.viz.drawing import MIN_SCORE, PALETTE, _font, save_gif
 
 FORMATS = (".mp4", ".gif")
 GIF_FPS_MAX = 15.0  # a GIF keeps every n-th frame to stay near this rate (and small)
+GIF_WIDTH = 320  # and is at most this wide: 36 frames of 640 pixels made 3.6 MB
 
 
 def _colour(joint: int, person: int) -> tuple[int, int, int]:
@@ -83,6 +84,7 @@ def write(
     kind = path.suffix.lower()
     if kind not in FORMATS:
         raise fail(str(path), f"--render: expected a file name ending in {' or '.join(FORMATS)}")
+    width = min(width, GIF_WIDTH) if kind == ".gif" else width
     drawn = (
         draw_frame(frame, keypoint[:, t], score[:, t], lines, width)
         for t, frame in enumerate(frames)
