@@ -4,6 +4,7 @@ the tracker; bad input; and MediaPipe itself on a real clip (where ../shared/vid
 from __future__ import annotations
 
 import pickle
+import time
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +95,28 @@ def test_the_cache_estimates_only_new_videos(tmp_path: Path) -> None:
     assert BrightBox.frames_seen == 0
     # other settings are another key
     assert "(5 estimated, 0 cached)" in pose(tmp_path, *args, "--stride", "2").stdout
+
+
+@pytest.mark.parametrize("how", ["interrupt", "die"])
+def test_a_stopped_run_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str) -> None:
+    """Ctrl-C on its third video (exit 130), or its worker killed (one line, exit 2): no
+    pickle; the two videos done are cached, and the next run estimates the rest only."""
+    videos = videos_folder(tmp_path, per_class=2)
+    monkeypatch.setenv("VIDEO_FAKES_COUNTER", str(tmp_path / "counter"))
+    monkeypatch.setenv("VIDEO_FAKES_STOP", how)
+    args = (str(videos), "--out", "v.pkl", "--cache", "cache", "--workers", "1")
+    fake = ("--estimator", "video_fakes:StopsAtThirdVideo")
+    start = time.monotonic()
+    stopped = pose(tmp_path, *args, *fake)
+    assert time.monotonic() - start < 50  # the worker was not waited for (it sleeps 60 s)
+    if how == "interrupt":
+        assert stopped.returncode == 130, stopped.stderr
+        assert stopped.stderr.strip() == "interrupted: pose stopped; its previous outputs are kept"
+    else:
+        assert "error: pose: a worker process died" in error_line(stopped)
+    assert not (tmp_path / "v.pkl").exists() and not list(tmp_path.glob(".v.pkl*"))
+    resumed = pose(tmp_path, *args, *fake)
+    assert "(2 estimated, 2 cached)" in resumed.stdout, resumed.stderr
 
 
 def test_csv_with_splits_and_groups(tmp_path: Path) -> None:

@@ -65,3 +65,23 @@ class BrightBox:
 
     def close(self) -> None:
         pass
+
+
+class StopsAtThirdVideo(BrightBox):
+    """BrightBox that, on starting its third video (counted in the file $VIDEO_FAKES_COUNTER,
+    shared by the worker processes), is stopped as $VIDEO_FAKES_STOP says: `interrupt` sends
+    SIGINT to the parent (Ctrl-C reaches it so) and waits, `die` ends the worker process."""
+
+    def start(self) -> None:
+        import os
+        import signal
+        import time
+
+        counter = Path(os.environ["VIDEO_FAKES_COUNTER"])
+        count = int(counter.read_text()) + 1 if counter.exists() else 1
+        counter.write_text(str(count))
+        if count == 3:
+            if os.environ["VIDEO_FAKES_STOP"] == "die":
+                os._exit(9)
+            os.kill(os.getppid(), signal.SIGINT)
+            time.sleep(60)

@@ -13,6 +13,8 @@ import os
 import queue
 import sys
 from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
 
@@ -162,18 +164,24 @@ def _pool(
     context = multiprocessing.get_context("spawn")  # mediapipe's threads do not survive fork
     ticks = context.Queue()
     count = workers_for(workers, len(todo))
-    with context.Pool(count, _init, (settings, cache, ticks)) as pool:
+    # ProcessPoolExecutor, not Pool: a worker that dies (killed, out of memory, a crash in
+    # the estimator's native code) breaks the pool, where Pool would wait for it forever.
+    pool = ProcessPoolExecutor(count, context, _init, (settings, cache, ticks))
+    try:
         # longest first, so that one long video does not start last and run alone
         order = sorted(todo, key=lambda i: -os.path.getsize(paths[i]))
-        results = pool.imap_unordered(_run, [(i, paths[i], digests[i]) for i in order])
-        done = 0
-        while done < len(todo):
-            try:
-                index, poses = results.next(timeout=0.2)
-            except multiprocessing.TimeoutError:
-                pass
-            else:
-                done += 1
+        pending = {pool.submit(_run, (i, paths[i], digests[i])) for i in order}
+        while pending:
+            done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            for future in done:
+                try:
+                    index, poses = future.result()
+                except BrokenProcessPool:
+                    raise fail(
+                        "pose",
+                        "a worker process died (out of memory, or killed); the videos done "
+                        "so far are cached: run again to go on",
+                    ) from None
                 if isinstance(poses, str):
                     raise PipelineError(poses)
                 found[index] = poses
@@ -182,3 +190,11 @@ def _pool(
                     bar.update(ticks.get_nowait())
                 except queue.Empty:
                     break
+    except BaseException:
+        # Ctrl-C or a bad video: stop the other workers now, not after their current video
+        # (ProcessPoolExecutor has no public way before Python 3.14).
+        for process in list(getattr(pool, "_processes", {}).values()):
+            process.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
