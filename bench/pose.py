@@ -8,7 +8,8 @@ Frames/s count decoding, estimation (two passes where a person is found) and tra
 the moment every process has its model loaded and warmed up on one frame: `pose` adds a few
 seconds per worker for that. Peak RSS is the whole process tree's (workers included), and does
 not grow with a video's length (frames are decoded one at a time). The load average before
-each row is in its notes.
+each row is in its notes, with frames per CPU-second (the processes' own CPU time), which
+other jobs on the machine change far less than frames per second of wall time.
 """
 
 from __future__ import annotations
@@ -36,13 +37,14 @@ def _estimate_one(path: str, barrier: Any = None) -> dict[str, Any]:
     estimator.detect(next(decode.frames(path, 1, settings.max_side)))
     if barrier is not None:
         barrier.wait()
-    start = time.time()
+    start, cpu = time.time(), time.process_time()
     poses = estimate_video(path, estimator, settings)
-    end = time.time()
+    end, cpu = time.time(), time.process_time() - cpu
     estimator.close()
     return {
         "start": start,
         "end": end,
+        "cpu": cpu,
         "frames": poses.keypoint.shape[1],
         "found": int((poses.keypoint_score.max(-1) > 0).any(0).sum()),
         "size": "{1}x{0}".format(*poses.img_shape),
@@ -66,6 +68,7 @@ def child_pose(paths: list[str]) -> dict[str, Any]:
     seconds = max(p["end"] for p in parts) - min(p["start"] for p in parts)
     return {
         "seconds": seconds,
+        "cpu": sum(p["cpu"] for p in parts),
         "frames": sum(p["frames"] for p in parts),
         "found": sum(p["found"] for p in parts),
         "size": parts[0]["size"],
@@ -129,7 +132,8 @@ def run(ctx: Context) -> list[Row]:
                     checks=checks,
                     note=(
                         f"{result['size']}, {result['frames']} frames, a person in "
-                        f"{result['found']}; {rate / workers:.1f} frames/s per process; "
+                        f"{result['found']}; {rate / workers:.1f} frames/s per process, "
+                        f"{result['frames'] / result['cpu']:.1f} per CPU-second; "
                         f"load {before} before"
                     ),
                 )
