@@ -23,7 +23,20 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import ddp, demo, evaluate, extract, gpu, predict, report, shards, sweep, train, unpickle
+from bench import (
+    ddp,
+    demo,
+    evaluate,
+    extract,
+    gpu,
+    pose,
+    predict,
+    report,
+    shards,
+    sweep,
+    train,
+    unpickle,
+)
 from bench.common import load_average
 from bench.context import DEFAULT_CSV, RESULTS, Context, count_rows
 from bench.measure import BenchError
@@ -40,6 +53,7 @@ BENCHMARKS: dict[str, Callable[[Context], list[Row]]] = {
     "gpu": gpu.run,
     "ddp": ddp.run,
     "sweep": sweep.run,
+    "pose": pose.run,  # the video path's estimator (bench/pose.py)
 }
 
 

@@ -194,3 +194,17 @@ def test_gpu_check_without_cuda_is_one_line_and_exit_2(tmp_path: Path) -> None:
         "False); run it on a machine with a GPU and a CUDA build of torch\n"
     )
     assert list(tmp_path.iterdir()) == []  # no workspace was made
+
+
+def test_pose_rows_frames_per_second_on_real_videos(run: dict) -> None:
+    """--quick: the estimator at 640x480 on one process (skipped without ../shared/videos or
+    the video extra, saying which)."""
+    rows = [row for name, row in run["rows"].items() if name.startswith("pose")]
+    assert len(rows) == 1, list(run["rows"])
+    (row,) = rows
+    if row.skipped is not None:
+        assert "no real videos" in row.skipped or "video extra" in row.skipped, row.skipped
+        return
+    assert row.name == "pose 640x480, 1 process" and row.unit == "frames/s"
+    assert positive(row.throughput) and positive(row.rss_bytes)
+    assert "640x480, 72 frames" in row.note
