@@ -43,8 +43,11 @@ data: $(STAMP)
 repro: $(STAMP) .dvc/plots.html
 	$(RUN) dvc repro
 
+# Figures saved as DVC metrics (bench/metrics/, `dvc metrics diff`), then bench/README.md's
+# tables written from them.
 bench: $(STAMP)
 	$(RUN) python -m bench
+	$(RUN) python -m bench.report
 
 # ACCURACY_ARGS picks another table, e.g. the candidate backbones cross-validated by subject:
 # make accuracy ACCURACY_ARGS="--table backbones --folds 5 --out metrics/accuracy/backbones"

@@ -37,7 +37,7 @@ import torch
 
 from pipeline.core import params, skeleton
 from pipeline.core.errors import ArgumentParser, cli, fail
-from pipeline.files.atomic import atomic_path, prepare_outputs
+from pipeline.files.atomic import atomic_open, atomic_path, prepare_outputs
 from pipeline.learning import checkpoint, inference
 from pipeline.learning.checkpoint import Checkpoint
 from pipeline.models import traceable
@@ -117,10 +117,15 @@ def to_onnx(ckpt: Checkpoint, out: Path) -> None:
 
 
 def to_torchscript(ckpt: Checkpoint, out: Path) -> None:
-    with warnings.catch_warnings(), torch.no_grad(), atomic_path(out) as tmp:
+    with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # TorchScript's deprecation, the tracer's warnings
         traced = torch.jit.trace(classifier(ckpt), example(ckpt))
-        torch.jit.save(traced, str(tmp), _extra_files={METADATA_FILE: json.dumps(contract(ckpt))})
+        # Saved to memory, then written by Python: torch.jit.save onto a full disk aborts the
+        # whole process from C++ (no message, a temporary left), where a write error is one line.
+        buffer = io.BytesIO()
+        torch.jit.save(traced, buffer, _extra_files={METADATA_FILE: json.dumps(contract(ckpt))})
+    with atomic_open(out) as handle:
+        handle.write(buffer.getbuffer())
 
 
 @cli

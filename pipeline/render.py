@@ -15,7 +15,7 @@ and a frame counter.
                       metrics/improved/predictions.csv, as evaluate@improved writes it, when
                       it exists
   --frames N          at most N frames per clip, evenly spaced (default: every frame)
-  --fps F             frames per second (default 25, UCF101's)
+  --fps F             frames per second, 0.01 to 1000 (default 25, UCF101's)
   --width PIXELS      image width (default 320); the height follows the clip's img_shape
 
 Each GIF is written whole or not at all; nothing else in DIR is touched.
@@ -47,6 +47,8 @@ from pipeline.viz.showcase import (
 )
 
 DEFAULT_PREDICTIONS = METRICS_DIR / "improved" / "predictions.csv"
+# A GIF stores each frame's duration in hundredths of a second, in 16 bits (at most 655 s).
+MIN_FPS, MAX_FPS = 0.01, 1000.0
 
 
 def _positive(kind: type[int] | type[float]) -> Callable[[str], float]:
@@ -74,6 +76,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not 64 <= args.width <= 4096:
         parser.error(f"--width: expected 64..4096 pixels, found {args.width}")
+    if not MIN_FPS <= args.fps <= MAX_FPS:  # a GIF frame lasts 0.01 s to 655 s
+        parser.error(f"--fps: expected {MIN_FPS} to {MAX_FPS} frames per second, found {args.fps}")
     return args
 
 
@@ -158,6 +162,7 @@ def main(argv: list[str] | None = None) -> None:
             caption(clip, table),
             width=args.width,
             frames=args.frames,
+            source=f"{args.input}: clip {clip.name!r}",
         )
         save_gif(frames, target, args.fps)
         print(f"render: {target} ({len(frames)} frames)")

@@ -25,7 +25,14 @@ import torch
 from dvclive import Live
 
 from pipeline.core import params
-from pipeline.core.errors import EXIT_INTERRUPTED, PipelineError, cli, fail
+from pipeline.core.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    PipelineError,
+    cli,
+    fail,
+    interrupt_code,
+)
 from pipeline.core.paths import SHARDS_DIR, curves_path, model_path, resume_path
 from pipeline.dataset.shardset import ShardSet
 from pipeline.files.atomic import atomic_dir, prepare_outputs
@@ -86,6 +93,10 @@ def run(name: str) -> Checkpoint | None:
     if world is None or world.main:  # before any process starts: rank 0 alone writes
         prepare_outputs(files=[model_path(name), resume_path(name)], folders=[curves_path(name)])
     if world is None and train_cfg.nproc > 1:
+        runtime.check_threads(train_cfg)  # before any process starts
+        crowded = runtime.check_processes(train_cfg.nproc, device)
+        if crowded:
+            print(crowded, file=sys.stderr)
         if device.type == "cuda" and train_cfg.nproc > torch.cuda.device_count():
             raise fail(
                 params.PARAMS_FILE,
@@ -133,7 +144,7 @@ def train_rank(world: distributed.World, name: str) -> Checkpoint | None:
     except Diverged as exc:
         raise diverged(name, exc, cfg.lr) from None
     except Interrupted as exc:
-        raise RankExit(EXIT_INTERRUPTED, interrupted(name, exc) if world.main else "") from None
+        raise RankExit(interrupt_code(), interrupted(name, exc) if world.main else "") from None
     if not world.main:
         return None
     selected = result.selected
@@ -178,7 +189,9 @@ def main(argv: list[str] | None = None) -> None:
     except RankExit as exc:
         if exc.message:
             print(exc.message, file=sys.stderr)
-        raise SystemExit(exc.code) from None
+        # the processes stop on SIGINT whichever signal this one got: its code tells which
+        code = interrupt_code() if exc.code in (EXIT_INTERRUPTED, EXIT_TERMINATED) else exc.code
+        raise SystemExit(code) from None
 
 
 if __name__ == "__main__":

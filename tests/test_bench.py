@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import common, demo
+from bench import context, demo, measure, report
 from bench.__main__ import BENCHMARKS, main
 from pipeline.dataset import ucf101
 
@@ -29,7 +29,7 @@ def write_clip_list(path: Path) -> Path:
         writer = csv.writer(handle)
         writer.writerow(["frame_dir", "label", "total_frames", "persons"])
         for label in range(CLASSES):
-            for i, group in enumerate(common.QUICK_GROUPS):
+            for i, group in enumerate(context.QUICK_GROUPS):
                 frames, persons = 20 + 7 * ((label + i) % 6), 1 + (label + i) % 3
                 writer.writerow([ucf101.frame_dir(label, group, 1), label, frames, persons])
     return path
@@ -61,7 +61,7 @@ def positive(value: float | None) -> bool:
     return value is not None and math.isfinite(value) and value > 0
 
 
-def rows_named(run: dict, prefix: str) -> list[common.Row]:
+def rows_named(run: dict, prefix: str) -> list[report.Row]:
     found = [row for name, row in run["rows"].items() if name.startswith(prefix)]
     assert found, f"no row starting {prefix!r} in {list(run['rows'])}"
     for row in found:
@@ -153,6 +153,13 @@ def test_ddp_rows_time_one_and_two_processes_and_skip_gpus_without_cuda(run: dic
         )
 
 
+def test_unpickle_rows_for_legit_and_hostile_files(run: dict) -> None:
+    rows = rows_named(run, "unpickle, ")
+    names = {row.name for row in rows}
+    assert {"unpickle, legit PYSKL", "unpickle, tiny instructions"} <= names
+    assert all("loaded" in row.note or "refused" in row.note for row in rows)
+
+
 def test_the_sweep_is_left_to_make_bench(run: dict) -> None:
     row = run["rows"]["sweep of 4 improved experiments"]
     assert row.skipped is not None and "--quick" in row.skipped
@@ -176,7 +183,7 @@ def test_gpu_check_without_cuda_is_one_line_and_exit_2(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "bench.gpu_check"],
         cwd=tmp_path,
-        env=common.child_env(),
+        env=measure.child_env(),
         capture_output=True,
         text=True,
         timeout=120,
@@ -187,3 +194,17 @@ def test_gpu_check_without_cuda_is_one_line_and_exit_2(tmp_path: Path) -> None:
         "False); run it on a machine with a GPU and a CUDA build of torch\n"
     )
     assert list(tmp_path.iterdir()) == []  # no workspace was made
+
+
+def test_pose_rows_frames_per_second_on_real_videos(run: dict) -> None:
+    """--quick: the estimator at 640x480 on one process (skipped without ../shared/videos or
+    the video extra, saying which)."""
+    rows = [row for name, row in run["rows"].items() if name.startswith("pose")]
+    assert len(rows) == 1, list(run["rows"])
+    (row,) = rows
+    if row.skipped is not None:
+        assert "no real videos" in row.skipped or "video extra" in row.skipped, row.skipped
+        return
+    assert row.name == "pose 640x480, 1 process" and row.unit == "frames/s"
+    assert positive(row.throughput) and positive(row.rss_bytes)
+    assert "640x480, 72 frames" in row.note

@@ -13,9 +13,13 @@ Ctrl-C, damaged intermediates) are in tests/test_faults_env.py.
 from __future__ import annotations
 
 import contextlib
+import io
+import os
 import re
 import shutil
-from collections.abc import Callable
+import tracemalloc
+import zipfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,11 +34,13 @@ from conftest import (
     requires_realdata,
     run_stage,
     run_stages,
+    ucf_name,
     write_params,
     write_pkl,
 )
 
-from pipeline.learning import training
+from pipeline.files import clipfiles
+from pipeline.learning import runtime, training
 
 PKL = "data/raw/tiny.pkl"
 TINY = {
@@ -192,6 +198,113 @@ def poison(ckpt: dict[str, Any]) -> None:
     ckpt["model"]["fc.weight"][0, 0] = float("nan")
 
 
+# --- issue 24: input that asks for too much, special files, odd values -----------------------
+
+CLIP = ucf_name(0, 1, 1)  # a clip of tiny_dataset
+KEYPOINT = np.random.default_rng(0).random((1, 12, 17, 2), np.float32) * 100
+
+
+def written(name: str, content: Callable[[Path], None]) -> Setup:
+    """A file `name` in the workspace, made by `content(path)`."""
+    return lambda ws: content(ws / name)
+
+
+def npz_fields(**fields: Any) -> Callable[[Path], None]:
+    return lambda path: np.savez(path, **fields)
+
+
+def npy_as_npz(path: Path) -> None:
+    with open(path, "wb") as handle:
+        np.save(handle, KEYPOINT)
+
+
+def npz_claiming(shape: tuple[int, ...]) -> Callable[[Path], None]:
+    """An .npz whose keypoint header claims `shape` while it holds 8 bytes."""
+
+    def make(path: Path) -> None:
+        header = io.BytesIO()
+        np.lib.format.write_array_header_1_0(
+            header, {"descr": "<f4", "fortran_order": False, "shape": shape}
+        )
+        shape_npy = io.BytesIO()
+        np.save(shape_npy, np.array([240, 320]))
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("keypoint.npy", header.getvalue() + bytes(8))
+            archive.writestr("img_shape.npy", shape_npy.getvalue())
+
+    return make
+
+
+def zip_bomb(path: Path) -> None:
+    """A 0.3 MB .npz whose keypoints unpack to 260 MiB of zeros (the limit is 256 MiB)."""
+    count = (clipfiles.CLIP_LIMIT + (4 << 20)) >> 2
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("keypoint.npy", "w", force_zip64=True) as member:
+            np.lib.format.write_array_header_1_0(
+                member, {"descr": "<f4", "fortran_order": False, "shape": (count,)}
+            )
+            zeros = bytes(1 << 22)
+            for _ in range(count * 4 // len(zeros)):
+                member.write(zeros)
+
+
+def sparse(size: int) -> Callable[[Path], None]:
+    def make(path: Path) -> None:
+        with open(path, "wb") as handle:
+            handle.truncate(size)  # a hole: no time or disk spent on its bytes
+
+    return make
+
+
+def symlink_to(target: str) -> Callable[[Path], None]:
+    return lambda path: path.symlink_to(target)
+
+
+def fifo(relative: str) -> Setup:
+    """`relative` replaced by a FIFO with no writer: opening it to read would wait forever."""
+
+    def setup(ws: Path) -> None:
+        path = ws / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)
+        os.mkfifo(path)
+
+    return setup
+
+
+def with_params(first: Setup, **overrides: Any) -> Setup:
+    def setup(ws: Path) -> None:
+        params(**overrides)(ws)
+        first(ws)
+
+    return setup
+
+
+def huge_img_shape(data: dict[str, Any]) -> None:
+    next(a for a in data["annotations"] if a["frame_dir"] == CLIP)["img_shape"] = (60000, 1)
+
+
+def long_clip(data: dict[str, Any]) -> None:
+    ann = next(a for a in data["annotations"] if a["frame_dir"] == CLIP)
+    ann["keypoint"] = np.resize(ann["keypoint"], (ann["keypoint"].shape[0], 3000, 17, 2))
+    ann["keypoint_score"] = np.resize(ann["keypoint_score"], (ann["keypoint"].shape[0], 3000, 17))
+    ann["total_frames"] = 3000
+
+
+def params_padded(size: int) -> Setup:
+    def setup(ws: Path) -> None:
+        with open(ws / "params.yaml", "a") as handle:
+            handle.write(("#" * 99 + "\n") * (size // 100))
+
+    return setup
+
+
+CORES = runtime.cores()
+PREDICT = ("predict", "--top", "1", "models/baseline.pt")
+RENDER = ("render", PKL, "--clips", CLIP, "--out", "gifs")
+REGULAR_ONLY = r"expected a regular file, found {}; only regular files are read$"
+
+
 # --- the table ------------------------------------------------------------------------------------
 
 
@@ -203,6 +316,8 @@ class Case:
     code: int
     last_line: str  # a regex for the last line on stderr (re.search)
     process: bool = False  # run as `python -m pipeline.<stage>`, not in this process
+    slow: bool = False  # over a second: left out of `make test-fast`
+    peak_mib: int | None = None  # the most memory (numpy's and Python's) the stage may take
 
 
 RETRAIN_BASELINE = r"; retrain it with `dvc repro train@baseline`$"
@@ -403,11 +518,249 @@ CASES = [
         r"^error: data/raw/tiny\.pkl: the selection leaves no test clip \(8 clips with no person "
         r"were skipped; check data\.classes and splits\)$",
     ),
+    # issue 24, 3. sizes asked for by the input, checked against a stated limit before use
+    Case(
+        "npz header claims 136 TiB",
+        written("clip.npz", npz_claiming((2**40, 17, 2))),
+        (*PREDICT, "clip.npz"),
+        2,
+        r"^error: clip\.npz: field 'keypoint': its header claims shape \(1099511627776, 17, 2\) "
+        r"of float32 \(136 TiB\), more than the 136 bytes it holds$",
+        peak_mib=16,
+    ),
+    Case(
+        "npz zip bomb",
+        written("clip.npz", zip_bomb),
+        (*PREDICT, "clip.npz"),
+        2,
+        r"^error: clip\.npz: its arrays unpack to 260 MiB, over the limit of 256 MiB for one clip$",
+        slow=True,  # 260 MiB to compress
+        peak_mib=16,
+    ),
+    Case(
+        "JSON clip is /dev/zero",
+        written("clip.json", symlink_to("/dev/zero")),
+        (*PREDICT, "clip.json"),
+        2,
+        r"^error: clip\.json: " + REGULAR_ONLY.format("a character device"),
+        peak_mib=16,
+    ),
+    Case(
+        "JSON clip of 33 MiB",
+        written("clip.json", sparse(33 << 20)),
+        (*PREDICT, "clip.json"),
+        2,
+        r"^error: clip\.json: the JSON clip is 33 MiB, over the limit of 32 MiB for such a file$",
+        peak_mib=16,
+    ),
+    Case(
+        "params.yaml is /dev/zero",
+        lambda ws: ((ws / "params.yaml").unlink(), (ws / "params.yaml").symlink_to("/dev/zero")),
+        ("extract",),
+        2,
+        r"^error: params\.yaml: " + REGULAR_ONLY.format("a character device"),
+        peak_mib=16,
+    ),
+    Case(
+        "render of img_shape (60000, 1)",
+        dataset(huge_img_shape),
+        RENDER,
+        2,
+        rf"^error: {PKL}: clip '{CLIP}': img_shape \(60000, 1\) at --width 320 makes the image "
+        r"320x19200000 pixels; the limit is 8192 pixels high$",
+        peak_mib=64,
+    ),
+    Case(
+        "render of more frames than a GIF holds",
+        dataset(long_clip),
+        RENDER,
+        2,
+        rf"^error: {PKL}: clip '{CLIP}': 3000 frames of 320x299 pixels make 287,040,000 pixels; "
+        r"the limit for one GIF is 268,435,456: draw fewer with --frames \(or a smaller --width\)$",
+        peak_mib=64,
+    ),
+    Case(
+        "checkpoint asking for GiBs per clip",
+        checkpoint("baseline", lambda c: c["shards"].update(frames=100000, test_views=100)),
+        (*PREDICT, PKL),
+        2,
+        r"^error: models/baseline\.pt: its params ask for [\d.]+ GiB of memory per clip "
+        r"\(shards\.frames 100000, shards\.test_views 100, eval\.clips 1, hidden 32\); the "
+        r"limit is 1 GiB; retrain it with `dvc repro train@baseline` with smaller ones$",
+        peak_mib=64,
+    ),
+    # issue 24, 4. special files: never replaced, never read
+    Case(
+        "predict --out onto a FIFO",
+        fifo("out.csv"),
+        (*PREDICT, PKL, "--out", "out.csv"),
+        2,
+        r"^error: out\.csv: expected a regular file or nothing at this output path, found a FIFO "
+        r"\(named pipe\), which is never replaced; choose another path$",
+    ),
+    Case(
+        "export --out onto a symlink to /dev/null",
+        written("model.ts", symlink_to("/dev/null")),
+        ("export", "models/baseline.pt", "--format", "torchscript", "--out", "model.ts"),
+        2,
+        r"^error: model\.ts: expected a regular file or nothing at this output path, found a "
+        r"character device, which is never replaced; choose another path$",
+    ),
+    Case(
+        "render --out holding a FIFO where a GIF goes",
+        fifo(f"gifs/{CLIP}.gif"),
+        RENDER,
+        2,
+        rf"^error: gifs/{CLIP}\.gif: expected a regular file or nothing at this output path, "
+        r"found a FIFO \(named pipe\), which is never replaced; choose another path$",
+    ),
+    Case(
+        "data.pkl is a FIFO",
+        fifo(PKL),
+        ("extract",),
+        2,
+        rf"^error: {PKL}: " + REGULAR_ONLY.format(r"a FIFO \(named pipe\)"),
+        process=True,
+        slow=True,
+    ),
+    Case(
+        "params.yaml is a FIFO",
+        fifo("params.yaml"),
+        ("train", "baseline"),
+        2,
+        r"^error: params\.yaml: " + REGULAR_ONLY.format(r"a FIFO \(named pipe\)"),
+        process=True,
+        slow=True,
+    ),
+    Case(
+        "the model is a FIFO",
+        fifo("models/baseline.pt"),
+        (*PREDICT, PKL),
+        2,
+        r"^error: models/baseline\.pt: " + REGULAR_ONLY.format(r"a FIFO \(named pipe\)"),
+    ),
+    Case(
+        "the clip to predict is a FIFO",
+        fifo("clip.npz"),
+        (*PREDICT, "clip.npz"),
+        2,
+        r"^error: clip\.npz: " + REGULAR_ONLY.format(r"a FIFO \(named pipe\)"),
+    ),
+    Case(
+        "the pickle to predict is a FIFO",
+        fifo("in.pkl"),
+        (*PREDICT, "in.pkl"),
+        2,
+        r"^error: in\.pkl: " + REGULAR_ONLY.format(r"a FIFO \(named pipe\)"),
+    ),
+    Case(
+        "the label map is a FIFO",
+        with_params(fifo("labels.txt"), data__label_map="labels.txt"),
+        ("extract",),
+        2,
+        r"^error: labels\.txt: " + REGULAR_ONLY.format(r"a FIFO \(named pipe\)"),
+    ),
+    Case(
+        "render --predictions is a FIFO",
+        fifo("preds.csv"),
+        (*RENDER, "--predictions", "preds.csv"),
+        2,
+        r"^error: preds\.csv: " + REGULAR_ONLY.format(r"a FIFO \(named pipe\)"),
+    ),
+    Case(
+        "a shard is a FIFO",
+        fifo("data/shards/test-00000.npy"),
+        ("evaluate", "baseline"),
+        2,
+        r"^error: data/shards/test-00000\.npy: " + REGULAR_ONLY.format(r"a FIFO \(named pipe\)"),
+    ),
+    # issue 24, 6. params and odd values
+    Case(
+        "params.yaml gives a key twice",
+        params_text(b"data:\n", b"data:\n  seed: 1\n"),
+        ("extract",),
+        2,
+        r"^error: params\.yaml: not valid params: key 'seed' appears twice \(lines 2 and \d+\)$",
+    ),
+    Case(
+        "params.yaml holds an integer of 5000 digits",
+        params_text(b"md5: null", b"md5: " + b"9" * 5000),
+        ("fetch",),
+        2,
+        r"^error: params\.yaml: not valid params: a number of more than 4300 digits$",
+    ),
+    Case(
+        "params.yaml of 2 MiB",
+        params_padded(2 << 20),
+        ("extract",),
+        2,
+        r"^error: params\.yaml: the params file is 2(\.\d+)? MiB, over the limit of 1 MiB for "
+        r"such a file$",
+        peak_mib=16,
+    ),
+    Case(
+        "render --fps 1e-9",
+        lambda ws: None,
+        (*RENDER, "--fps", "1e-9"),
+        2,
+        r"^error: usage: --fps: expected 0\.01 to 1000\.0 frames per second, found 1e-09 ",
+    ),
+    Case(
+        "a 0-d img_shape",
+        written("clip.npz", npz_fields(keypoint=KEYPOINT, img_shape=np.array(240))),
+        (*PREDICT, "clip.npz"),
+        2,
+        r"^error: clip\.npz: img_shape: expected \[height, width\], found a 0-d value$",
+    ),
+    Case(
+        "an .npz that is really a .npy",
+        written("clip.npz", npy_as_npz),
+        (*PREDICT, "clip.npz"),
+        2,
+        r"^error: clip\.npz: a single \.npy array, not an \.npz archive of named fields; save "
+        r"the clip with np\.savez\(path, keypoint=\.\.\., img_shape=\.\.\.\)",
+    ),
+    Case(
+        "train.threads: 1024",
+        params(train__threads=1024),
+        ("train", "baseline"),
+        2,
+        rf"^error: params\.yaml: train\.threads: expected 0 \(every core\) to {4 * CORES} \(4 "
+        rf"per core of the {CORES} this process may use\), found 1024$",
+    ),
+    Case(
+        "train.threads: 1024 in a model file",
+        checkpoint("baseline", lambda c: c["train"].update(threads=1024)),
+        (*PREDICT, PKL),
+        2,
+        rf"^error: models/baseline\.pt: train\.threads: expected 0 \(every core\) to "
+        rf"{4 * CORES} \(4 per core of the {CORES} this process may use\), found 1024$",
+    ),
+    Case(
+        "train.nproc far above the cores",
+        params(train__nproc=4 * CORES + 1, train__batch_size=4 * CORES + 1),
+        ("train", "baseline"),
+        2,
+        rf"^error: params\.yaml: train\.nproc: expected at most {4 * CORES} processes on CPU \(4 "
+        rf"per core of the {CORES} this process may use\), found {4 * CORES + 1}$",
+    ),
 ]
 
 
 def marks(case: Case) -> list[pytest.MarkDecorator]:
-    return [requires_realdata] if case.setup is real_clips else []
+    return [requires_realdata] * (case.setup is real_clips) + [pytest.mark.slow] * case.slow
+
+
+@contextlib.contextmanager
+def traced() -> Iterator[list[int]]:
+    """The peak of memory allocated in the block (numpy reports its arrays to tracemalloc)."""
+    peak = [0]
+    tracemalloc.start()
+    try:
+        yield peak
+        peak[0] = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
 
 
 def files(ws: Path) -> dict[str, bytes]:
@@ -430,7 +783,10 @@ def test_fault(trained: Path, tmp_path: Path, case: Case) -> None:
         result = run_stage(case.stage[0], ws, *case.stage[1:], timeout=120)
         code, out, err = result.returncode, result.stdout, result.stderr
     else:
-        code, out, err = run_here(case.stage[0], ws, *case.stage[1:])
+        with traced() if case.peak_mib else contextlib.nullcontext([0]) as peak:
+            code, out, err = run_here(case.stage[0], ws, *case.stage[1:])
+        if case.peak_mib is not None:
+            assert peak[0] < case.peak_mib << 20, f"took {peak[0] / 2**20:.0f} MiB"
     assert code == case.code, (out, err)
     assert "Traceback" not in out + err
     lines = err.splitlines()

@@ -10,11 +10,14 @@ kill left (only those) and end with complete outputs, the same as an uninterrupt
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import signal
-from collections.abc import Callable
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -24,15 +27,17 @@ from conftest import (
     finish,
     make_dataset,
     run_stage,
+    stage_env,
     start_stage,
     write_params,
     write_pkl,
 )
 
-from pipeline.core.errors import PipelineError
+from pipeline.core.errors import PipelineError, cli
 from pipeline.dataset.shardset import ShardSet
 from pipeline.dataset.subset import INDEX_COLUMNS, SPLITS
 from pipeline.files import atomic
+from pipeline.learning import runtime
 
 TINY = {
     "data.pkl": "data/raw/tiny.pkl",
@@ -491,3 +496,296 @@ def test_train_killed_keeps_the_old_model_with_its_curves_and_rerun_matches(ws, 
     assert new.keys() == ref.keys()
     for key, value in ref["model"].items():
         assert torch.equal(new["model"][key], value), key
+
+
+# --- issue 24: a full disk, long names, SIGTERM, signals while starting, a closed stdout --------
+
+NO_SPACE = r"\S+: cannot write this output \(No space left on device\); nothing was replaced"
+TMPFS_REASON = "needs root and `mount -t tmpfs` to make a small full filesystem"
+
+
+@pytest.fixture
+def full(prepared: Path, tmp_path: Path) -> Iterator[Path]:
+    """A copy of the workspace on a tmpfs with not a byte left: every write there fails with
+    ENOSPC, as on a full disk (the filler lies beside the workspace, outside its snapshot)."""
+    mount = tmp_path / "tmpfs"
+    mount.mkdir()
+    size = sum(p.stat().st_size for p in prepared.rglob("*") if p.is_file()) + (8 << 20)
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)],
+        capture_output=True,
+        check=False,
+    )
+    if not ROOT or made.returncode != 0:
+        pytest.skip(TMPFS_REASON)
+    try:
+        ws = mount / "ws"
+        shutil.copytree(prepared, ws)
+        with contextlib.suppress(OSError), open(mount / "filler", "wb") as handle:
+            while True:
+                handle.write(bytes(1 << 20))
+                handle.flush()
+        with contextlib.suppress(OSError), open(mount / "filler", "ab") as handle:
+            while True:  # the last pages, a byte at a time
+                handle.write(b"\0")
+                handle.flush()
+        assert os.statvfs(mount).f_bavail == 0
+        yield ws
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+PREDICT_OUT = ("predict", "--top", "1", "models/baseline.pt", TINY["data.pkl"], "--out", "p.csv")
+EXPORT_OUT = ("export", "models/baseline.pt", "--format", "torchscript", "--out", "m.ts")
+RENDER_OUT = ("render", TINY["data.pkl"], "--clips", "v_ApplyEyeMakeup_g03_c01", "--out", "gifs")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("extract",),
+        ("shards",),
+        ("train", "baseline"),
+        ("evaluate", "improved"),
+        ("summary",),
+        PREDICT_OUT,
+        RENDER_OUT,
+        EXPORT_OUT,  # a process: torch.jit.save on a full disk used to abort it from C++
+    ],
+    ids=" ".join,
+)
+def test_a_full_disk_is_one_line_and_changes_nothing(full: Path, command: tuple[str, ...]) -> None:
+    before = snapshot(full)
+    if command[0] == "export":
+        done = run_stage(command[0], full, *command[1:])
+        code, out, err = done.returncode, done.stdout, done.stderr
+    else:
+        code, out, err = call(full, *command)
+    check_refused(full, code, out, err, 2, NO_SPACE, before)
+    assert not temps(full), temps(full)
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        OSError(28, "No space left on device"),
+        RuntimeError(
+            "[enforce fail at inline_container.cc:664] . PytorchStreamWriter failed writing file "
+            "data/0: file write failed"
+        ),
+    ],
+    ids=["OSError ENOSPC", "torch's writer"],
+)
+def test_a_failed_write_is_one_line_and_leaves_no_temporary(
+    tmp_path: Path, failure: Exception, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same without a full filesystem (where none can be made): the failure injected where
+    the write happens, inside atomic_path; statvfs says the disk is full for torch's case."""
+    target = tmp_path / "out.pt"
+    target.write_bytes(b"old")
+    full_disk = os.statvfs_result((4096, 4096, 100, 0, 0, 100, 0, 0, 0, 255))
+    monkeypatch.setattr(atomic.os, "statvfs", lambda path: full_disk)
+    with pytest.raises(PipelineError) as info, atomic.atomic_path(target) as tmp:
+        tmp.write_bytes(b"partial")
+        raise failure
+    assert str(info.value) == (
+        f"{target}: cannot write this output (No space left on device); nothing was replaced"
+    )
+    assert target.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.pt"]
+
+
+def test_an_os_error_that_reaches_cli_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    @cli
+    def main(argv: list[str] | None = None) -> None:
+        raise OSError(28, "No space left on device", "somewhere/file.bin")
+
+    with pytest.raises(SystemExit) as info:
+        main([])
+    assert info.value.code == 2
+    assert capsys.readouterr().err == "error: somewhere/file.bin: No space left on device\n"
+
+
+@pytest.mark.parametrize("length", [255, 256])
+def test_an_out_name_that_fits_is_written_one_that_does_not_is_one_line(
+    ws: Path, length: int
+) -> None:
+    """A name of the filesystem's 255 bytes is written, though its temporary's name would be
+    longer than that; one byte more is refused before any work, naming the limit."""
+    name = "p" * (length - 4) + ".csv"
+    before = snapshot(ws)
+    code, out, err = call(ws, *PREDICT_OUT[:-1], name)
+    if length == 255:
+        assert code == 0, err
+        assert (ws / name).read_text().startswith("frame_dir,")
+        assert not [p for p in ws.iterdir() if p.name.endswith(".tmp")]
+    else:
+        shown = re.escape(name[:80]) + r"\.\.\."
+        pattern = rf"{shown}: the file name is 256 bytes long; this filesystem allows at most 255"
+        check_refused(ws, code, out, err, 2, pattern, before)
+
+
+def test_a_long_name_has_its_killed_temporaries_cleaned_up(ws: Path) -> None:
+    """The shortened temporary name of a 255-byte output is the same on every run, so the
+    next run finds and removes what a killed run left."""
+    target = ws / ("p" * 251 + ".csv")
+    left = atomic._tmp_name(target)
+    assert len(left.name) <= 255
+    atomic.prepare_outputs(files=[target])
+    assert not left.exists()
+
+
+# A stage sent `sig` (to its process group, as `timeout`, a CI runner or `kill -- -PID` sends
+# it) the first time it calls `function`, a dotted name like "module.function" or
+# "module.Class.method": the moment is chosen, not raced.
+_SIGNAL_AT = """
+import importlib, os, runpy, signal, sys
+sig, function, stage, *args = sys.argv[1:]
+parts = function.split(".")
+for cut in range(len(parts) - 1, 0, -1):
+    try:
+        owner = importlib.import_module(".".join(parts[:cut]))
+        break
+    except ImportError:
+        continue
+for part in parts[cut:-1]:
+    owner = getattr(owner, part)
+real = getattr(owner, parts[-1])
+sent = []
+def patched(*a, **k):
+    if not sent:
+        sent.append(1)
+        os.killpg(os.getpgid(0), int(sig))
+    return real(*a, **k)
+setattr(owner, parts[-1], patched)
+sys.argv = [f"pipeline.{stage}", *args]
+runpy.run_module(f"pipeline.{stage}", run_name="__main__", alter_sys=True)
+"""
+
+
+def signalled(ws: Path, sig: int, function: str, *command: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", _SIGNAL_AT, str(int(sig)), function, *command],
+        cwd=ws,
+        env=stage_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        start_new_session=True,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("function", "command"),
+    [
+        ("pipeline.files.pklio.load_pickle", ("fetch",)),
+        ("pipeline.files.pklio.load_pickle", ("extract",)),
+        ("pipeline.dataset.preprocess.build_clips", ("shards",)),  # in the pool's workers
+        ("pipeline.learning.training.train_epoch", ("train", "baseline")),
+        ("pipeline.learning.inference.predict", ("evaluate", "baseline")),
+        ("pipeline.files.readers.read_json", ("summary",)),
+        ("pipeline.learning.inference.predict", PREDICT_OUT),
+        ("PIL.Image.Image.save", RENDER_OUT),  # with the GIF's temporary made
+        ("torch.jit.trace", EXPORT_OUT),
+    ],
+    ids=lambda v: v if isinstance(v, str) else " ".join(v),
+)
+def test_sigterm_is_one_line_exit_143_and_leaves_no_temporary(
+    ws: Path, function: str, command: tuple[str, ...]
+) -> None:
+    write_params(ws, {**TINY, "shards.workers": 2})
+    before = snapshot(ws)
+    done = signalled(ws, signal.SIGTERM, function, *command)
+    assert done.returncode == 143, (done.stdout, done.stderr)
+    assert "Traceback" not in done.stdout + done.stderr, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert re.fullmatch(
+        rf"terminated: {command[0]} stopped; its previous outputs are kept|train baseline: "
+        r"interrupted in epoch 1, before any epoch was saved; .*",
+        lines[0],
+    ), lines[0]
+    assert snapshot(ws) == before
+    assert not temps(ws), temps(ws)
+
+
+def started(ws: Path, *command: str) -> subprocess.Popen[str]:
+    """`python -m pipeline.<command>`, reporting each module it imports on stderr."""
+    return subprocess.Popen(
+        [sys.executable, "-X", "importtime", "-m", f"pipeline.{command[0]}", *command[1:]],
+        cwd=ws,
+        env=stage_env(),
+        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+STOPS = [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("sig", "code", "word"), STOPS, ids=["SIGINT", "SIGTERM"])
+def test_a_signal_while_modules_import_is_one_line(
+    ws: Path, sig: int, code: int, word: str
+) -> None:
+    """Ctrl-C (or SIGTERM) in the first second, while torch imports, before main() runs."""
+    before = snapshot(ws)
+    process = started(ws, "train", "baseline")
+    assert process.stderr is not None
+    seen = []
+    for line in process.stderr:  # the signal goes once the first of torch's modules is in
+        seen.append(line)
+        if re.search(r"\|\s+torch\.", line):  # nested names are indented
+            process.send_signal(sig)
+            break
+    rest = process.communicate(timeout=60)[1]
+    lines = [line for line in rest.splitlines() if not line.startswith("import time:")]
+    assert process.returncode == code, (seen[-3:], rest)
+    assert "Traceback" not in rest
+    assert lines == [f"{word}: train stopped while starting; nothing was written"], rest
+    assert snapshot(ws) == before
+
+
+@pytest.mark.slow
+def test_a_closed_stdout_is_one_line(ws: Path) -> None:
+    before = snapshot(ws)
+    done = subprocess.run(
+        ["sh", "-c", 'exec "$0" -m pipeline.summary >&-', sys.executable],
+        cwd=ws,
+        env=stage_env(),
+        capture_output=False,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    check_refused(
+        ws,
+        done.returncode,
+        "",
+        done.stderr,
+        2,
+        r"stdout: closed, so the command's output would be lost; run it with stdout open "
+        r"\(or redirected to a file or /dev/null\)",
+        before,
+    )
+
+
+def test_train_nproc_above_the_cores_warns_and_far_above_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Processes beyond the cores take turns on them (13x slower, seen): one warning line;
+    beyond 4 per core, refused. On CUDA each process has its GPU: no word."""
+    monkeypatch.setattr(runtime, "cores", lambda: 2)
+    cpu = torch.device("cpu")
+    assert runtime.check_processes(2, cpu) is None
+    assert runtime.check_processes(3, cpu) == (
+        "warning: params.yaml: train.nproc: 3 processes share the 2 cores this process may use; "
+        "training takes turns on them, slower than with at most 2"
+    )
+    with pytest.raises(PipelineError, match=r"train\.nproc: expected at most 8 processes on CPU"):
+        runtime.check_processes(9, cpu)
+    assert runtime.check_processes(9, torch.device("cuda")) is None

@@ -1,5 +1,10 @@
 """Pickle bombs and arrays without their data: refused in one line, before they cost anything.
 
+BOUNDED scales down the attacks of issue 24 that stay inside the structural limits (floods of
+tiny instructions, memo chains, one text encoded again and again, a huge tuple as a dict key,
+keys sharing one hash, many allowed calls): each ends in exit 2 with a line naming the limit, or
+loads, within a bound on time and memory measured against C's pickle.load in the same test.
+
 Each row of HOSTILE builds a small valid dataset with one field replaced by a hostile value,
 written at the opcode level where Python's pickler could not make it (a list nested 10**6 deep,
 a "billion laughs" of memo references, numpy calls numpy itself never writes). The extract
@@ -11,15 +16,21 @@ from __future__ import annotations
 
 import codecs
 import io
+import json
+import mmap
 import pickle
 import struct
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from conftest import call_stage, error_line, make_dataset, run_stage, write_params
+from conftest import REPO, call_stage, error_line, make_dataset, run_stage, write_params
 
+from bench import unpickle as attacks
 from pipeline.core.errors import PipelineError
 from pipeline.files import pklio, unpickler
 
@@ -159,6 +170,24 @@ HOSTILE: dict[str, tuple[Callable[[], Any], str]] = {
         lambda: dataset("keypoint", Reduce(np.dtype, ("f2", False, True), HOSTILE_STATE)),
         "the state of numpy dtype float16 is not the one numpy writes for it",
     ),
+    "a memo index of 2**31 - 1 (C's memo would take 32 GB)": (
+        lambda: dataset("extra", Raw(b"Nr" + struct.pack("<I", 2**31 - 1))),
+        "a memo index of 2,147,483,647 is beyond {ops:,} (1,000,000 + 1 per 256 bytes of this "
+        "{size:,}-byte file): refusing a pickle bomb",
+    ),
+    "a float dict key (floats can be made to share one hash)": (
+        lambda: dataset("extra", {1.5: 1}),
+        "a dict key must be a string, bytes, None, a bool or an integer within 64 bits (a PYSKL "
+        "file's keys are strings), found a float: refusing a hash-collision bomb",
+    ),
+    "a persistent id": (
+        lambda: dataset("extra", Raw(b"K\x01Q")),
+        f"a persistent id (PERSID): {FLAT}",
+    ),
+    "BUILD on a dict": (
+        lambda: dataset("extra", Raw(b"}}b")),
+        f"BUILD sets the state of a dict: {FLAT}",
+    ),
 }
 
 
@@ -172,7 +201,8 @@ def write_hostile(name: str, folder: Any) -> tuple[Any, str]:
     path.write_bytes(buffer.getvalue())
     size = len(buffer.getvalue())
     limit = unpickler.ELEMENTS_BASE + unpickler.ELEMENTS_PER_BYTE * size
-    return path, expected.format(size=size, limit=limit)
+    ops = unpickler.OPS_BASE + size // unpickler.OPS_BYTES
+    return path, expected.format(size=size, limit=limit, ops=ops)
 
 
 @pytest.mark.parametrize("name", list(HOSTILE))
@@ -258,3 +288,113 @@ def test_show_is_bounded_on_any_value(make, shown):
         f"f.pkl: clip 'v_ApplyEyeMakeup_g01_c01': total_frames must be an integer >= 0, "
         f"found {shown}"
     )
+
+
+# --- attacks inside the structural limits: bounded by the file's size ----------------------------
+
+SCALE = 4 * 2**20  # the bench runs these at 200 MiB; here scaled down to 4 MiB
+TIME_MARGIN = 3  # the machine is shared: the bound (2x C's time on a legit file + 1 s), x3
+TOO_MANY = (
+    "more than {ops:,} instructions (1,000,000 + 1 per 256 bytes of this {size:,}-byte file; a "
+    "PYSKL file has one per 400 bytes or fewer): refusing a pickle bomb"
+)
+KEY = (
+    "a dict key must be a string, bytes, None, a bool or an integer within 64 bits (a PYSKL "
+    "file's keys are strings), found {found}: refusing a hash-collision bomb"
+)
+BOUNDED: dict[str, str | None] = {  # attacks.HOSTILE's name -> the refusal (None: it loads)
+    "tiny instructions": TOO_MANY,
+    "memo GET chain": TOO_MANY,
+    "MEMOIZE": TOO_MANY,
+    "_codecs.encode of one memoized text": (
+        "_codecs.encode would copy more than {size:,} bytes in all, more than this file holds "
+        "(one piece of text used again and again): refusing a memory bomb"
+    ),
+    "a huge tuple as the key of many dicts": KEY.replace("{found}", "a tuple"),
+    "dict keys sharing one hash": KEY.replace("{found}", "an int"),
+    "many allowed calls": None,
+    "one large byte string referenced again and again": None,
+    "many small arrays (legitimate shape)": None,  # within the 1 s base at this size
+}
+
+
+def measured(function: str, path: Path) -> tuple[float, int]:
+    """Seconds `bench.unpickle.<function>(path)` takes in a fresh child, and its peak RSS."""
+    code = (
+        f"import json, sys; from bench.unpickle import {function} as f; "
+        "print(json.dumps(f(sys.argv[1])))"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(path)], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
+    out = proc.stdout.read() if proc.stdout else ""
+    assert proc.wait() == 0, out
+    result = json.loads(out)
+    return result["seconds"], result["rss"]
+
+
+@pytest.fixture(scope="module")
+def c_load_seconds(tmp_path_factory) -> float:
+    """C's pickle.load on a legitimate PYSKL file of SCALE bytes: the reference, best of 2."""
+    path = attacks.write(tmp_path_factory.mktemp("legit") / "legit.pkl", attacks.write_legit, SCALE)
+    return min(measured("child_c_load", path)[0] for _ in range(2))
+
+
+def test_the_attacks_are_what_they_claim():
+    """Sanity check of the bench's writers: C's unpickler reads a small one the way intended."""
+    buffer = io.BytesIO()
+    attacks.write_same_hash(buffer, 2**16, keys=300)  # not more: C's load is quadratic in them
+    keys = list(pickle.loads(buffer.getvalue()))  # noqa: S301 - our own file
+    assert len(keys) == 300 and len({hash(k) for k in keys}) == 1
+    buffer = io.BytesIO()
+    attacks.write_many_calls(buffer, 2**16, calls=300)
+    assert pickle.loads(buffer.getvalue()) == [b""] * 300  # noqa: S301 - our own file
+
+
+@pytest.mark.parametrize("name", list(BOUNDED))
+def test_attacks_inside_the_limits_end_within_a_bound_set_by_the_file(
+    tmp_path, name, c_load_seconds
+):
+    path = attacks.write(tmp_path / "data.pkl", attacks.HOSTILE[name], SCALE)
+    size = path.stat().st_size
+    expected = BOUNDED[name]
+    if expected is None:
+        assert isinstance(pklio.load_pickle(path), list | dict)
+    else:
+        ops = unpickler.OPS_BASE + size // unpickler.OPS_BYTES
+        write_params(tmp_path, {"data.pkl": "data.pkl"})
+        result = call_stage("extract", tmp_path)
+        assert error_line(result) == (
+            f"error: data.pkl: not a usable pickle: {expected.format(size=size, ops=ops)}"
+        )
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["data.pkl", "params.yaml"]
+    seconds, rss = measured("child_restricted", path)
+    assert seconds <= TIME_MARGIN * (2 * c_load_seconds + 1), (seconds, c_load_seconds)
+    assert rss <= 1.5 * size + 300 * 2**20, rss
+
+
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+def test_large_arrays_come_back_equal_and_writable_and_the_file_is_untouched(tmp_path, protocol):
+    """Arrays of 4 KB or more are made on the file's mapped pages: they must equal what was
+    pickled, be writable as pickle's are, and writing to them must never reach the file."""
+    data = make_dataset(labels=(0, 1), groups=(1, 2), clips_per_group=1, frames=300)
+    data["blob"] = b"\x01" * 10_000  # a large bytes that is not an array's data
+    if protocol == 5:  # BYTEARRAY8; earlier protocols call bytearray(), which is refused
+        data["mutable"] = bytearray(b"\x02" * 10_000)
+    path = tmp_path / "big.pkl"
+    path.write_bytes(pickle.dumps(data, protocol=protocol))
+    before = path.read_bytes()
+    loaded = pklio.load_pickle(path)
+    assert loaded["blob"] == data["blob"] and type(loaded["blob"]) is bytes
+    assert loaded.get("mutable") == data.get("mutable")
+    for got, want in zip(loaded["annotations"], data["annotations"], strict=True):
+        for key in ("keypoint", "keypoint_score"):
+            assert got[key].nbytes >= 4096 and type(got[key]) is np.ndarray
+            base = got[key]
+            while isinstance(base, np.ndarray | memoryview):
+                base = base.base if isinstance(base, np.ndarray) else base.obj
+            # protocol 3 and later store bytes as such: those arrays stay on the file's pages
+            assert isinstance(base, mmap.mmap) == (protocol >= 3), type(base)
+            np.testing.assert_array_equal(got[key], want[key])
+            got[key][...] = 7
+    assert path.read_bytes() == before

@@ -208,6 +208,8 @@ def _broken(change: str) -> dict[str, Any]:
         ann["img_shape"] = (240,)
     elif change == "img_shape zero":
         ann["img_shape"] = (0, 320)
+    elif change == "img_shape 0-d":
+        ann["img_shape"] = np.array(240)
     elif change == "frame_dir":
         ann["frame_dir"] = ""
     return ann
@@ -238,6 +240,7 @@ def _broken(change: str) -> dict[str, Any]:
         ("bool label", "label must be an integer >= 0, found True"),
         ("img_shape", r"img_shape must be \(height, width\) > 0"),
         ("img_shape zero", r"img_shape must be \(height, width\) > 0"),
+        ("img_shape 0-d", r"img_shape must be \(height, width\) > 0"),
         ("frame_dir", r"annotations\[7\].frame_dir: expected a non-empty string"),
     ],
 )

@@ -43,6 +43,7 @@ COVERED = {
     "is this suite itself)",
     "Getting the data": "test_getting_the_data_on_a_fresh_clone",
     "Your own PYSKL pickle": "test_your_own_pickle_*",
+    "Your own videos": "test_videos_readme.py (real footage, the real estimator)",
     "Everyday DVC commands": "test_everyday_dvc_commands_in_the_demo",
     "Backbones and late fusion": "test_backbones_and_late_fusion_in_the_demo",
     "See what the model does": "test_see_what_the_model_does_in_the_demo",

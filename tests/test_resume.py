@@ -102,6 +102,7 @@ def evaluate_here(ws: Path) -> dict[str, Any]:
         with contextlib.chdir(ws), contextlib.redirect_stdout(out):
             evaluate.main(["improved"])
     finally:
+        torch.set_flush_denormal(False)  # runtime.setup turned it on; hypothesis needs it off
         torch.set_num_threads(threads)
     return json.loads((ws / "metrics" / "improved.json").read_text())
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,7 @@ from pipeline.core.rules import (
     split_name,
     string,
 )
+from pipeline.files.inputs import read_bytes
 
 PARAMS_FILE = "params.yaml"
 # Stage name -> params section of the model stages (`dvc exp run -S model.hidden=...` tunes the
@@ -353,8 +355,35 @@ def plain(section: Section) -> dict[str, Any]:
     return out
 
 
+# params.yaml is a few KiB; a file far larger is not a params file, and YAML's parser would take
+# minutes on it before any check could say so.
+PARAMS_LIMIT = 1 << 20
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (YAML 1.2 forbids it, and
+    DVC refuses such a params file) instead of keeping the last value silently."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            line = key_node.start_mark.line + 1
+            try:
+                if key in seen:
+                    raise _DuplicateKey(f"key {key!r} appears twice (lines {seen[key]} and {line})")
+                seen[key] = line
+            except TypeError:  # an unhashable key: the base class reports it
+                break
+        return super().construct_mapping(node, deep)
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
 def read(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
-    """The whole params file, unchecked."""
+    """The whole params file, unchecked (but no larger than PARAMS_LIMIT, without a key twice)."""
     path = Path(path)
     with opening(
         path,
@@ -362,18 +391,23 @@ def read(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
         folder="is a folder; expected the params file",
         unreadable="cannot read the params file",
     ):
-        raw = path.read_bytes()
+        raw = read_bytes(path, PARAMS_LIMIT, "the params file")
     try:
-        data = yaml.safe_load(raw.decode("utf-8"))
+        data = yaml.load(raw.decode("utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 (safe)
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
         raise fail(
             str(path), f"not UTF-8 text (byte 0x{raw[exc.start]:02x} on line {line})"
         ) from None
+    except _DuplicateKey as exc:
+        raise fail(str(path), f"not valid params: {exc}") from None
     except yaml.YAMLError as exc:
         raise fail(str(path), f"not valid YAML ({str(exc).splitlines()[0]})") from None
     except RecursionError:
         raise fail(str(path), "not valid YAML (nested too deeply)") from None
+    except ValueError:  # an integer of more digits than Python converts
+        limit = sys.get_int_max_str_digits()
+        raise fail(str(path), f"not valid params: a number of more than {limit} digits") from None
     if not isinstance(data, dict):
         raise fail(str(path), "expected a mapping of sections at top level")
     return data

@@ -11,13 +11,18 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from pipeline.core.errors import fail
+from pipeline.files.inputs import MIB, read_bytes
+
+# A label map names a few hundred classes in a few KiB.
+LABEL_MAP_LIMIT = 16 * MIB
 
 
 def read_label_map(path: str | Path) -> dict[int, str]:
     """Lines of `label name`, or plain names with line i naming label i; blank lines ignored."""
     path = Path(path)
     try:
-        lines = [line.strip() for line in path.read_text().splitlines()]
+        text = read_bytes(path, LABEL_MAP_LIMIT, "the label map").decode("utf-8")
+        lines = [line.strip() for line in text.splitlines()]
     except OSError as exc:
         raise fail(str(path), f"cannot read the label map ({exc.strerror})") from None
     except UnicodeDecodeError:

@@ -11,16 +11,20 @@ then, not after an hour of training, and the temporaries a killed run left are r
 from __future__ import annotations
 
 import contextlib
+import errno
+import hashlib
 import json
 import os
 import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from pipeline.core.errors import fail
+from pipeline.core.errors import PipelineError, fail
+from pipeline.files.inputs import kind, name_fits
 
 
 def _umask() -> int:
@@ -40,12 +44,28 @@ def _reason(exc: OSError) -> str:
 # Marks the temporaries of this module's own making, so that cleaning up after a killed run
 # never takes a user's file beside an output ('.results.csv.original.tmp', say) for one.
 MARK = "pipeline-"
+# '.' + stem + '.pipeline-' + mkstemp's 8 random characters (or 'old.<pid>') + '.tmp'
+_EXTRA = len(f"..{MARK}old.4194304.tmp")
+_NAME_MAX = 255  # bytes, the limit of every filesystem Linux and macOS write to
+
+
+def _stem(name: str) -> str:
+    """The part of a temporary's name that comes from its output's name: the name itself, or,
+    where that would make the temporary's name too long for the filesystem, a shortened form
+    (its start and a digest of the whole), so that every name that fits has a temporary that
+    fits, and the same output always gets the same stem (for cleaning up after a kill)."""
+    if len(os.fsencode(name)) + _EXTRA <= _NAME_MAX:
+        return name
+    digest = hashlib.sha256(os.fsencode(name)).hexdigest()[:16]
+    keep = _NAME_MAX - _EXTRA - len(digest) - 1
+    start = os.fsencode(name)[:keep].decode("utf-8", "ignore")  # whole characters only
+    return f"{start}~{digest}"
 
 
 def _tmp_name(path: Path, folder: Path | None = None, directory: bool = False) -> Path:
     """A new empty temporary file (or folder) for `path`, in its folder or in `folder`."""
     folder = path.parent if folder is None else folder
-    where = {"prefix": f".{path.name}.{MARK}", "suffix": ".tmp", "dir": folder}
+    where = {"prefix": f".{_stem(path.name)}.{MARK}", "suffix": ".tmp", "dir": folder}
     try:
         if directory:
             tmp = Path(tempfile.mkdtemp(**where))
@@ -59,6 +79,55 @@ def _tmp_name(path: Path, folder: Path | None = None, directory: bool = False) -
     return Path(made)
 
 
+def _replaceable(path: Path, folder: bool = False) -> None:
+    """Only a regular file (or a symlink to one) is ever replaced by an output, or a folder by
+    a folder output: a FIFO, a device or a socket at an output's path (`--out /dev/null`) is
+    refused, where os.replace would put a regular file in its place."""
+    try:
+        mode = path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return  # nothing there (or a dangling symlink, replaced as a symlink)
+    except OSError as exc:
+        raise fail(str(path), f"cannot check this output ({_reason(exc)})") from None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return
+    wanted = "a folder" if folder else "a regular file"
+    raise fail(
+        str(path),
+        f"expected {wanted} or nothing at this output path, found {kind(mode)}, which is never "
+        "replaced; choose another path",
+    )
+
+
+# What a write that failed for want of room says: the OS's OSError, or torch's zip writer's
+# RuntimeError (it reports the failed write in its own words).
+_TORCH_WRITE_FAILED = ("PytorchStreamWriter failed", "file write failed", "inline_container")
+
+
+def _write_failure(exc: BaseException, path: Path, tmp: Path) -> PipelineError | None:
+    """The one-line error for a write of `path` (under the temporary `tmp`) that failed in the
+    OS (a full disk, a quota, an I/O error), or None for any other failure. An OSError about
+    some other file (an input read while writing) is left for errors.cli to name."""
+    if isinstance(exc, OSError):
+        if exc.filename is not None and not str(exc.filename).startswith(str(tmp)):
+            return None
+        reason = _reason(exc)
+    elif isinstance(exc, RuntimeError) and any(s in str(exc) for s in _TORCH_WRITE_FAILED):
+        reason = _space_left(path.parent) or "torch could not write the file"
+    else:
+        return None
+    return fail(str(path), f"cannot write this output ({reason}); nothing was replaced")
+
+
+def _space_left(folder: Path) -> str | None:
+    """'No space left on device' where the folder's filesystem is full, else None."""
+    try:
+        info = os.statvfs(folder)
+    except OSError:
+        return None
+    return os.strerror(errno.ENOSPC) if info.f_bavail * info.f_frsize < (1 << 20) else None
+
+
 def _nearest_folder(path: Path) -> Path:
     """The folder `path` goes in, or its nearest existing ancestor; a file in the way is named."""
     for above in (path.parent, *path.parent.parents):
@@ -69,12 +138,23 @@ def _nearest_folder(path: Path) -> Path:
     raise fail(str(path), "no existing folder above it")  # only if even '/' is not a folder
 
 
-def _make_parent(path: Path) -> None:
-    _nearest_folder(path)
+def _make_parent(path: Path) -> list[Path]:
+    """Create the folders missing above `path`; return them, deepest first (for _unmake)."""
+    base = _nearest_folder(path)
+    above = (path.parent, *path.parent.parents)
+    missing = list(above[: above.index(base)])  # everything below the nearest existing folder
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise fail(str(path.parent), f"cannot create this folder ({_reason(exc)})") from None
+    return missing
+
+
+def _unmake(folders: list[Path]) -> None:
+    """Remove the folders _make_parent created, where still empty: a failed write leaves none."""
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 def _replace(src: Path, dst: Path) -> None:
@@ -94,7 +174,8 @@ def _remove(path: Path) -> None:
 # The temporaries _tmp_name and atomic_dir make: '.<name>.pipeline-' + mkstemp's 8 random
 # characters (or 'old.<pid>', a replaced folder on its way out) + '.tmp'.
 def _stale_temps(path: Path) -> list[Path]:
-    pattern = re.compile(rf"\.{re.escape(path.name)}\.{MARK}(?:[a-z0-9_]{{8}}|old\.\d+)\.tmp")
+    stem = re.escape(_stem(path.name))
+    pattern = re.compile(rf"\.{stem}\.{MARK}(?:[a-z0-9_]{{8}}|old\.\d+)\.tmp")
     if not path.parent.is_dir():
         return []
     return [p for p in path.parent.iterdir() if pattern.fullmatch(p.name)]
@@ -112,7 +193,9 @@ def prepare_outputs(
     workspace at the same time would lose its own; DVC's repository lock rules that out)."""
     wanted = [(Path(p), False) for p in files] + [(Path(p), True) for p in folders]
     for path, folder in wanted:
+        name_fits(path)
         base = _nearest_folder(path)  # missing folders are created only when writing
+        _replaceable(path, folder)
         if path.exists() and path.is_dir() != folder:
             found, expected = ("a file", "a folder") if folder else ("a folder", "a file")
             raise fail(
@@ -128,13 +211,19 @@ def prepare_outputs(
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside `path`; it replaces `path` only if the block succeeds."""
     path = Path(path)
-    _make_parent(path)
+    made = _make_parent(path)
+    _replaceable(path)
     tmp = _tmp_name(path)
     try:
         yield tmp
+        _replaceable(path)  # a FIFO made there meanwhile is not replaced either
         _replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        _unmake(made)
+        failure = _write_failure(exc, path, tmp)
+        if failure is not None:
+            raise failure from None
         raise
 
 
@@ -160,17 +249,22 @@ def write_json(path: str | os.PathLike[str], data: Any) -> None:
 def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Build a folder under a temporary name; it replaces `path` (old contents gone) on success."""
     path = Path(path)
-    _make_parent(path)
+    made = _make_parent(path)
+    _replaceable(path, folder=True)
     tmp = _tmp_name(path, directory=True)
     try:
         yield tmp
         old = None
         if path.exists():
-            old = path.parent / f".{path.name}.{MARK}old.{os.getpid()}.tmp"  # a leftover if killed
+            old = path.parent / f".{_stem(path.name)}.{MARK}old.{os.getpid()}.tmp"  # if killed
             _replace(path, old)
         _replace(tmp, path)
         if old is not None:
             _remove(old)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        _unmake(made)
+        failure = _write_failure(exc, path, tmp)
+        if failure is not None:
+            raise failure from None
         raise

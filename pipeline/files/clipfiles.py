@@ -10,6 +10,7 @@ input is one line naming the file, the clip and the field.
 from __future__ import annotations
 
 import json
+import math
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,9 +21,20 @@ import numpy as np
 
 from pipeline.core.errors import fail, opening
 from pipeline.files import pklio
+from pipeline.files.inputs import MIB, check_regular, read_bytes, size_text
 
 SINGLE = (".npz", ".json")  # one clip per file; anything else is read as a pickle
 FIELDS = "keypoint [M, T, 17, 2], optional keypoint_score [M, T, 17], img_shape [height, width]"
+# The memory one clip file may ask for. A clip of 10 persons over 10 minutes at 30 fps holds
+# 24 MiB of keypoints; an .npz whose arrays claim more is refused before any is read (its
+# header can claim terabytes in a few bytes, its compressed data unpack to gigabytes).
+CLIP_LIMIT = 256 * MIB
+# A JSON clip is parsed whole into Python numbers (some 30 bytes each, from some 8 characters).
+JSON_LIMIT = 32 * MIB
+HEADER_READERS = {
+    (1, 0): np.lib.format.read_array_header_1_0,
+    (2, 0): np.lib.format.read_array_header_2_0,
+}
 
 
 @dataclass(frozen=True)
@@ -97,6 +109,8 @@ def from_fields(fields: Mapping[str, Any], name: str, source: str) -> Clip:
     else:  # every joint as surely seen: no threshold zeroes any
         score = np.ones(keypoint.shape[:3], np.float32)
     shape = fields["img_shape"]
+    if np.ndim(shape) != 1:
+        raise fail(source, f"img_shape: expected [height, width], found a {np.ndim(shape)}-d value")
     ann = {
         "frame_dir": name,
         "keypoint": keypoint,
@@ -117,11 +131,49 @@ def _npz(path: Path) -> dict[str, Any]:
         folder="expected an .npz file, found a folder",
         unreadable="cannot read the file",
     ):
+        check_regular(path)
         try:
+            _check_npz_sizes(path)
             with np.load(path, allow_pickle=False) as npz:
                 return {key: npz[key] for key in npz.files}
         except (ValueError, EOFError, zipfile.BadZipFile) as exc:
             raise fail(str(path), f"not a readable .npz file ({exc}); expected {FIELDS}") from None
+
+
+def _check_npz_sizes(path: Path) -> None:
+    """Every array of the archive holds what its header claims, and all together fit in
+    CLIP_LIMIT: checked from the headers, before numpy allocates what they claim."""
+    with open(path, "rb") as handle:
+        if handle.read(6) == b"\x93NUMPY":
+            raise fail(
+                str(path),
+                "a single .npy array, not an .npz archive of named fields; save the clip with "
+                f"np.savez(path, keypoint=..., img_shape=...) ({FIELDS})",
+            )
+    with zipfile.ZipFile(path) as archive:
+        members = archive.infolist()
+        total = sum(info.file_size for info in members)
+        if total > CLIP_LIMIT:
+            raise fail(
+                str(path),
+                f"its arrays unpack to {size_text(total)}, over the limit of "
+                f"{size_text(CLIP_LIMIT)} for one clip",
+            )
+        for info in members:
+            with archive.open(info) as member:
+                version = np.lib.format.read_magic(member)
+                read_header = HEADER_READERS.get(version)
+                if read_header is None:
+                    raise ValueError(f"unsupported .npy format version {version}")
+                shape, _, dtype = read_header(member)
+            claimed = math.prod(shape) * dtype.itemsize
+            if claimed > info.file_size:
+                raise fail(
+                    str(path),
+                    f"field {info.filename.removesuffix('.npy')!r}: its header claims shape "
+                    f"{shape} of {dtype} ({size_text(claimed)}), more than the "
+                    f"{size_text(info.file_size)} it holds",
+                )
 
 
 def _json(path: Path) -> dict[str, Any]:
@@ -131,7 +183,7 @@ def _json(path: Path) -> dict[str, Any]:
         folder="expected a .json file, found a folder",
         unreadable="cannot read the file",
     ):
-        text = path.read_bytes()
+        text = read_bytes(path, JSON_LIMIT, "the JSON clip")
     try:
         fields = json.loads(text)
     except (ValueError, RecursionError) as exc:

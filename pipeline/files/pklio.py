@@ -3,7 +3,8 @@
 A pickle can run any code it names, and the UCF101 file comes from the internet; so every
 pickle goes through `pipeline.files.unpickler.RestrictedUnpickler`, which builds only plain
 containers and numpy arrays, within bounds set by the file's size (see there). Anything
-else is refused with one line before it can run or allocate.
+else is refused with one line before it can run or allocate. Arrays of 4 KB or more are made
+on the file's pages, mapped copy-on-write: writable, and read only when used.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 
 from pipeline.core.errors import fail, opening
 from pipeline.core.skeleton import NUM_JOINTS
+from pipeline.files.inputs import refuse_special
 from pipeline.files.unpickler import Refused, RestrictedUnpickler, clip
 
 FLOAT16_MAX = float(np.finfo(np.float16).max)
@@ -26,6 +28,7 @@ FLOAT16_MAX = float(np.finfo(np.float16).max)
 def load_pickle(path: str | Path) -> Any:
     """Load a pickle through the restricted unpickler; any failure is one PipelineError line."""
     path = Path(path)
+    refuse_special(path)  # a FIFO would block the unpickler forever
     with opening(
         path,
         missing="file not found",
@@ -161,6 +164,7 @@ def check_annotation(ann: Any, source: str, position: int, labelled: bool = True
     shape = ann["img_shape"]
     if not (
         isinstance(shape, tuple | list | np.ndarray)
+        and np.ndim(shape) == 1  # not a 0-d array, which has no len()
         and len(shape) == 2
         and all((as_int(s) or 0) > 0 for s in shape)
     ):

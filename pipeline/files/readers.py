@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.core.errors import PipelineError, fail
+from pipeline.files.inputs import refuse_special
 
 NUMBER = (int, float)
 # A JSON shape: a type (or tuple of types), {key: shape} for an object holding at least those
@@ -72,6 +73,7 @@ def read_json(path: str | os.PathLike[str], stage: str, shape: Shape = dict) -> 
     """The parsed file, checked against `shape`."""
     path = Path(path)
     try:
+        refuse_special(path)  # a FIFO would block the read forever
         data = json.loads(path.read_bytes())
     except OSError as exc:
         raise _open_error(path, stage, exc) from None
@@ -101,6 +103,7 @@ def read_csv(
     path = Path(path)
     text = {name: str for name, kind in columns.items() if kind is str}
     try:
+        refuse_special(path)
         table = pd.read_csv(path, keep_default_na=False, dtype=text, sep=sep)
     except OSError as exc:
         raise _open_error(path, stage, exc) from None
@@ -156,6 +159,7 @@ def npy_layout(
     header promises; a truncated or foreign file is refused before anything maps it."""
     path = Path(path)
     try:
+        refuse_special(path)
         with open(path, "rb") as handle:
             version = np.lib.format.read_magic(handle)
             read_header = {

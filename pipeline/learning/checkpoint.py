@@ -27,10 +27,20 @@ from pipeline.core import params, skeleton
 from pipeline.core.errors import PipelineError, fail
 from pipeline.core.params import ModelParams, ShardsParams, TrainParams
 from pipeline.core.rules import show
+from pipeline.dataset import preprocess
 from pipeline.dataset.manifest import Manifest
 from pipeline.files.atomic import atomic_path
+from pipeline.files.inputs import refuse_special, size_text
 from pipeline.learning import features
 from pipeline.models import build_model
+
+# The memory that predicting one clip may ask for: its stored test views as input, and one
+# layer's activations over its views (eval.clips, doubled by eval.flip), frames, persons and
+# joints at the larger of the input channels and the hidden size. Every shape is a valid
+# param, but together they can ask for gigabytes per clip (100 views of 100000 frames): such
+# a checkpoint is refused when loaded, before anything is allocated. The default params ask
+# for about 1 MiB.
+CLIP_MEMORY = 1 << 30
 
 # Shards params that change what a clip looks like to a model: one trained on other values is
 # not the model for these shards. (Views stored, their seed, file size and workers leave it valid.)
@@ -186,9 +196,12 @@ def load(path: Any, section: str = "model") -> Checkpoint:
     and plain values is refused unread."""
     where, redo = str(path), retrain(path)
     try:
+        refuse_special(path)  # a FIFO would block torch.load forever
         with warnings.catch_warnings():  # torch warns about pickle protocols on stderr
             warnings.simplefilter("ignore")
             raw = torch.load(path, map_location="cpu", weights_only=True)
+    except PipelineError:
+        raise
     except FileNotFoundError:
         raise fail(where, "model not found: run the train stage first (dvc repro)") from None
     except Exception as exc:
@@ -238,7 +251,31 @@ def load(path: Any, section: str = "model") -> Checkpoint:
             f"its in_channels is {show(raw['in_channels'])}, where its config's "
             f"streams and score has {channels}; {redo}",
         )
-    return Checkpoint(**values)
+    ckpt = Checkpoint(**values)
+    _check_memory(ckpt)
+    return ckpt
+
+
+def clip_memory(ckpt: Checkpoint) -> int:
+    """Bytes that predicting one clip of this model asks for (see CLIP_MEMORY)."""
+    shards, cfg = ckpt.shards, ckpt.config
+    frame = shards.frames * ckpt.persons * ckpt.joints
+    stored = preprocess.views_for("test", shards) * frame * len(ckpt.channels)
+    views = cfg.eval.clips * (2 if cfg.eval.flip else 1)
+    return 4 * (stored + views * frame * max(ckpt.in_channels, cfg.hidden))
+
+
+def _check_memory(ckpt: Checkpoint) -> None:
+    need = clip_memory(ckpt)
+    if need > CLIP_MEMORY:
+        shards, cfg = ckpt.shards, ckpt.config
+        raise fail(
+            ckpt.source,
+            f"its params ask for {size_text(need)} of memory per clip (shards.frames "
+            f"{shards.frames}, shards.test_views {shards.test_views}, eval.clips "
+            f"{cfg.eval.clips}, hidden {cfg.hidden}); the limit is {size_text(CLIP_MEMORY)}; "
+            f"{retrain(ckpt.source)} with smaller ones",
+        )
 
 
 def model_for(cfg: ModelParams, manifest: Manifest) -> nn.Module:

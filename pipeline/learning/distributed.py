@@ -32,7 +32,15 @@ import torch.distributed as dist
 from torch import nn
 from torch.multiprocessing.spawn import ProcessException
 
-from pipeline.core.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, PipelineError, fail
+from pipeline.core.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_INTERRUPTED,
+    STOP_SIGNALS,
+    PipelineError,
+    fail,
+    interruption,
+    note_signal,
+)
 
 LAUNCHER_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
 GRACE_S = 10.0  # how long the other processes get to end by themselves after one failed
@@ -230,6 +238,7 @@ def spawn(fn: Callable[..., None], nproc: int, device: torch.device, *args: Any)
             # Ctrl-C reaches the processes from the terminal; a SIGINT sent to this process
             # alone (by DVC, or kill) must reach them too, to stop them at a clean point. The
             # file tells one still starting up, which ignored the signal.
+            note_signal(signum)
             stop.touch()
             for pid in context.pids():
                 with contextlib.suppress(ProcessLookupError):
@@ -240,17 +249,20 @@ def spawn(fn: Callable[..., None], nproc: int, device: torch.device, *args: Any)
         # torch would otherwise print a traceback from each. A Ctrl-C during these few
         # milliseconds of starting them is lost.
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        previous_term = signal.signal(signal.SIGTERM, signal.SIG_IGN)
         try:
             context = torch.multiprocessing.spawn(
                 _rank_main, (fn, nproc, str(device), folder, args), nprocs=nproc, join=False
             )
-            signal.signal(signal.SIGINT, forward)
+            for sig in STOP_SIGNALS:  # SIGTERM stops them the same way, at a clean point
+                signal.signal(sig, forward)
             while not context.join(grace_period=GRACE_S):
                 pass
         except ProcessException as exc:
             raise _failure(Path(folder), exc) from None
         finally:
             signal.signal(signal.SIGINT, previous)
+            signal.signal(signal.SIGTERM, previous_term)
 
 
 def _rank_main(
@@ -263,6 +275,7 @@ def _rank_main(
 ) -> None:
     try:
         signal.signal(signal.SIGINT, signal.default_int_handler)  # ignored until now (spawn)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         if Path(folder, STOP_FILE).exists():  # Ctrl-C came while this process started
             raise KeyboardInterrupt
         with joined(
@@ -293,7 +306,7 @@ def _failure(folder: Path, exc: ProcessException) -> BaseException:
         return RankExit(report["code"], report["message"])
     code = getattr(exc, "exit_code", None)
     if code in (EXIT_INTERRUPTED, -signal.SIGINT):
-        return KeyboardInterrupt()
+        return interruption()
     if isinstance(code, int) and code < 0:
         name = signal.Signals(-code).name
         return fail("train", f"training process {exc.error_index} was ended by {name}")

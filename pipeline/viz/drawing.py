@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from pipeline.core.errors import fail
 from pipeline.core.skeleton import BONES, LEFT, RIGHT
 from pipeline.files.atomic import atomic_path
 
@@ -33,6 +34,14 @@ PALETTE = {
 INDEX = {name: i for i, name in enumerate(PALETTE)}
 # Joints scored below this are undetected (as shards.min_score's default treats them): no bone.
 MIN_SCORE = 0.05
+# Pillow holds every frame of a GIF in memory (a byte a pixel) before writing it: a clip's
+# img_shape, the width and the frame count set that size, so it is checked before drawing.
+# The image frame may be at most this many pixels high (a portrait 9:16 video at the widest
+# --width, 4096, is 7282) ...
+MAX_HEIGHT = 8192
+# ... and the frames of one GIF together at most this many pixels (256 MiB; 300 frames at the
+# default width of 320 take 27 M).
+MAX_PIXELS = 1 << 28
 
 
 @dataclass(frozen=True)
@@ -79,18 +88,23 @@ def draw_clip(
     caption: Caption,
     width: int = 320,
     frames: int | None = None,
+    source: str = "",
 ) -> list[Image.Image]:
     """The clip's frames (keypoint [M, T, 17, 2] in pixels, score [M, T, 17]), `width` pixels
     wide: a header with the true and predicted class, the skeletons on the image frame, and a
-    footer with the frame counter. `frames` evenly spaced frames, or all."""
+    footer with the frame counter. `frames` evenly spaced frames, or all. A clip whose GIF
+    would take more than MAX_PIXELS (or whose frame is over MAX_HEIGHT) is refused, naming
+    `source` (by default the clip's name)."""
     height, img_width = (int(v) for v in img_shape)
     scale = width / img_width
     area = max(1, round(height * scale))
     font_size = max(10, width // 24)
     line = font_size + 4
     top, bottom = 2 * line + 4, line + 4
-    font = _font(font_size)
     total = keypoint.shape[1] if keypoint.shape[0] else 1
+    count = len(frame_indices(total, frames))
+    _check_size(source or caption.name, (height, img_width), width, area, top + bottom, count)
+    font = _font(font_size)
     header = _header(caption)
     images = []
     for t in frame_indices(total, frames):
@@ -107,6 +121,24 @@ def draw_clip(
         draw.text((4, top + area + 2), counter, fill=INDEX["dim"], font=font)
         images.append(image)
     return images
+
+
+def _check_size(
+    where: str, img_shape: tuple[int, int], width: int, area: int, bands: int, count: int
+) -> None:
+    if area > MAX_HEIGHT:
+        raise fail(
+            where,
+            f"img_shape {img_shape} at --width {width} makes the image {width}x{area} pixels; "
+            f"the limit is {MAX_HEIGHT} pixels high",
+        )
+    pixels = width * (area + bands) * count
+    if pixels > MAX_PIXELS:
+        raise fail(
+            where,
+            f"{count} frames of {width}x{area + bands} pixels make {pixels:,} pixels; the limit "
+            f"for one GIF is {MAX_PIXELS:,}: draw fewer with --frames (or a smaller --width)",
+        )
 
 
 def _header(caption: Caption) -> list[tuple[str, str]]:

@@ -18,6 +18,7 @@ import pandas as pd
 
 from pipeline.core.errors import PipelineError, fail
 from pipeline.dataset.subset import Subset
+from pipeline.files.inputs import refuse_special
 from pipeline.viz.drawing import Caption
 
 COLUMNS = ("frame_dir", "predicted", "confidence")
@@ -29,6 +30,7 @@ def read_predictions(path: str | os.PathLike[str]) -> pd.DataFrame:
     Names stay text (a class named "1" or "nan" is not a number)."""
     path = Path(path)
     text = {"frame_dir": str, "predicted": str, "actual": str}
+    refuse_special(path)  # a FIFO would block the reader forever
     try:
         table = pd.read_csv(path, dtype=text, keep_default_na=False)
     except FileNotFoundError:
