@@ -748,7 +748,8 @@ CASES = [
 
 
 def marks(case: Case) -> list[pytest.MarkDecorator]:
-    return [requires_realdata] * (case.setup is real_clips) + [pytest.mark.slow] * case.slow
+    slow = case.slow or case.process  # a process of its own starts torch: over a second
+    return [requires_realdata] * (case.setup is real_clips) + [pytest.mark.slow] * slow
 
 
 @contextlib.contextmanager

@@ -352,6 +352,7 @@ def _use(key: str, values: Any) -> None:
         )
 
 
+@pytest.mark.slow
 def test_every_key_accepts_an_edge_value_that_works_or_names_itself(tmp_path):
     """Each key of the schema set to each of EDGES in turn: refused in one line naming the key,
     or accepted and then usable where a stage uses it first (seeds seeded, data selected,
@@ -382,6 +383,7 @@ def test_every_key_accepts_an_edge_value_that_works_or_names_itself(tmp_path):
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(st.lists(st.tuples(st.sampled_from(LEAVES), VALUES), min_size=1, max_size=3))
+@pytest.mark.slow
 def test_fuzzed_values_load_or_fail_in_one_line_naming_a_changed_key(tmp_path, changes):
     """Random values of wrong types and ranges for random keys: params.load accepts them or
     raises a one-line PipelineError naming one of the changed keys. An accepted data section
@@ -420,6 +422,7 @@ def test_fuzzed_values_load_or_fail_in_one_line_naming_a_changed_key(tmp_path, c
         max_size=4,
     )
 )
+@pytest.mark.slow
 def test_a_damaged_params_file_loads_or_fails_in_one_line(tmp_path, edits):
     """Random byte edits of the project's params.yaml (bad UTF-8, broken YAML, odd types)."""
     raw = bytearray(PARAMS_YAML.read_bytes())

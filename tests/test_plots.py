@@ -31,6 +31,8 @@ from pipeline.plots import GALLERY_ERRORS, GALLERY_FRAMES
 from pipeline.project import offline_page
 from pipeline.viz import plotdata
 
+pytestmark = pytest.mark.slow  # stages in subprocesses or trained workspaces
+
 CLASSES = ["ApplyEyeMakeup", "ApplyLipstick", "Archery"]
 PLOT_TITLES = [
     next(iter(plot))

@@ -43,7 +43,10 @@ MODELS = ("baseline", "improved")
 EMPTY = "v_Archery_g01_c09"  # a test clip with no person: left out, as extract leaves it out
 
 
-pytestmark = pytest.mark.usefixtures("torch_state_kept")  # predict's main sets torch's threads
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.usefixtures("torch_state_kept"),
+]  # predict's main sets torch's threads
 
 
 @pytest.fixture(scope="module")

@@ -217,6 +217,7 @@ def test_bad_input_is_one_line_and_exit_2_with_nothing_written(data: Path, tmp_p
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "notes.txt"]
 
 
+@pytest.mark.slow
 def test_the_command_line_exits_2_on_a_missing_clip(data: Path, tmp_path: Path) -> None:
     done = run_stage("render", data, "clips.pkl", "--clips", "nope", "--out", str(tmp_path / "o"))
     assert error_line(done).startswith("error: clips.pkl: no clip named 'nope'")
