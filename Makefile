@@ -22,8 +22,12 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install -q -e ".[dev]"
 	touch $(STAMP)
 
+# One test process per core (pytest-xdist), each module's tests in one of them, so a module's
+# prepared workspace is built once.
+TEST_WORKERS ?= auto
+
 test: $(STAMP)
-	$(RUN) python -m pytest
+	$(RUN) python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 # Between edits (under a minute): the unit tests, no DVC runs and no trained workspaces.
 test-fast: $(STAMP)
