@@ -10,18 +10,19 @@ Options:
   --out FILE         write the predictions to FILE, .csv or .json (default: a table on stdout)
   --top K            how many of the most likely classes to list (default 3)
   --device D         auto (CUDA when present), cpu or cuda (default auto)
-  --views N          test views to average (default: the model's eval.clips, as trained)
-  --flip, --no-flip  average their mirror images too, or not (default: its eval.flip)
+  --views N          test views to average (default: eval.clips as evaluated, see below)
+  --flip, --no-flip  average their mirror images too, or not (default: eval.flip, the same)
 
 One row per clip: frame_dir, the true class (`actual`, when the pickle's labels are classes of
 the model), the predicted class, its probability (`confidence`) and the top K classes. Each clip
 is preprocessed as the shards stage did for the model (the params are in the model file) and
-averaged over the same test views and mirror images as the evaluate stage (its `eval` params as
-trained), through the same code: the test split of the training pickle gets exactly the
-predictions of metrics/<name>/predictions.csv (after `dvc exp run -S model.eval...`, which
-re-evaluates without retraining, pass the new values as --views and --flip). Clips with no
-person, and clips whose label is not one of the model's classes, are left out (a warning says
-how many).
+averaged over the same test views and mirror images as the evaluate stage, through the same
+code: the test split of the training pickle gets exactly the predictions of
+metrics/<name>/predictions.csv. The views and flips are those evaluate used: for a model in a
+project's models/ folder, the `eval` params of that project's params.yaml (which `dvc exp run -S
+model.eval...` changes without retraining), else those stored in the model file (as trained).
+Clips with no person, and clips whose label is not one of the model's classes, are left out (a
+warning says how many).
 
 From Python:
 
@@ -34,6 +35,7 @@ From Python:
 from __future__ import annotations
 
 import argparse
+import os
 import dataclasses
 import sys
 from collections.abc import Sequence
@@ -75,6 +77,7 @@ class Predictor:
         device: str | torch.device = "auto",
         views: int | None = None,
         flip: bool | None = None,
+        views_from: str | None = None,
     ) -> None:
         self.checkpoint = ckpt
         self.classes: list[str] = list(ckpt.classes)
@@ -83,7 +86,9 @@ class Predictor:
         self.flip = ckpt.config.eval.flip if flip is None else flip
         self.stored_views = preprocess.views_for("test", ckpt.shards)
         if not 1 <= self.views <= self.stored_views:
-            given = "views" if views is not None else f"{ckpt.source}: its eval.clips"
+            given = views_from or (
+                "views" if views is not None else f"{ckpt.source}: its eval.clips"
+            )
             raise fail(
                 given,
                 f"expected 1 to {self.stored_views} views (shards.test_views and "
@@ -99,8 +104,17 @@ class Predictor:
         views: int | None = None,
         flip: bool | None = None,
     ) -> Predictor:
+        """The model file at `path`; views and flips not given are those it was evaluated with
+        (`evaluated_with`)."""
         section = params.STAGE_SECTION.get(Path(path).stem, "model")
-        return cls(checkpoint.load(path, section), device, views, flip)
+        ckpt = checkpoint.load(path, section)
+        evaluation, source = evaluated_with(Path(path), section)
+        views_from = None
+        if evaluation is not None:
+            views_from = f"{source}: {section}.eval.clips" if views is None else None
+            views = evaluation.clips if views is None else views
+            flip = evaluation.flip if flip is None else flip
+        return cls(ckpt, device, views, flip, views_from)
 
     def preprocess(self, clip: Clip, out: np.ndarray | None = None) -> tuple[np.ndarray, int]:
         """A clip's test views as the shards store them: [views, frames, persons, 17, 3]."""
@@ -170,6 +184,19 @@ class Predictor:
             names = dict(zip(self.checkpoint.labels, self.classes, strict=True))
             actual = [names[clip.label] for clip in clips]
         return inference.table([c.frame_dir for c in clips], probs, self.classes, top, actual)
+
+
+def evaluated_with(model: Path, section: str) -> tuple[params.EvalParams | None, str]:
+    """The `eval` params the evaluate stage used on `model`, when it is a project's own model
+    file (PROJECT/models/<name>.pt beside PROJECT/params.yaml): `dvc exp run -S model.eval...`
+    re-evaluates with new ones and leaves the model file, which stores those of its training,
+    as it was. (None, "") for a model file anywhere else."""
+    model = model.resolve()
+    project = model.parent.parent
+    params_file = project / params.PARAMS_FILE
+    if model.parent.name != "models" or not params_file.is_file():
+        return None, ""
+    return params.load(section, path=params_file)[section].eval, os.path.relpath(params_file)
 
 
 def known_clips(clips: list[Clip], ckpt: Checkpoint, source: str) -> list[Clip]:

@@ -233,8 +233,12 @@ def test_the_notebooks_protocol_in_the_demo(clone: Path) -> None:
 
 
 def test_use_the_model_in_the_demo(clone: Path) -> None:
-    """After the notebook's protocol (its eval params are those the models were trained with)."""
+    """After the notebook's protocol and an eval-only experiment: the model file stores the eval
+    params it was trained with (1 view, no flip), evaluate used the experiment's, and so must
+    predict, for p.csv to equal predictions.csv."""
     demo = clone / ".demo"
+    eval_only = sh("dvc exp run -S model.eval.flip=true", demo).stdout
+    assert ran(eval_only) == {"evaluate@improved", "summary", "plots"}
     want = pd.read_csv(demo / "metrics" / "improved" / "predictions.csv")
     data = pklio.load_pickle(demo / "data" / "raw" / "synthetic_2d.pkl")
     ann = next(a for a in data["annotations"] if a["frame_dir"] == want["frame_dir"][0])
@@ -292,7 +296,7 @@ def own(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def test_your_own_pickle_first_command_keeps_it(own: dict) -> None:
     """The pickle is in place and `dvc exp run` is the very first DVC command (no dvc add)."""
     clone = own["clone"]
-    cp, add, exp_run = readme.block("Your own PYSKL pickle")
+    cp, add, exp_run, commit = readme.block("Your own PYSKL pickle")
     sh(cp.replace("/path/to/mime5_2d.pkl", str(own["incoming"])), clone)
     pkl = clone / "data" / "raw" / "mime5_2d.pkl"
     out = sh(exp_run, clone).stdout
@@ -300,21 +304,30 @@ def test_your_own_pickle_first_command_keeps_it(own: dict) -> None:
     assert md5(pkl) == own["md5"]
     per_class = (clone / "metrics" / "improved" / "per_class.csv").read_text()
     assert all(name in per_class for name in MIME)
+    assert_draws_offline(sh("dvc plots show", clone), clone)  # a clone, no `make`: still offline
+
+
+def assert_draws_offline(done: subprocess.CompletedProcess[str], repo: Path) -> None:
+    """The page `dvc plots show` / `dvc plots diff` wrote has Vega inlined, no CDN link."""
+    html = (repo / "dvc_plots" / "index.html").read_text()
+    assert "cdn.jsdelivr.net" not in html and "window.vegaEmbed" in html, done.stdout
 
 
 def test_your_own_pickle_tracked_then_queued(own: dict) -> None:
     clone = own["clone"]
-    _, add, exp_run = readme.block("Your own PYSKL pickle")
+    _, add, exp_run, commit = readme.block("Your own PYSKL pickle")
     pkl = clone / "data" / "raw" / "mime5_2d.pkl"
     sh(add, clone)
     assert md5(pkl) == own["md5"]
     sh(exp_run, clone)
     assert md5(pkl) == own["md5"]
-    sh("git add -A && git commit -qm 'first run on my data'", clone)
+    sh(commit, clone)  # the run, as the README says, before the queue
+    assert sh("git status --porcelain params.yaml dvc.lock metrics", clone).stdout == ""
     sh("dvc exp run --queue -S model.hidden=12 --name h12 && dvc queue start", clone)
     status = wait_for_queue(clone)
     assert queue_names(status) == ["h12"], status
-    assert ran(sh("dvc queue logs h12", clone).stdout) == IMPROVED
+    assert ran(sh("dvc queue logs h12", clone).stdout) == IMPROVED  # the baseline is reused
+    assert_draws_offline(sh("dvc plots diff HEAD h12", clone), clone)
     assert md5(pkl) == own["md5"]
     for command in ("dvc exp apply h12", "dvc checkout", "dvc repro"):
         sh(command, clone)
