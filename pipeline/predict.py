@@ -35,7 +35,6 @@ From Python:
 from __future__ import annotations
 
 import argparse
-import os
 import dataclasses
 import sys
 from collections.abc import Sequence
@@ -53,7 +52,7 @@ from pipeline.dataset import preprocess
 from pipeline.files import clipfiles
 from pipeline.files.atomic import atomic_path, prepare_outputs, write_json
 from pipeline.files.clipfiles import Clip
-from pipeline.learning import checkpoint, inference, runtime
+from pipeline.learning import evaluated, inference, runtime
 from pipeline.learning.checkpoint import Checkpoint
 
 BATCHES_PER_CHUNK = 8  # clips are preprocessed this many model batches at a time
@@ -105,15 +104,10 @@ class Predictor:
         flip: bool | None = None,
     ) -> Predictor:
         """The model file at `path`; views and flips not given are those it was evaluated with
-        (`evaluated_with`)."""
+        (`pipeline.learning.evaluated`)."""
         section = params.STAGE_SECTION.get(Path(path).stem, "model")
-        ckpt = checkpoint.load(path, section)
-        evaluation, source = evaluated_with(Path(path), section)
-        views_from = None
-        if evaluation is not None:
-            views_from = f"{source}: {section}.eval.clips" if views is None else None
-            views = evaluation.clips if views is None else views
-            flip = evaluation.flip if flip is None else flip
+        ckpt, source = evaluated.load(Path(path), section)
+        views_from = f"{source}: {section}.eval.clips" if source and views is None else None
         return cls(ckpt, device, views, flip, views_from)
 
     def preprocess(self, clip: Clip, out: np.ndarray | None = None) -> tuple[np.ndarray, int]:
@@ -184,19 +178,6 @@ class Predictor:
             names = dict(zip(self.checkpoint.labels, self.classes, strict=True))
             actual = [names[clip.label] for clip in clips]
         return inference.table([c.frame_dir for c in clips], probs, self.classes, top, actual)
-
-
-def evaluated_with(model: Path, section: str) -> tuple[params.EvalParams | None, str]:
-    """The `eval` params the evaluate stage used on `model`, when it is a project's own model
-    file (PROJECT/models/<name>.pt beside PROJECT/params.yaml): `dvc exp run -S model.eval...`
-    re-evaluates with new ones and leaves the model file, which stores those of its training,
-    as it was. (None, "") for a model file anywhere else."""
-    model = model.resolve()
-    project = model.parent.parent
-    params_file = project / params.PARAMS_FILE
-    if model.parent.name != "models" or not params_file.is_file():
-        return None, ""
-    return params.load(section, path=params_file)[section].eval, os.path.relpath(params_file)
 
 
 def known_clips(clips: list[Clip], ckpt: Checkpoint, source: str) -> list[Clip]:

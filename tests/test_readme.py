@@ -115,8 +115,12 @@ def test_fetch_never_downloads_into_a_name_the_url_does_not_name(clone: Path) ->
 
 
 def test_make_demo_runs_and_commits_the_pipeline(clone: Path) -> None:
-    make_demo, make_test = readme.block("Skeleton action recognition on UCF101, as a DVC pipeline")
-    assert (make_demo, make_test) == ("make demo", "make test")
+    make_install, make_demo, make_test = readme.block(
+        "Skeleton action recognition on UCF101, as a DVC pipeline"
+    )
+    assert (make_install, make_demo, make_test) == ("make install", "make demo", "make test")
+    sh(make_install, clone)  # the clone's venv is installed already: nothing to do, no error
+    assert (clone / ".venv" / "bin" / "dvc").is_file()
 
     def yours() -> dict[str, str]:  # "leaves your params.yaml and results alone"
         files = [clone / "params.yaml", *(clone / "metrics").rglob("*"), *clone.glob("models/*")]
@@ -173,9 +177,18 @@ def test_everyday_dvc_commands_in_the_demo(clone: Path) -> None:
     improved_model = md5(demo / "models" / "improved.pt")
     assert ran(sh(next(commands), demo).stdout) == {"evaluate@improved", "summary", "plots"}
     assert md5(demo / "models" / "improved.pt") == improved_model  # not retrained
-    assert "model.hidden" in sh(next(commands), demo).stdout  # exp show --only-changed
-    shown = sh(next(commands), demo).stdout  # metrics show
-    assert "metrics/baseline.json" in shown and "metrics/summary.json" in shown
+    shown = sh(next(commands), demo).stdout  # exp show --only-changed --drop ...
+    header = next(line for line in shown.splitlines() if "Experiment" in line).split()
+    assert header[:2] == ["Experiment", "Created"] and "model.hidden" in header, shown
+    assert {"improved_accuracy", "error_reduction"} <= set(header), shown
+    assert not any("/" in column for column in header), shown  # no hashes, no other metrics
+    shown = sh(next(commands), demo).stdout  # metrics show: the two models
+    lines = shown.splitlines()
+    assert [line.split()[0] for line in lines[1:]] == [
+        "metrics/baseline.json",
+        "metrics/improved.json",
+    ]
+    assert "accuracy" in lines[0].split() and max(map(len, lines)) < 160, shown
     diff = sh(next(commands), demo).stdout  # metrics diff: improved changed, baseline did not
     assert "metrics/improved.json" in diff and "metrics/baseline.json" not in diff
     sh(next(commands), demo)  # plots show
