@@ -23,6 +23,7 @@ from conftest import make_dataset, write_pkl
 from PIL import Image
 from usershell import (
     ALL_STAGES,
+    EVAL_ONLY,
     IMPROVED,
     fresh_clone,
     md5,
@@ -175,7 +176,7 @@ def test_everyday_dvc_commands_in_the_demo(clone: Path) -> None:
     assert ran(repro) == set() and "up to date" in repro
     assert ran(sh(next(commands), demo).stdout) == IMPROVED  # -S model.hidden=128
     improved_model = md5(demo / "models" / "improved.pt")
-    assert ran(sh(next(commands), demo).stdout) == {"evaluate@improved", "summary", "plots"}
+    assert ran(sh(next(commands), demo).stdout) == EVAL_ONLY
     assert md5(demo / "models" / "improved.pt") == improved_model  # not retrained
     shown = sh(next(commands), demo).stdout  # exp show --only-changed --drop ...
     header = next(line for line in shown.splitlines() if "Experiment" in line).split()
@@ -217,6 +218,19 @@ def test_everyday_dvc_commands_in_the_demo(clone: Path) -> None:
     assert md5(pkl) == before
 
 
+def test_a_typo_added_with_plus_stops_the_run(clone: Path) -> None:
+    """`+` adds a key that no stage reads: the check stage names the nearest known one, and no
+    experiment is recorded."""
+    demo = clone / ".demo"
+    before, params = sh("dvc exp list --name-only", demo).stdout, (demo / "params.yaml").read_text()
+    done = sh("dvc exp run -S +model.hiden=64", demo, ok=False)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    line = "error: params.yaml: model: unknown key 'hiden' (did you mean 'hidden'?)"
+    assert line in (done.stdout + done.stderr).splitlines()
+    assert sh("dvc exp list --name-only", demo).stdout == before
+    (demo / "params.yaml").write_text(params)  # as the everyday commands left it
+
+
 def test_see_what_the_model_does_in_the_demo(clone: Path) -> None:
     demo = clone / ".demo"
     errors, one_clip = readme.block("See what the model does")
@@ -251,7 +265,7 @@ def test_use_the_model_in_the_demo(clone: Path) -> None:
     predict, for p.csv to equal predictions.csv."""
     demo = clone / ".demo"
     eval_only = sh("dvc exp run -S model.eval.flip=true", demo).stdout
-    assert ran(eval_only) == {"evaluate@improved", "summary", "plots"}
+    assert ran(eval_only) == EVAL_ONLY
     want = pd.read_csv(demo / "metrics" / "improved" / "predictions.csv")
     data = pklio.load_pickle(demo / "data" / "raw" / "synthetic_2d.pkl")
     ann = next(a for a in data["annotations"] if a["frame_dir"] == want["frame_dir"][0])
