@@ -136,7 +136,7 @@ class Context:
         digest = hashlib.sha256()
         digest.update(self.csv.read_bytes())
         for module in ("synthetic.py", "synthetic_motion.py"):
-            digest.update((ROOT / "pipeline" / module).read_bytes())
+            digest.update((ROOT / "pipeline" / "dataset" / module).read_bytes())
         digest.update(b"quick" if self.quick else b"full")
         return digest.hexdigest()[:12]
 

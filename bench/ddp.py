@@ -55,8 +55,8 @@ def rank_epoch(world: Any, shards: str, amp: bool, threads: int, batches: int, o
 
     from bench.train import timed_epoch
     from pipeline.dataset.shardset import ShardSet
-    from pipeline.learning import distributed, features, runtime
-    from pipeline.models import build_model
+    from pipeline.learning import distributed, runtime
+    from pipeline.learning.checkpoint import model_for
 
     loaded = load_params("train", SECTION)
     cfg = loaded[SECTION]
@@ -64,13 +64,7 @@ def rank_epoch(world: Any, shards: str, amp: bool, threads: int, batches: int, o
     runtime.setup(train, world.local_size)
     dev = torch.device(world.device)
     data = ShardSet(shards, "train")
-    model = build_model(
-        cfg,
-        features.in_channels(cfg.streams, cfg.score),
-        data.persons,
-        len(data.classes),
-        data.manifest["shape"][2],
-    ).to(dev)
+    model = model_for(cfg, data.manifest).to(dev)
     result = timed_epoch(distributed.wrap(model, world, dev), data, cfg, train, dev, batches, world)
     if world.main:
         Path(out).write_text(json.dumps(result))

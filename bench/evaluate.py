@@ -29,15 +29,12 @@ def child_evaluate(
     import torch
 
     from pipeline.dataset.shardset import ShardSet
-    from pipeline.learning import features, inference
-    from pipeline.models import build_model
+    from pipeline.learning import inference
+    from pipeline.learning.checkpoint import model_for
 
     cfg, train, device = bench_train.setup(section, threads=threads)
     test = ShardSet(shards, "test")
-    joints = test.manifest["shape"][2]
-    model = build_model(
-        cfg, features.in_channels(cfg.streams, cfg.score), test.persons, len(test.classes), joints
-    ).to(device)
+    model = model_for(cfg, test.manifest).to(device)
     views, flip = cfg.eval.clips, cfg.eval.flip
     every = test.batches
     limit = batches or len(range(0, len(test), BATCH))

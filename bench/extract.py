@@ -43,8 +43,8 @@ def child_extract(pkl: str, out: str, classes: Any) -> dict[str, Any]:
         "seconds": seconds,
         "cpu": cpu_seconds() - cpu,
         "imports": start - imports,
-        "clips": sum(meta["counts"].values()),
-        "classes": len(meta["classes"]),
+        "clips": sum(meta.counts.values()),
+        "classes": len(meta.classes),
     }
 
 

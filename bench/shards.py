@@ -43,7 +43,7 @@ def child_shards(subset: str, out: str) -> dict[str, Any]:
     start, cpu = time.perf_counter(), cpu_seconds()
     manifest = shards.shards(cfg, subset, out)
     seconds = time.perf_counter() - start
-    clips = sum(s["clips"] for s in manifest["splits"].values())
+    clips = sum(s.clips for s in manifest.splits.values())
     return {
         "seconds": seconds,
         "cpu": cpu_seconds() - cpu,

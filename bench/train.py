@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import csv
 import itertools
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -140,15 +139,12 @@ def child_ours(
     import numpy as np
 
     from pipeline.dataset.shardset import ShardSet
-    from pipeline.learning import features, training
-    from pipeline.models import build_model
+    from pipeline.learning import training
+    from pipeline.learning.checkpoint import model_for
 
     cfg, train, dev = setup(section, device, amp, threads)
     data, val = ShardSet(shards, "train"), ShardSet(shards, "val")
-    joints = data.manifest["shape"][2]
-    model = build_model(
-        cfg, features.in_channels(cfg.streams, cfg.score), data.persons, len(data.classes), joints
-    ).to(dev)
+    model = model_for(cfg, data.manifest).to(dev)
     watch = Stopwatch()
     gather, to_input = data.gather, training.to_input
     data.gather = watch.wrap(gather)  # the instance attribute shadows the method
@@ -185,8 +181,9 @@ def child_notebook(
     from torch import nn
     from torch.utils.data import DataLoader, Dataset
 
+    from pipeline.dataset.manifest import Manifest
     from pipeline.learning import features, training
-    from pipeline.models import build_model
+    from pipeline.learning.checkpoint import model_for
 
     cfg, train, _ = setup(section, threads=threads)
     max_len = 64
@@ -219,11 +216,9 @@ def child_notebook(
             return torch.from_numpy(seq), torch.tensor(label).long(), torch.tensor(seq_len).long()
 
     loader = DataLoader(SkeletonDataset(anns), batch_size=train.batch_size, shuffle=True)
-    manifest = json.loads((Path(shards) / "manifest.json").read_text())
-    _, persons, joints, channels = manifest["shape"]
-    model = build_model(
-        cfg, features.in_channels(cfg.streams, cfg.score), persons, len(label_map), joints
-    )
+    manifest = Manifest.read(shards)
+    persons, joints, channels = manifest.persons, manifest.joints, len(manifest.channels)
+    model = model_for(cfg, manifest)
     optimizer = training.make_optimizer(model, cfg)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     watch = Stopwatch()

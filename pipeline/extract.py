@@ -115,7 +115,7 @@ def _no_repeats(
 
 def select(
     data_cfg: DataParams, dataset: Any, source: str
-) -> tuple[list[dict[str, Any]], list[Mapping[str, Any]], dict[str, Any]]:
+) -> tuple[list[dict[str, Any]], list[Mapping[str, Any]], subset.Meta]:
     """The index rows, annotations and meta of the chosen clips of a loaded pickle.
 
     Only the chosen clips are referenced by the result, so the rest of the pickle is freed
@@ -214,17 +214,17 @@ def select(
             f"(first {unscored[0]!r}); the shards stage zeroes joints scored below "
             "shards.min_score, so those clips reach the model without a skeleton"
         )
-    meta = {
-        "source": source,
-        "splits": {"train": train_name, "test": test_name},
-        "labels": chosen,
-        "classes": names,
-        "validation": val_method,
-        "counts": counts,
-        "skipped_no_person": len(skipped),
-        "skipped": skipped,
-        "warnings": warnings,
-    }
+    meta = subset.Meta(
+        source=source,
+        train_split=train_name,
+        test_split=test_name,
+        labels=chosen,
+        classes=names,
+        validation=val_method,
+        counts=counts,
+        skipped=skipped,
+        warnings=warnings,
+    )
     return rows, kept, meta
 
 
@@ -269,7 +269,7 @@ def _check_selection(
     return counts
 
 
-def extract(data_cfg: DataParams, pkl: str | Path, out_dir: str | Path) -> dict[str, Any]:
+def extract(data_cfg: DataParams, pkl: str | Path, out_dir: str | Path) -> subset.Meta:
     """Run the stage; return the meta written to meta.json."""
     prepare_outputs(folders=[out_dir])
     rows, kept, meta = select(data_cfg, pklio.load_pickle(pkl), str(pkl))
@@ -281,13 +281,13 @@ def extract(data_cfg: DataParams, pkl: str | Path, out_dir: str | Path) -> dict[
 def main() -> None:
     data_cfg = params.load("data")["data"]
     meta = extract(data_cfg, data_cfg.pkl, SUBSET_DIR)
-    for warning in meta["warnings"]:
+    for warning in meta.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    c = meta["counts"]
+    c = meta.counts
     print(
-        f"extract: {len(meta['classes'])} classes, train {c['train']}, val {c['val']} "
-        f"({meta['validation']}), test {c['test']} clips; "
-        f"skipped {meta['skipped_no_person']} with no person -> {SUBSET_DIR}"
+        f"extract: {len(meta.classes)} classes, train {c['train']}, val {c['val']} "
+        f"({meta.validation}), test {c['test']} clips; "
+        f"skipped {len(meta.skipped)} with no person -> {SUBSET_DIR}"
     )
 
 

@@ -21,7 +21,7 @@ import pandas as pd
 
 from pipeline.core.errors import cli
 from pipeline.core.paths import METRICS_DIR, SHARDS_DIR, SUBSET_DIR
-from pipeline.dataset.shardset import read_manifest
+from pipeline.dataset.manifest import Manifest
 from pipeline.files.atomic import atomic_dir, prepare_outputs
 from pipeline.viz import plotdata
 from pipeline.viz.drawing import draw_clip, save_gif
@@ -74,7 +74,7 @@ def write_gallery(folder: Path, predictions: pd.DataFrame, classes: list[str]) -
 @cli
 def main() -> None:
     prepare_outputs(folders=[PLOTS_DIR, GALLERY_DIR])
-    classes = read_manifest(SHARDS_DIR)["classes"]
+    classes = Manifest.read(SHARDS_DIR).classes
     predictions = {name: plotdata.read_predictions(name) for name in MODELS}
     # Both folders are complete before either replaces the old one: a failure while drawing
     # the gallery leaves the old tables too.

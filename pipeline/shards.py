@@ -22,8 +22,9 @@ from pipeline.core.errors import StopFlag, cli, fail
 from pipeline.core.params import ShardsParams
 from pipeline.core.paths import SHARDS_DIR, SUBSET_DIR
 from pipeline.dataset import preprocess
+from pipeline.dataset.manifest import Manifest, Split
 from pipeline.dataset.subset import SPLITS, Subset, write_npy
-from pipeline.files.atomic import atomic_dir, prepare_outputs, write_json
+from pipeline.files.atomic import atomic_dir, prepare_outputs
 
 
 def build_shard(
@@ -105,7 +106,7 @@ def _runs(starts: np.ndarray, stops: np.ndarray) -> list[tuple[int, int]]:
     return runs
 
 
-def shards(shards_cfg: ShardsParams, subset_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
+def shards(shards_cfg: ShardsParams, subset_dir: str | Path, out_dir: str | Path) -> Manifest:
     """Run the stage; return the manifest."""
     prepare_outputs(folders=[out_dir])
     if not (Path(subset_dir) / "index.csv").is_file():
@@ -121,19 +122,19 @@ def shards(shards_cfg: ShardsParams, subset_dir: str | Path, out_dir: str | Path
     if shards_cfg.min_joint_visibility > 0:
         visible, seen = train_visibility(subset, shards_cfg.min_score)
         hidden = preprocess.rare_joints(visible, seen, shards_cfg.min_joint_visibility)
-    clip = [shards_cfg.frames, shards_cfg.persons, skeleton.NUM_JOINTS, len(preprocess.CHANNELS)]
-    manifest: dict[str, Any] = {
-        "classes": subset.classes,
-        "labels": subset.meta["labels"],  # the pickle's label of each class
-        "channels": list(preprocess.CHANNELS),
-        "joints": list(skeleton.JOINTS),
-        "shape": clip,
-        "layout": "clips, views, frames, persons, joints, channels",
-        "splits": {},
-        "data": {"source": subset.meta["source"], **subset.meta["splits"]},
-        "params": params.plain(shards_cfg),
-        "hidden_joints": [skeleton.JOINTS[j] for j in hidden],
-    }
+    manifest = Manifest(
+        classes=subset.classes,
+        labels=subset.meta.labels,
+        channels=list(preprocess.CHANNELS),
+        frames=shards_cfg.frames,
+        persons=shards_cfg.persons,
+        joints=skeleton.NUM_JOINTS,
+        hidden_joints=[skeleton.JOINTS[j] for j in hidden],
+        params=params.plain(shards_cfg),
+        source=subset.meta.source,
+        train_split=subset.meta.train_split,
+        test_split=subset.meta.test_split,
+    )
     with atomic_dir(out_dir) as tmp:
         names = [f"{split}-{number:05d}.npy" for split, number, _ in jobs]
         args = [
@@ -150,12 +151,12 @@ def shards(shards_cfg: ShardsParams, subset_dir: str | Path, out_dir: str | Path
             table = subset.index.iloc[subset.rows(split)][columns].copy()
             table["length"] = np.concatenate([lengths[i] for i in mine])
             table.to_csv(tmp / f"{split}.csv", index=False)
-            manifest["splits"][split] = {
-                "clips": len(table),
-                "views": preprocess.views_for(split, shards_cfg),
-                "shards": [names[i] for i in mine],
-            }
-        write_json(tmp / "manifest.json", manifest)
+            manifest.splits[split] = Split(
+                clips=len(table),
+                views=preprocess.views_for(split, shards_cfg),
+                shards=[names[i] for i in mine],
+            )
+        manifest.write(tmp)
     subset.close()
     return manifest
 
@@ -183,10 +184,10 @@ def _build_in_pool(workers: int, folder: str, args: list[tuple]) -> list[np.ndar
 def main() -> None:
     shards_cfg = params.load("shards")["shards"]
     manifest = shards(shards_cfg, SUBSET_DIR, SHARDS_DIR)
-    counts = ", ".join(f"{s} {v['clips']}" for s, v in manifest["splits"].items())
-    hidden = ", ".join(manifest["hidden_joints"]) or "none"
+    counts = ", ".join(f"{s} {v.clips}" for s, v in manifest.splits.items())
+    hidden = ", ".join(manifest.hidden_joints) or "none"
     print(
-        f"shards: {counts} clips of shape {manifest['shape']} -> {SHARDS_DIR}; "
+        f"shards: {counts} clips of shape {list(manifest.clip_shape)} -> {SHARDS_DIR}; "
         f"joints rarely seen in train, zeroed: {hidden}"
     )
 

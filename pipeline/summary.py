@@ -6,7 +6,7 @@ from typing import Any
 
 from pipeline.core.errors import cli
 from pipeline.core.paths import METRICS_DIR, SHARDS_DIR, metrics_path
-from pipeline.dataset.shardset import read_manifest
+from pipeline.dataset.manifest import Manifest
 from pipeline.files.atomic import prepare_outputs, write_json
 from pipeline.files.readers import NUMBER, read_json
 
@@ -19,7 +19,7 @@ def _read(name: str) -> dict[str, Any]:
     return read_json(metrics_path(name), f"evaluate@{name}", shape)
 
 
-def summarize(baseline: dict[str, Any], improved: dict[str, Any], manifest: dict[str, Any]) -> dict:
+def summarize(baseline: dict[str, Any], improved: dict[str, Any], manifest: Manifest) -> dict:
     """Both accuracies and the share of the baseline's errors that the improved model removes."""
     err_b, err_i = 1.0 - baseline["accuracy"], 1.0 - improved["accuracy"]
     return {
@@ -27,10 +27,10 @@ def summarize(baseline: dict[str, Any], improved: dict[str, Any], manifest: dict
         "improved_accuracy": improved["accuracy"],
         "accuracy_gain": round(improved["accuracy"] - baseline["accuracy"], 6),
         "error_reduction": round((err_b - err_i) / err_b, 6) if err_b > 0 else 0.0,
-        "data": manifest["data"]["source"],
-        "train_split": manifest["data"]["train"],
-        "test_split": manifest["data"]["test"],
-        "classes": len(manifest["classes"]),
+        "data": manifest.source,
+        "train_split": manifest.train_split,
+        "test_split": manifest.test_split,
+        "classes": len(manifest.classes),
         "test_clips": improved["test_clips"],
     }
 
@@ -38,7 +38,7 @@ def summarize(baseline: dict[str, Any], improved: dict[str, Any], manifest: dict
 @cli
 def main() -> None:
     prepare_outputs(files=[SUMMARY])
-    result = summarize(_read("baseline"), _read("improved"), read_manifest(SHARDS_DIR))
+    result = summarize(_read("baseline"), _read("improved"), Manifest.read(SHARDS_DIR))
     write_json(SUMMARY, result)
     print(
         f"summary: baseline {result['baseline_accuracy']:.4f}, improved "

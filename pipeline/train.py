@@ -28,10 +28,9 @@ from pipeline.core.paths import SHARDS_DIR, curves_path, model_path, resume_path
 from pipeline.dataset.shardset import ShardSet
 from pipeline.files.atomic import atomic_dir, prepare_outputs
 from pipeline.learning import distributed, features, runtime
-from pipeline.learning.checkpoint import Checkpoint
+from pipeline.learning.checkpoint import Checkpoint, model_for
 from pipeline.learning.distributed import RankExit
 from pipeline.learning.training import Diverged, Epoch, Interrupted, fit
-from pipeline.models import build_model
 
 CURVES = ("train_loss", "train_acc", "val_loss", "val_acc", "lr")
 
@@ -112,10 +111,8 @@ def train_rank(world: distributed.World, name: str) -> Checkpoint | None:
     train_set, val_set = ShardSet(SHARDS_DIR, "train"), ShardSet(SHARDS_DIR, "val")
     manifest = train_set.manifest
     # checked now, not after an hour of training: the model file records these params
-    shards_cfg = params.parse("shards", manifest["params"], str(SHARDS_DIR / "manifest.json"))
-    _, persons, joints, _ = manifest["shape"]
-    in_channels = features.in_channels(cfg.streams, cfg.score)
-    model = build_model(cfg, in_channels, persons, len(manifest["classes"]), joints).to(device)
+    shards_cfg = params.parse("shards", manifest.params, str(SHARDS_DIR / "manifest.json"))
+    model = model_for(cfg, manifest).to(device)
     log = (lambda line: print(f"train {name}: {line}", flush=True)) if world.main else _quiet
     where = runtime.describe(device)
     if world.size > 1:
@@ -145,13 +142,13 @@ def train_rank(world: distributed.World, name: str) -> Checkpoint | None:
         config=cfg,
         train=dataclasses.replace(train_cfg, nproc=world.size),
         shards=shards_cfg,
-        hidden_joints=manifest["hidden_joints"],
-        classes=manifest["classes"],
-        labels=manifest["labels"],
-        channels=manifest["channels"],
-        in_channels=in_channels,
-        persons=persons,
-        joints=joints,
+        hidden_joints=manifest.hidden_joints,
+        classes=manifest.classes,
+        labels=manifest.labels,
+        channels=manifest.channels,
+        in_channels=features.in_channels(cfg.streams, cfg.score),
+        persons=manifest.persons,
+        joints=manifest.joints,
         epochs_run=len(result.history),
         selected_epoch=selected.epoch,
         val_acc=selected.val_acc,

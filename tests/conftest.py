@@ -18,6 +18,7 @@ import importlib
 import io
 import os
 import pickle
+import random
 import signal
 import subprocess
 import sys
@@ -36,6 +37,32 @@ requires_realdata = pytest.mark.skipif(
     not REALDATA.is_dir(),
     reason=f"real reference data not found at {REALDATA} (it sits beside the repo only in CI)",
 )
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--shuffle",
+        type=int,
+        metavar="SEED",
+        help="run each module's tests, and the modules, in an order shuffled by SEED: a test "
+        "must pass whatever ran before it (each builds or reuses its workspace by a fixture)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    seed = config.getoption("--shuffle")
+    if seed is None:
+        return
+    rng = random.Random(seed)
+    modules: dict[str, list[pytest.Item]] = {}
+    for item in items:  # grouped by module, so each module's fixtures are still built once
+        modules.setdefault(item.nodeid.split("::")[0], []).append(item)
+    order = list(modules.values())
+    rng.shuffle(order)
+    for group in order:
+        rng.shuffle(group)
+    items[:] = [item for group in order for item in group]
+
 
 IMG_SHAPE = (240, 320)
 UCF_NAMES = (

@@ -67,7 +67,7 @@ def check_subset(root: Path) -> None:
 def check_shards(root: Path) -> None:
     for split in SPLITS:
         shards = ShardSet(root / "data" / "shards", split)
-        assert shards.manifest["shape"][0] == NEW["shards.frames"]
+        assert shards.manifest.frames == NEW["shards.frames"]
         assert shards.gather(list(range(len(shards)))).shape[1] == NEW["shards.frames"]
 
 

@@ -279,6 +279,13 @@ def spawned(parent: int) -> list[int]:
     return found
 
 
+def catches(pid: int, signum: int) -> bool:
+    """Whether process `pid` has a handler for `signum` now (its SigCgt mask in /proc)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    mask = int(re.search(r"^SigCgt:\s*([0-9a-f]+)$", status, re.M).group(1), 16)
+    return bool(mask >> (signum - 1) & 1)
+
+
 def test_ctrl_c_while_the_processes_start_is_one_line_and_exit_130(prepared, tmp_path):
     """Ctrl-C (the terminal signals the whole process group) as soon as both processes exist,
     while they are still importing torch: no traceback from each, the stage's one line."""
@@ -298,7 +305,11 @@ def test_ctrl_c_while_the_processes_start_is_one_line_and_exit_130(prepared, tmp
     while len(spawned(process.pid)) < 2 and time.monotonic() < deadline:
         time.sleep(0.01)
     assert len(spawned(process.pid)) == 2, "the stage did not start its processes"
-    time.sleep(0.05)  # the stage is back from starting them: the signal is its to pass on
+    # The stage ignores SIGINT while it starts them; once it is back, its handler passes the
+    # signal on: wait for that, not for a guessed time.
+    while not catches(process.pid, signal.SIGINT) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert catches(process.pid, signal.SIGINT), "the stage never took SIGINT back"
     os.killpg(process.pid, signal.SIGINT)
     code, out, err = finish(process, timeout=120)
     assert (code, err) == (130, "interrupted: train stopped; its previous outputs are kept\n")

@@ -83,11 +83,11 @@ def test_subset_holds_every_selected_clip_exactly(tmp_path):
         assert row["group"] == row["frame_dir"].split("_g")[1][:2]
         assert (row["split"] == "test") == (row["group"] in ("01", "02"))
     meta = sub.meta
-    assert meta["labels"] == [0, 2]
-    assert meta["classes"] == ["ApplyEyeMakeup", "Archery"]
-    assert meta["counts"] == {s: int((index["split"] == s).sum()) for s in ("train", "val", "test")}
-    assert meta["splits"] == {"train": "train1", "test": "test1"}
-    assert meta["skipped_no_person"] == 0
+    assert meta.labels == [0, 2]
+    assert meta.classes == ["ApplyEyeMakeup", "Archery"]
+    assert meta.counts == {s: int((index["split"] == s).sum()) for s in ("train", "val", "test")}
+    assert (meta.train_split, meta.test_split) == ("train1", "test1")
+    assert len(meta.skipped) == 0
     sub.close()
 
 
@@ -112,8 +112,8 @@ def test_zero_person_clip_is_skipped_and_counted(tmp_path):
     sub = ok_subset(tmp_path, result)
     assert empty["frame_dir"] not in set(sub.index["frame_dir"])
     assert len(sub.index) == len(data["annotations"]) - 1
-    assert sub.meta["skipped_no_person"] == 1
-    assert sub.meta["skipped"] == [empty["frame_dir"]]
+    assert len(sub.meta.skipped) == 1
+    assert sub.meta.skipped == [empty["frame_dir"]]
     assert "skipped 1 with no person" in result.stdout
     sub.close()
 
@@ -205,7 +205,7 @@ def test_a_fold_through_the_stage(tmp_path):
     sub = ok_subset(
         tmp_path, run_extract(tmp_path, data, {**GROUPED, "data.folds": 3, "data.fold": 2})
     )
-    assert sub.meta["validation"] == "group, fold 2 of 3"
+    assert sub.meta.validation == "group, fold 2 of 3"
     sides = sub.index.groupby("group")["split"].agg(set)
     assert all(len(s) == 1 for s in sides), sides
     assert {"train", "val"} <= set(sub.index["split"])
@@ -235,7 +235,7 @@ def test_group_validation_through_the_stage_keeps_groups_whole(tmp_path):
     sides = sub.index.groupby("group")["split"].agg(set)
     assert all(len(s) == 1 for s in sides), sides
     assert {"train", "val"} <= set(sub.index["split"])
-    assert sub.meta["validation"] == "group"
+    assert sub.meta.validation == "group"
     sub.close()
 
 
@@ -262,7 +262,7 @@ def test_clip_validation_reproduces_the_notebook_split(tmp_path, chosen):
     assert list(index.loc[index["split"] == "test", "frame_dir"]) == want_test
     for name, target in zip(index["frame_dir"], index["target"], strict=True):
         assert target == label_map[video_to_ann[name]["label"]]
-    assert sub.meta["validation"] == "clip"
+    assert sub.meta.validation == "clip"
     sub.close()
 
 
@@ -274,7 +274,7 @@ def test_names_without_groups_fall_back_to_a_stratified_clip_split(tmp_path):
         name=lambda label, g, c: f"clip{label}x{g:02d}x{c}",
     )
     sub = ok_subset(tmp_path, run_extract(tmp_path, data, {**GROUPED, "data.val_fraction": 0.25}))
-    assert sub.meta["validation"] == "clip-stratified (no group in the names)"
+    assert sub.meta.validation == "clip-stratified (no group in the names)"
     val = sub.index[sub.index["split"] == "val"]
     assert list(val["label"].value_counts().sort_index()) == [2, 2]  # 8 train clips per class
     # the very clips train_test_split would draw, so runs made before stay reproducible
@@ -340,7 +340,7 @@ def test_split_names_come_from_params(tmp_path):
     assert_no_output(tmp_path)
     named = {"data.train_split": "train", "data.test_split": "test"}
     sub = ok_subset(tmp_path, run_extract(tmp_path, data, named))
-    assert sub.meta["splits"] == {"train": "train", "test": "test"}
+    assert (sub.meta.train_split, sub.meta.test_split) == ("train", "test")
     assert len(sub.index) == len(data["annotations"])
     sub.close()
 
@@ -351,9 +351,9 @@ def test_split_names_come_from_params(tmp_path):
 def test_labels_with_gaps_become_targets_in_sorted_label_order(tmp_path, classes, labels):
     data = make_dataset(labels=(9, 1, 4), frames=(4, 6))
     sub = ok_subset(tmp_path, run_extract(tmp_path, data, {"data.classes": classes}))
-    assert sub.meta["labels"] == labels
+    assert sub.meta.labels == labels
     names = {1: "ApplyLipstick", 4: "BalanceBeam", 9: "Action9"}
-    assert sub.meta["classes"] == [names[label] for label in labels]
+    assert sub.meta.classes == [names[label] for label in labels]
     assert set(sub.index["label"]) == set(labels)
     for label, target, name in sub.index[["label", "target", "class_name"]].itertuples(False):
         assert target == labels.index(label)
@@ -374,7 +374,7 @@ def test_class_names_from_a_label_map_file(tmp_path, text, names):
     (tmp_path / "labels.txt").write_text(text)
     data = make_dataset(labels=(1, 4, 9), frames=(4, 6))
     sub = ok_subset(tmp_path, run_extract(tmp_path, data, {"data.label_map": "labels.txt"}))
-    assert sub.meta["classes"] == names
+    assert sub.meta.classes == names
     sub.close()
 
 
@@ -401,8 +401,8 @@ def test_other_names_get_class_label_names_and_a_custom_group_pattern(tmp_path):
         name=lambda label, g, c: f"p{g:02d}_act{label}_{c:02d}",
     )
     sub = ok_subset(tmp_path, run_extract(tmp_path, data, {"data.group_pattern": r"^p(\d+)_"}))
-    assert sub.meta["classes"] == ["class_0", "class_3"]
-    assert sub.meta["validation"] == "group"
+    assert sub.meta.classes == ["class_0", "class_3"]
+    assert sub.meta.validation == "group"
     assert set(sub.index["group"]) == {f"{g:02d}" for g in range(1, 9)}
     sides = sub.index.groupby("group")["split"].agg(set)
     assert all(len(s) == 1 for s in sides)
@@ -413,7 +413,7 @@ def test_a_label_with_two_parsed_names_falls_back_to_class_label(tmp_path):
     data = make_dataset(labels=(0, 1), frames=(4, 6))
     rename(data, "v_ApplyEyeMakeup_g05_c01", "v_Other_g05_c01")
     sub = ok_subset(tmp_path, run_extract(tmp_path, data))
-    assert sub.meta["classes"] == ["class_0", "class_1"]
+    assert sub.meta.classes == ["class_0", "class_1"]
     sub.close()
 
 

@@ -314,7 +314,7 @@ def test_no_module_but_the_unpickler_reads_pickles_and_torch_load_is_weights_onl
         if found:
             offenders[str(path.relative_to(REPO))] = found
     assert offenders == {}
-    text = (REPO / "pipeline" / "unpickler.py").read_text()
+    text = (REPO / "pipeline" / "files" / "unpickler.py").read_text()
     assert text.count("pickle._Unpickler") == 1 and "pickle.Unpickler" not in text
     assert "class RestrictedUnpickler(pickle._Unpickler)" in text
 

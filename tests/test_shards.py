@@ -187,7 +187,7 @@ def test_real_clips_pass_through_extract_and_shards(tmp_path):
     assert sorted(index.loc[index["split"] != "test", "frame_dir"]) == [
         f"v_{name}_g08_c0{c}" for name in ("ApplyEyeMakeup", "ApplyLipstick") for c in (1, 2, 3)
     ]
-    assert sub.meta["classes"] == ["ApplyEyeMakeup", "ApplyLipstick"]
+    assert sub.meta.classes == ["ApplyEyeMakeup", "ApplyLipstick"]
     for i, row in index.iterrows():
         ann = original[row["frame_dir"]]
         assert (row["persons"], row["frames"]) == ann["keypoint"].shape[:2]

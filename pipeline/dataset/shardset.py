@@ -8,38 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from pipeline.files.readers import check_range, check_shape, damaged, map_npy, read_csv, read_json
+from pipeline.dataset.manifest import Manifest
+from pipeline.files.readers import check_range, damaged, map_npy, read_csv
 
 STAGE = "shards"  # the stage that writes every file read here
-MANIFEST = {
-    "classes": [str],
-    "labels": [int],
-    "channels": [str],
-    "shape": [int],
-    "hidden_joints": [str],
-    "params": dict,
-    "data": {"source": str, "train": str, "test": str},
-    "splits": dict,
-}
-SPLIT = {"clips": int, "views": int, "shards": [str]}  # manifest.json's entry for each split
 TABLE = {"frame_dir": str, "label": int, "target": int, "class_name": str, "length": int}
-
-
-def read_manifest(folder: str | Path) -> dict[str, Any]:
-    path = Path(folder) / "manifest.json"
-    manifest = read_json(path, STAGE, MANIFEST)
-    shape = manifest["shape"]
-    if len(shape) != 4 or min(shape) < 1:
-        raise damaged(
-            path,
-            STAGE,
-            f"shape: expected [frames, persons, joints, channels] of positive sizes, found {shape}",
-        )
-    return manifest
 
 
 class ShardSet:
@@ -47,15 +23,14 @@ class ShardSet:
 
     def __init__(self, folder: str | Path, split: str) -> None:
         folder = Path(folder)
-        self.manifest = read_manifest(folder)
-        check_shape(folder / "manifest.json", STAGE, self.manifest, {"splits": {split: SPLIT}})
-        info = self.manifest["splits"][split]
-        self.views = info["views"]
+        self.manifest = Manifest.read(folder)
+        info = self.manifest.split(split, folder)
+        self.views = info.views
         table_path = folder / f"{split}.csv"
         self.table = read_csv(table_path, STAGE, TABLE)
-        self.shards = [map_npy(folder / name, STAGE, "<f4", 6) for name in info["shards"]]
-        clip = (self.views, *self.manifest["shape"])
-        for name, shard in zip(info["shards"], self.shards, strict=True):
+        self.shards = [map_npy(folder / name, STAGE, "<f4", 6) for name in info.shards]
+        clip = (self.views, *self.manifest.clip_shape)
+        for name, shard in zip(info.shards, self.shards, strict=True):
             if shard.shape[1:] != clip:
                 found = shard.shape[1:]
                 raise damaged(
@@ -71,7 +46,7 @@ class ShardSet:
                 f"lists {len(self.table)} clips, the shards of "
                 f"manifest.json hold {self._starts[-1]}",
             )
-        check_range(table_path, STAGE, self.table, "length", 1, self.manifest["shape"][0])
+        check_range(table_path, STAGE, self.table, "length", 1, self.manifest.frames)
         check_range(table_path, STAGE, self.table, "target", 0, len(self.classes) - 1)
         self.lengths = self.table["length"].to_numpy(np.int64)
         self.targets = self.table["target"].to_numpy(np.int64)
@@ -81,11 +56,11 @@ class ShardSet:
 
     @property
     def classes(self) -> list[str]:
-        return list(self.manifest["classes"])
+        return list(self.manifest.classes)
 
     @property
     def persons(self) -> int:
-        return int(self.manifest["shape"][1])
+        return self.manifest.persons
 
     def gather(self, idx: np.ndarray, view: int | np.ndarray = 0) -> np.ndarray:
         """Clips `idx` at one view, or one view each: float32 [len(idx), frames, persons, 17, 3]."""

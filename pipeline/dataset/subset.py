@@ -9,6 +9,7 @@ persons x frames rows back to back; `index.csv` gives each clip's offset, person
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -47,7 +48,55 @@ META = {
     "splits": {"train": str, "test": str},
     "labels": [int],
     "classes": [str],
+    "validation": str,
+    "counts": {split: int for split in SPLITS},
+    "skipped_no_person": int,
+    "skipped": [str],
+    "warnings": [str],
 }
+
+
+@dataclasses.dataclass(frozen=True)
+class Meta:
+    """meta.json: what `extract` chose and how, typed, read and checked once."""
+
+    source: str  # the pickle
+    train_split: str  # its split names
+    test_split: str
+    labels: list[int]  # the pickle's label of each class, by target
+    classes: list[str]  # class names, by target
+    validation: str  # how validation was held out, in words
+    counts: dict[str, int]  # clips per split (train, val, test)
+    skipped: list[str]  # chosen clips with no person, left out
+    warnings: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "splits": {"train": self.train_split, "test": self.test_split},
+            "labels": self.labels,
+            "classes": self.classes,
+            "validation": self.validation,
+            "counts": self.counts,
+            "skipped_no_person": len(self.skipped),
+            "skipped": self.skipped,
+            "warnings": self.warnings,
+        }
+
+    @classmethod
+    def read(cls, path: Path) -> Meta:
+        raw = read_json(path, STAGE, META)
+        return cls(
+            source=raw["source"],
+            train_split=raw["splits"]["train"],
+            test_split=raw["splits"]["test"],
+            labels=raw["labels"],
+            classes=raw["classes"],
+            validation=raw["validation"],
+            counts=raw["counts"],
+            skipped=raw["skipped"],
+            warnings=raw["warnings"],
+        )
 
 
 def write_npy(path: Path, dtype: str, shape: tuple[int, ...], parts: Iterable[np.ndarray]) -> None:
@@ -63,7 +112,7 @@ def write(
     out_dir: str | Path,
     rows: list[dict[str, Any]],
     annotations: list[Mapping[str, Any]],
-    meta: dict[str, Any],
+    meta: Meta,
 ) -> None:
     """Write the subset atomically: `rows` (index.csv columns, no offset yet) and their clips."""
     offsets = np.cumsum([0] + [r["persons"] * r["frames"] for r in rows])
@@ -84,7 +133,7 @@ def write(
             (a["keypoint_score"].reshape(-1, NUM_JOINTS) for a in annotations),
         )
         pd.DataFrame(rows, columns=INDEX_COLUMNS).to_csv(tmp / "index.csv", index=False)
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+        (tmp / "meta.json").write_text(json.dumps(meta.to_json(), indent=2) + "\n")
 
 
 class _FlatReader:
@@ -120,7 +169,7 @@ class Subset:
         folder = Path(folder)
         self.folder = folder
         self.index = read_csv(folder / "index.csv", STAGE, INDEX)
-        self.meta = read_json(folder / "meta.json", STAGE, META)
+        self.meta = Meta.read(folder / "meta.json")
         self.keypoints = _FlatReader(folder / "keypoints.npy", (NUM_JOINTS, 2))
         self.scores = _FlatReader(folder / "scores.npy", (NUM_JOINTS,))
         self._check()
@@ -167,7 +216,7 @@ class Subset:
 
     @property
     def classes(self) -> list[str]:
-        return list(self.meta["classes"])
+        return list(self.meta.classes)
 
     def rows(self, split: str) -> np.ndarray:
         """Positions in the index of one split's clips, in stored order."""

@@ -27,6 +27,7 @@ from pipeline.core import params, skeleton
 from pipeline.core.errors import PipelineError, fail
 from pipeline.core.params import ModelParams, ShardsParams, TrainParams
 from pipeline.core.rules import show
+from pipeline.dataset.manifest import Manifest
 from pipeline.files.atomic import atomic_path
 from pipeline.learning import features
 from pipeline.models import build_model
@@ -77,12 +78,12 @@ class Checkpoint:
     def save(self, path: Path) -> None:
         save_atomic(self.to_dict(), path)
 
-    def check_against(self, manifest: Mapping[str, Any], manifest_file: Path) -> None:
+    def check_against(self, manifest: Manifest, manifest_file: Path) -> None:
         """Refuse shards this model was not trained for: other input params, other hidden
         joints, classes, persons or joints than the shards' manifest has."""
         trained_on = params.plain(self.shards)
         for key in INPUT_PARAMS:
-            now = manifest["params"].get(key)
+            now = manifest.params.get(key)
             if not _same(trained_on[key], now):
                 raise fail(
                     self._where,
@@ -90,13 +91,12 @@ class Checkpoint:
                     f"{show(trained_on[key])}, {manifest_file} has {show(now)}; "
                     f"{self._redo}",
                 )
-        _, persons, joints, _ = manifest["shape"]
         shards = {
-            "classes": manifest["classes"],
-            "labels": manifest["labels"],
-            "persons": persons,
-            "joints": joints,
-            "hidden_joints": manifest["hidden_joints"],
+            "classes": manifest.classes,
+            "labels": manifest.labels,
+            "persons": manifest.persons,
+            "joints": manifest.joints,
+            "hidden_joints": manifest.hidden_joints,
         }
         for key, now in shards.items():
             if not _same(getattr(self, key), now):
@@ -220,6 +220,13 @@ def load(path: Any, section: str = "model") -> Checkpoint:
             f"streams and score has {channels}; {redo}",
         )
     return Checkpoint(**values)
+
+
+def model_for(cfg: ModelParams, manifest: Manifest) -> nn.Module:
+    """A fresh network of `cfg` for the shards `manifest` describes: their persons, joints and
+    classes, and the input channels of the model's own streams (train and the benchmarks)."""
+    in_channels = features.in_channels(cfg.streams, cfg.score)
+    return build_model(cfg, in_channels, manifest.persons, len(manifest.classes), manifest.joints)
 
 
 def _load_error(exc: Exception) -> str:

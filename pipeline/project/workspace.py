@@ -22,7 +22,7 @@ from ruamel.yaml import YAML
 from pipeline.core.errors import fail
 from pipeline.project import offline_page
 
-PROJECT = Path(__file__).resolve().parents[2]
+PROJECT = Path(__file__).resolve().parents[2]  # pipeline/project/ -> the checkout
 # What a refresh brings up to date (.dvc/plots: the Vega templates dvc.yaml's plots name).
 CODE = ("dvc.yaml", ".dvcignore", "pipeline", ".dvc/plots")
 # Folders replaced whole, so that a module the project dropped goes; into the others ours are
