@@ -11,7 +11,7 @@ RUN := PATH="$(BIN):$$PATH"
 DEMO_DIR ?= .demo
 DEMO_PARAMS ?= data.source=synthetic data.pkl=data/raw/synthetic_2d.pkl synthetic.clips_per_group=[2,3]
 
-.PHONY: install test demo data repro bench accuracy gpu-check lint clean
+.PHONY: install test test-fast demo data repro bench accuracy gpu-check lint clean
 
 install: $(STAMP)
 
@@ -25,6 +25,10 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(RUN) python -m pytest
 
+# Between edits (under a minute): the unit tests, no DVC runs and no trained workspaces.
+test-fast: $(STAMP)
+	$(RUN) python -m pytest -m "not slow and not e2e" -q --durations=5
+
 demo: $(STAMP)
 	$(RUN) python -m pipeline.demo $(DEMO_DIR) $(DEMO_PARAMS)
 
@@ -34,8 +38,11 @@ data: $(STAMP)
 repro: $(STAMP)
 	$(RUN) dvc repro
 
+# Figures saved as DVC metrics (bench/metrics/, `dvc metrics diff`), then bench/README.md's
+# tables written from them.
 bench: $(STAMP)
 	$(RUN) python -m bench
+	$(RUN) python -m bench.report
 
 accuracy: $(STAMP)
 	$(RUN) python -m bench.accuracy

@@ -1,12 +1,15 @@
 """`make bench`: every benchmark, one markdown table (also saved to bench/results/bench.md).
 
 Usage: python -m bench [--csv PATH] [--quick] [--only NAME ...] [--batches N] [--repeat N]
-                       [--results DIR]
+                       [--results DIR] [--metrics DIR]
 
 The input is the synthetic generator's mirror of a clip list (default
 ../shared/realdata/ucf101_clips.csv beside the repo), generated once into the results folder.
 Timings on a shared machine are noisy: the load average before and after is printed with the
-table. Exit code 1 if a benchmark failed to run (not for a missed target).
+table. Each benchmark's figures are saved as DVC metrics (bench/metrics/<name>.json, with its
+rows' words in <name>.notes.json; a --quick run saves them in its results folder instead), and
+`python -m bench.report` writes bench/README.md's tables from them. Exit code 1 if a benchmark
+failed to run (not for a missed target).
 """
 
 from __future__ import annotations
@@ -20,8 +23,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import ddp, demo, evaluate, extract, gpu, predict, shards, sweep, train
-from bench.common import DEFAULT_CSV, RESULTS, BenchError, Context, Row, load_average, table
+from bench import ddp, demo, evaluate, extract, gpu, predict, report, shards, sweep, train
+from bench.common import load_average
+from bench.context import DEFAULT_CSV, RESULTS, Context, count_rows
+from bench.measure import BenchError
+from bench.report import Row, table
 
 BENCHMARKS: dict[str, Callable[[Context], list[Row]]] = {
     "extract": extract.run,
@@ -66,6 +72,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--repeat", type=int, default=1, help="runs of extract and shards; the fastest is reported"
     )
     parser.add_argument(
+        "--metrics",
+        type=Path,
+        default=None,
+        help="where each benchmark's figures are saved (default bench/metrics; --quick: "
+        "RESULTS/metrics, so a smoke run never replaces the measured figures)",
+    )
+    parser.add_argument(
         "--results",
         type=Path,
         default=RESULTS,
@@ -92,18 +105,34 @@ def main(argv: list[str] | None = None) -> list[Row]:
         batches=batches,
         repeat=args.repeat,
     )
+    metrics = args.metrics or (ctx.results / "metrics" if args.quick else report.METRICS)
     before = load_average()
     started = time.perf_counter()
     rows: list[Row] = []
     for name in args.only or list(BENCHMARKS):
         print(f"bench: {name} ...", end=" ", flush=True)
-        start = time.perf_counter()
+        start, load = time.perf_counter(), load_average()
         try:
-            rows.extend(BENCHMARKS[name](ctx))
+            mine = BENCHMARKS[name](ctx)
         except BenchError as exc:
             print(f"failed: {exc}", file=sys.stderr)
-            rows.append(Row(name=name, skipped=f"FAILED: {str(exc).splitlines()[0]}"))
-        print(f"{time.perf_counter() - start:.0f} s", flush=True)
+            mine = [Row(name=name, skipped=f"FAILED: {str(exc).splitlines()[0]}")]
+        seconds = time.perf_counter() - start
+        print(f"{seconds:.0f} s", flush=True)
+        rows.extend(mine)
+        figures = {
+            "load_before": float(load.split()[0]),
+            "load_after": float(load_average().split()[0]),
+            "cores": os.cpu_count() or 1,
+            "quick": args.quick,
+        }
+        line = (
+            f"`python -m bench{' --quick' if args.quick else ''} --only {name}` on a mirror "
+            f"of {csv.name} ({count_rows(csv):,} clips), {os.cpu_count()} cores, Python "
+            f"{platform.python_version()}, {time.strftime('%Y-%m-%d', time.gmtime())}; load "
+            f"average {load} before, {load_average()} after; {seconds:.0f} s"
+        )
+        report.save(name, mine, line, figures, metrics)
     header = (
         f"`python -m bench{' --quick' if args.quick else ''}`: mirror of {csv.name}, "
         f"{os.cpu_count()} cores, Python {platform.python_version()}; load average "

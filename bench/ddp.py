@@ -18,8 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from bench import shards as bench_shards
-from bench.common import Context, Measurement, Row, load_params, measure, plural
+from bench.common import plural
+from bench.context import Context, load_params
 from bench.gpu import ask_torch
+from bench.measure import Measurement, measure
+from bench.report import Row
 
 SECTION = "model"
 NO_CUDA = Row(

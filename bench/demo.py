@@ -16,7 +16,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.common import ROOT, BenchError, Check, Context, Row, run_measured
+from bench.context import Context
+from bench.measure import ROOT, BenchError, run_measured
+from bench.report import Check, Row
 
 DEMO_LIMIT_S, NOOP_LIMIT_S = 180.0, 3.0
 QUICK = [

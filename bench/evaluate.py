@@ -15,7 +15,10 @@ from typing import Any
 
 from bench import shards as bench_shards
 from bench import train as bench_train
-from bench.common import Context, Row, measure, plural
+from bench.common import plural
+from bench.context import Context
+from bench.measure import measure
+from bench.report import Row
 from pipeline.core.params import STAGE_SECTION
 
 BATCH = 256

@@ -13,7 +13,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import GB, MB, Check, Context, Row, cpu_seconds, fresh, load_params, measure_best
+from bench.common import GB, MB, fresh
+from bench.context import Context, load_params
+from bench.measure import cpu_seconds, measure_best
+from bench.report import Check, Row
 
 CASES = (
     ("extract, 8 classes", [0, 1, 2, 3, 4, 5, 6, 7], 1.2, 1.5),

@@ -14,7 +14,9 @@ import subprocess
 import sys
 
 from bench import shards as bench_shards
-from bench.common import Context, Measurement, Row, child_env, measure
+from bench.context import Context
+from bench.measure import Measurement, child_env, measure
+from bench.report import Row
 
 SECTION = "model"
 NO_CUDA = Row(

@@ -24,8 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import child_env
 from bench.demo import demo_params
+from bench.measure import child_env
 from pipeline.core.errors import cli, fail
 from pipeline.project import workspace
 

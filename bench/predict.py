@@ -20,7 +20,10 @@ from functools import partial
 from typing import Any
 
 from bench import train as bench_train
-from bench.common import BenchError, Context, Row, load_params, measure, plural
+from bench.common import plural
+from bench.context import Context, load_params
+from bench.measure import BenchError, measure
+from bench.report import Row
 from pipeline.core.params import STAGE_SECTION
 
 BATCHES = (1, 64)

@@ -15,18 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from bench import extract as bench_extract
-from bench.common import (
-    GB,
-    Check,
-    Context,
-    Row,
-    cpu_seconds,
-    folder_bytes,
-    fresh,
-    load_params,
-    measure,
-    measure_best,
-)
+from bench.common import GB, folder_bytes, fresh
+from bench.context import Context, load_params
+from bench.measure import cpu_seconds, measure, measure_best
+from bench.report import Check, Row
 
 OVERRIDES = {"frames": 64, "persons": 2}
 MIN_CLIPS_PER_S = 5000.0

@@ -22,8 +22,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import BenchError, Context, Row, child_env, plural, run_checked
+from bench.common import plural
+from bench.context import Context
 from bench.demo import demo_params
+from bench.measure import BenchError, child_env, run_checked
+from bench.report import Row
 
 SIZE = ["model.epochs=10", "baseline.epochs=10"]
 SWEEP = ["-S", "model.hidden=32,64", "-S", "model.layers=2,4"]

@@ -1,9 +1,9 @@
 """Benchmark 3: training throughput of baseline and improved on the 101-class shards (CPU).
 
 Ours is the pipeline's own `training.train_epoch` (params.yaml sections as they stand), cut to a
-fixed number of batches after a short warm-up; `ShardSet.gather` and `training.to_input` are
-wrapped with a stopwatch, so the data-handling share is the time spent gathering batches and
-building the model input over the epoch's time. After timing, the rest of the train split is
+fixed number of batches after a short warm-up, both by the epoch's own `training.EpochStats`:
+the data-handling share is the time it spent gathering batches and building the model input
+(augmentation and streams) over the epoch's time. After timing, the rest of the train split is
 gathered and the validation split predicted (untimed), so the peak RSS is that of a whole
 epoch with its validation, memory-mapped shard pages included.
 
@@ -23,12 +23,14 @@ from __future__ import annotations
 import csv
 import itertools
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from bench import shards as bench_shards
-from bench.common import GB, Check, Context, Row, Stopwatch, load_params, measure, plural
+from bench.common import GB, plural
+from bench.context import Context, load_params
+from bench.measure import Stopwatch, measure
+from bench.report import Check, Row
 from pipeline.core.params import STAGE_SECTION
 
 WARMUP = 2  # batches before timing: first calls allocate and pick kernels
@@ -62,11 +64,11 @@ def timed_epoch(
     dev: Any,
     batches: int,
     world: Any = None,
-    before: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """The pipeline's own `training.train_epoch`, cut to WARMUP batches (epoch 1), then timed
-    over `batches` (epoch 2; 0 = the whole epoch); `before` runs just before each is timed.
-    With several processes (`world`), each trains its share of the same global batches."""
+    over `batches` (epoch 2; 0 = the whole epoch), cut and timed by the epoch's own
+    `EpochStats`. With several processes (`world`), each trains its share of the same global
+    batches."""
     import torch
 
     from pipeline.core.errors import StopFlag
@@ -78,12 +80,9 @@ def timed_epoch(
     scheduler = training.make_schedule(optimizer, cfg, steps)
     criterion = training.make_criterion(cfg, world)
     limit = min(batches, steps) if batches else steps
-    all_batches = data.batches
 
-    def epoch(number: int, count: int) -> float:
-        data.batches = lambda *a, **k: itertools.islice(all_batches(*a, **k), count)
-        if before is not None:
-            before()
+    def epoch(number: int, count: int) -> tuple[float, Any]:
+        stats = training.EpochStats(limit=count)
         world.sum([0.0])  # every process starts together
         if dev.type == "cuda":
             torch.cuda.synchronize()
@@ -101,22 +100,21 @@ def timed_epoch(
             StopFlag(),
             "bench",
             world,
+            stats,
         )
         if dev.type == "cuda":
             torch.cuda.synchronize()
-        return time.perf_counter() - start
+        return time.perf_counter() - start, stats
 
-    try:
-        epoch(1, min(WARMUP, limit))
-        seconds = epoch(2, limit)
-    finally:
-        data.batches = all_batches
+    epoch(1, min(WARMUP, limit))
+    seconds, stats = epoch(2, limit)
     clips = sum(
         len(i)
         for i in itertools.islice(data.batches(train.batch_size, None, train.drop_last), limit)
     )
     return {
         "seconds": seconds,
+        "data_seconds": stats.data_seconds,
         "clips": clips,
         "batches": limit,
         "steps": steps,
@@ -145,17 +143,8 @@ def child_ours(
     cfg, train, dev = setup(section, device, amp, threads)
     data, val = ShardSet(shards, "train"), ShardSet(shards, "val")
     model = model_for(cfg, data.manifest).to(dev)
-    watch = Stopwatch()
-    gather, to_input = data.gather, training.to_input
-    data.gather = watch.wrap(gather)  # the instance attribute shadows the method
-    training.to_input = watch.wrap(to_input)  # train_epoch looks it up in its module
-    try:
-        result = timed_epoch(
-            model, data, cfg, train, dev, batches, before=lambda: setattr(watch, "seconds", 0.0)
-        )
-    finally:
-        data.gather, training.to_input = gather, to_input
-    result["share"] = watch.seconds / result["seconds"]
+    result = timed_epoch(model, data, cfg, train, dev, batches)
+    result["share"] = result["data_seconds"] / result["seconds"]
     if settle:
         # untimed: touch what the rest of a real epoch and its validation would
         views = np.random.default_rng(0)

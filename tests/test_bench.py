@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import common, demo
+from bench import context, demo, measure, report
 from bench.__main__ import BENCHMARKS, main
 from pipeline.dataset import ucf101
 
@@ -29,7 +29,7 @@ def write_clip_list(path: Path) -> Path:
         writer = csv.writer(handle)
         writer.writerow(["frame_dir", "label", "total_frames", "persons"])
         for label in range(CLASSES):
-            for i, group in enumerate(common.QUICK_GROUPS):
+            for i, group in enumerate(context.QUICK_GROUPS):
                 frames, persons = 20 + 7 * ((label + i) % 6), 1 + (label + i) % 3
                 writer.writerow([ucf101.frame_dir(label, group, 1), label, frames, persons])
     return path
@@ -61,7 +61,7 @@ def positive(value: float | None) -> bool:
     return value is not None and math.isfinite(value) and value > 0
 
 
-def rows_named(run: dict, prefix: str) -> list[common.Row]:
+def rows_named(run: dict, prefix: str) -> list[report.Row]:
     found = [row for name, row in run["rows"].items() if name.startswith(prefix)]
     assert found, f"no row starting {prefix!r} in {list(run['rows'])}"
     for row in found:
@@ -176,7 +176,7 @@ def test_gpu_check_without_cuda_is_one_line_and_exit_2(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "bench.gpu_check"],
         cwd=tmp_path,
-        env=common.child_env(),
+        env=measure.child_env(),
         capture_output=True,
         text=True,
         timeout=120,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
+import pytest
 import torch
 
 from pipeline.core.params import NO_AUGMENT, AugmentParams
@@ -206,3 +207,59 @@ def test_drop_hides_whole_joints_for_the_whole_clip() -> None:
     assert torch.equal(hidden, per_clip[:, None].expand_as(hidden))
     assert 0.2 < per_clip.float().mean() < 0.4
     assert torch.equal(out[~hidden], x[~hidden])  # joints kept are untouched
+
+
+# --- the whole-batch version equals the plain definition, bit for bit (issue 27) ---------------
+
+
+def _bits(t: torch.Tensor) -> bytes:
+    return t.contiguous().numpy().tobytes()
+
+
+def _odd_batch(seed: int):
+    """clip_batch with the edge cases of the bit masks: -0.0, joints with only a score,
+    present joints at x = 0, a clip of one frame."""
+    x, lengths = clip_batch([12, 5, 1, 9], seed=seed)
+    x[0, 2, 0, 3, 0] = -0.0
+    x[0, 3, 0, 4, :2] = 0.0
+    x[0, 4, 0, 5, 0] = 0.0
+    return x, lengths
+
+
+@pytest.mark.slow
+def test_streams_and_augment_equal_the_plain_definition_bit_for_bit():
+    import features_reference as reference
+
+    from pipeline.learning import features
+
+    knobs = [ALL, replace(ALL, drop=0.3), replace(OFF, flip=1.0), replace(OFF, temporal=0.5)]
+    for seed in range(3):
+        x, lengths = _odd_batch(seed)
+        for streams in (["joint"], ["bone", "motion"], ["motion", "joint", "bone"]):
+            for score in (False, True):
+                got = features.build_input(x, lengths, streams, score)
+                assert _bits(got) == _bits(reference.build_input(x, lengths, streams, score))
+        assert _bits(features.mirror(x)) == _bits(reference.mirror(x))
+        for knob in knobs:
+            mine = augment(x, lengths, knob, torch.Generator().manual_seed(seed))
+            theirs = reference.augment(x, lengths, knob, torch.Generator().manual_seed(seed))
+            assert _bits(mine) == _bits(theirs), knob
+
+
+@pytest.mark.slow
+def test_to_input_equals_augment_then_streams_of_the_plain_definition():
+    import features_reference as reference
+    import numpy as np
+
+    from pipeline.core.params import load
+    from pipeline.learning.inference import to_input
+
+    cfg = load("model")["model"]
+    x, lengths = _odd_batch(7)
+    got, _ = to_input(
+        x.numpy(), lengths.numpy(), cfg, torch.device("cpu"), ALL, torch.Generator().manual_seed(1)
+    )
+    augmented = reference.augment(x, lengths, ALL, torch.Generator().manual_seed(1))
+    want = reference.build_input(augmented, lengths, cfg.streams, cfg.score)
+    assert _bits(got) == _bits(want)
+    assert np.isfinite(got.numpy()).all()

@@ -636,9 +636,10 @@ def check_subset(data: dict[str, Any], meta: dict[str, Any], folder: Path) -> No
         assert all(isinstance(n, str) for n in names), names
         assert len(set(names)) == len(names), f"a clip is written twice: {names}"
         assert set(names) <= set(by_name), names
-        assert sum(meta["counts"].values()) == len(index)
+        assert sum(meta.counts.values()) == len(index)
         for split in ("train", "test"):
-            listed = set(data["split"][meta["splits"][split]])
+            name = meta.train_split if split == "train" else meta.test_split
+            listed = set(data["split"][name])
             rows = (
                 set(index.loc[index["split"] != "test", "frame_dir"])
                 if split == "train"
@@ -712,7 +713,7 @@ def test_hostile_frame_dirs_only_appear_inside_the_csv(tmp_path):
     sub.close()
     csv = (work / "data" / "subset" / "index.csv").read_text()
     assert all(name in csv for name in hostile)
-    assert sum(meta["counts"].values()) == len(data["annotations"])
+    assert sum(meta.counts.values()) == len(data["annotations"])
 
 
 # --- the stage as a subprocess ------------------------------------------------------------------

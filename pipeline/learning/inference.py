@@ -86,10 +86,13 @@ def to_input(
     """A gathered batch as model input on `device`: optional augmentation, then the streams."""
     xt = torch.from_numpy(x)
     lt = torch.from_numpy(lengths)
-    if augment is not None:  # augment returns the batch itself when every knob is off
-        xt = features.augment(xt, lt, augment, generator)
-    xt = features.build_input(
-        xt.to(device, non_blocking=True), lt.to(device), cfg.streams, cfg.score
+    # one layout change in, one out (features.py says why)
+    if augment is not None:
+        planes = features.augmented_planes(xt, lt, augment, generator)
+    else:
+        planes = features.to_planes(xt)
+    xt = features.streams_of_planes(
+        planes.to(device, non_blocking=True), lt.to(device), cfg.streams, cfg.score
     )
     return xt, lt.to(device)
 

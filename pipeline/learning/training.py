@@ -17,6 +17,7 @@ import hashlib
 import io
 import json
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,6 +126,23 @@ def fingerprint(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
+@dataclass
+class EpochStats:
+    """What `train_epoch` reports of its own work when asked: the batches and clips it ran and
+    the seconds spent on their data (gathering from the shards, augmentation, streams).
+    `limit` > 0 stops the epoch after that many batches."""
+
+    limit: int = 0
+    batches: int = 0
+    clips: int = 0
+    data_seconds: float = 0.0
+
+    def add(self, clips: int, data_seconds: float) -> None:
+        self.batches += 1
+        self.clips += clips
+        self.data_seconds += data_seconds
+
+
 def train_epoch(
     model: nn.Module,
     clips: ShardSet,
@@ -138,9 +156,13 @@ def train_epoch(
     stop: StopFlag,
     desc: str,
     world: World = SINGLE,
+    stats: EpochStats | None = None,
 ) -> tuple[float, float]:
     """One pass over the train clips; the mean loss and the accuracy of the batches as seen
-    (of the global batches, with several processes: `criterion` from `make_criterion`)."""
+    (of the global batches, with several processes: `criterion` from `make_criterion`).
+
+    `stats`, when given, says where the time went and may cut the epoch short (bench/ reads
+    it, rather than wrapping this module's functions)."""
     seed = epoch_seed(train_cfg.seed, epoch)
     own = rank_seed(seed, world.rank)
     torch.manual_seed(own)  # dropout
@@ -149,8 +171,11 @@ def train_epoch(
     model.train()
     loss_sum, correct, seen = 0.0, 0, 0
     batches = list(clips.batches(train_cfg.batch_size, rng, train_cfg.drop_last))
+    if stats is not None and stats.limit:
+        batches = batches[: stats.limit]
     bar = tqdm(batches, desc=desc, leave=False, disable=None if world.main else True)
     for number, idx in enumerate(bar, 1):
+        started = time.perf_counter()
         total = len(idx)
         # a fresh temporal sampling of each clip every epoch, when the shards hold several
         views = rng.integers(clips.views, size=total) if clips.views > 1 else 0
@@ -160,6 +185,8 @@ def train_epoch(
         x, lengths = to_input(
             clips.gather(idx, views), clips.lengths[idx], cfg, device, cfg.augment, generator
         )
+        if stats is not None:
+            stats.add(len(idx), time.perf_counter() - started)
         y = torch.from_numpy(clips.targets[idx]).to(device)
         optimizer.zero_grad(set_to_none=True)
         with autocast(device, train_cfg.amp):
