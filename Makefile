@@ -39,11 +39,7 @@ demo: $(STAMP)
 data: $(STAMP)
 	$(RUN) python -m pipeline.fetch
 
-# The page template with Vega inlined, so `dvc plots show` draws offline (pipeline/plots_page.py).
-.dvc/plots.html: $(STAMP)
-	$(RUN) python -m pipeline.plots_page
-
-repro: $(STAMP) .dvc/plots.html
+repro: $(STAMP)
 	$(RUN) dvc repro
 
 # Figures saved as DVC metrics (bench/metrics/, `dvc metrics diff`), then bench/README.md's

@@ -8,13 +8,22 @@ import dataclasses
 import random
 import re
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import DELETE, PARAMS_YAML, make_dataset, section, write_params
+from conftest import (
+    DELETE,
+    PARAMS_YAML,
+    call_stage,
+    error_line,
+    make_dataset,
+    section,
+    write_params,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -442,3 +451,40 @@ def test_a_damaged_params_file_loads_or_fails_in_one_line(tmp_path, edits):
         params.load(*SECTIONS, path=path)
     except PipelineError as exc:
         assert "\n" not in str(exc) and str(exc).startswith(f"{path}: "), str(exc)
+
+
+# --- keys no stage reads: the check stage ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("dotted", "expected"),
+    [
+        ("model.hiden", "model: unknown key 'hiden' (did you mean 'hidden'?)"),
+        ("baseline.eval.clip", "baseline.eval: unknown key 'clip' (did you mean 'clips'?)"),
+        ("modle", "top level: unknown key 'modle' (did you mean 'model'?)"),
+        (
+            "zzz",
+            "top level: unknown key 'zzz' (known: data, fetch, synthetic, shards, train, "
+            "baseline, model)",
+        ),
+    ],
+)
+def test_an_unknown_key_anywhere_names_the_nearest_known_one(dotted: str, expected: str) -> None:
+    values = yaml.safe_load(PARAMS_YAML.read_text())
+    assert params.unknown_key(values) is None  # the project's own file: every key known
+    *parents, last = dotted.split(".")
+    node = values
+    for key in parents:
+        node = node[key]
+    node[last] = 64
+    assert params.unknown_key(values) == expected
+
+
+def test_the_check_stage_stops_on_a_key_no_stage_reads(tmp_path: Path) -> None:
+    write_params(tmp_path, {"model.hiden": 64})  # what `dvc exp run -S +model.hiden=64` writes
+    assert error_line(call_stage("check", tmp_path)) == (
+        "error: params.yaml: model: unknown key 'hiden' (did you mean 'hidden'?)"
+    )
+    write_params(tmp_path)
+    done = call_stage("check", tmp_path)
+    assert done.returncode == 0 and done.stdout == "check: every key of params.yaml is known\n"
