@@ -23,8 +23,12 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install -q -e ".[dev]"
 	touch $(STAMP)
 
+# One test process per core (pytest-xdist), each module's tests in one of them, so a module's
+# prepared workspace is built once.
+TEST_WORKERS ?= auto
+
 test: $(STAMP)
-	$(RUN) python -m pytest
+	$(RUN) python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 # Between edits (under a minute): the unit tests, no DVC runs and no trained workspaces.
 test-fast: $(STAMP)
@@ -36,11 +40,7 @@ demo: $(STAMP)
 data: $(STAMP)
 	$(RUN) python -m pipeline.fetch
 
-# The page template with Vega inlined, so `dvc plots show` draws offline (pipeline/plots_page.py).
-.dvc/plots.html: $(STAMP)
-	$(RUN) python -m pipeline.plots_page
-
-repro: $(STAMP) .dvc/plots.html
+repro: $(STAMP)
 	$(RUN) dvc repro
 
 # Figures saved as DVC metrics (bench/metrics/, `dvc metrics diff`), then bench/README.md's

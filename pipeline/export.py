@@ -38,7 +38,7 @@ import torch
 from pipeline.core import params, skeleton
 from pipeline.core.errors import ArgumentParser, cli, fail
 from pipeline.files.atomic import atomic_open, atomic_path, prepare_outputs
-from pipeline.learning import checkpoint, inference
+from pipeline.learning import evaluated, inference
 from pipeline.learning.checkpoint import Checkpoint
 from pipeline.models import traceable
 
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
         raise fail(str(args.out), "--out is the model file itself: choose another name")
     prepare_outputs(files=[args.out])
     section = params.STAGE_SECTION.get(args.model.stem, "model")
-    ckpt = checkpoint.load(args.model, section)
+    ckpt, _ = evaluated.load(args.model, section)  # the views and flips evaluate used
     (to_onnx if args.format == "onnx" else to_torchscript)(ckpt, args.out)
     print(
         f"export: {args.model} -> {args.out} ({args.format}; {len(ckpt.classes)} classes, "

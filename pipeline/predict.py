@@ -14,8 +14,8 @@ Options:
   --top K            how many of the most likely classes to list (default 3, or all the
                      model's classes when it has fewer)
   --device D         auto (CUDA when present), cpu or cuda (default auto)
-  --views N          test views to average (default: the model's eval.clips, as trained)
-  --flip, --no-flip  average their mirror images too, or not (default: its eval.flip)
+  --views N          test views to average (default: eval.clips as evaluated, see below)
+  --flip, --no-flip  average their mirror images too, or not (default: eval.flip, the same)
   --render FILE      a video INPUT only: draw the skeletons and the top K classes over its
                      frames, to FILE (.mp4 or .gif)
   --stride N, --max-side PIXELS, --persons N
@@ -24,12 +24,13 @@ Options:
 One row per clip: frame_dir, the true class (`actual`, when the pickle's labels are classes of
 the model), the predicted class, its probability (`confidence`) and the top K classes. Each clip
 is preprocessed as the shards stage did for the model (the params are in the model file) and
-averaged over the same test views and mirror images as the evaluate stage (its `eval` params as
-trained), through the same code: the test split of the training pickle gets exactly the
-predictions of metrics/<name>/predictions.csv (after `dvc exp run -S model.eval...`, which
-re-evaluates without retraining, pass the new values as --views and --flip). Clips with no
-person, and clips whose label is not one of the model's classes, are left out (a warning says
-how many).
+averaged over the same test views and mirror images as the evaluate stage, through the same
+code: the test split of the training pickle gets exactly the predictions of
+metrics/<name>/predictions.csv. The views and flips are those evaluate used: for a model in a
+project's models/ folder, the `eval` params of that project's params.yaml (which `dvc exp run -S
+model.eval...` changes without retraining), else those stored in the model file (as trained).
+Clips with no person, and clips whose label is not one of the model's classes, are left out (a
+warning says how many).
 
 From Python:
 
@@ -61,7 +62,7 @@ from pipeline.dataset import preprocess
 from pipeline.files import clipfiles
 from pipeline.files.atomic import atomic_path, prepare_outputs, write_json
 from pipeline.files.clipfiles import Clip
-from pipeline.learning import checkpoint, inference, runtime
+from pipeline.learning import evaluated, inference, runtime
 from pipeline.learning.checkpoint import Checkpoint
 from pipeline.video import clip as video_clip
 from pipeline.video import decode
@@ -93,6 +94,7 @@ class Predictor:
         device: str | torch.device = "auto",
         views: int | None = None,
         flip: bool | None = None,
+        views_from: str | None = None,
     ) -> None:
         self.checkpoint = ckpt
         self.classes: list[str] = list(ckpt.classes)
@@ -101,7 +103,9 @@ class Predictor:
         self.flip = ckpt.config.eval.flip if flip is None else flip
         self.stored_views = preprocess.views_for("test", ckpt.shards)
         if not 1 <= self.views <= self.stored_views:
-            given = "views" if views is not None else f"{ckpt.source}: its eval.clips"
+            given = views_from or (
+                "views" if views is not None else f"{ckpt.source}: its eval.clips"
+            )
             raise fail(
                 given,
                 f"expected 1 to {self.stored_views} views (shards.test_views and "
@@ -117,8 +121,12 @@ class Predictor:
         views: int | None = None,
         flip: bool | None = None,
     ) -> Predictor:
+        """The model file at `path`; views and flips not given are those it was evaluated with
+        (`pipeline.learning.evaluated`)."""
         section = params.STAGE_SECTION.get(Path(path).stem, "model")
-        return cls(checkpoint.load(path, section), device, views, flip)
+        ckpt, source = evaluated.load(Path(path), section)
+        views_from = f"{source}: {section}.eval.clips" if source and views is None else None
+        return cls(ckpt, device, views, flip, views_from)
 
     def preprocess(self, clip: Clip, out: np.ndarray | None = None) -> tuple[np.ndarray, int]:
         """A clip's test views as the shards store them: [views, frames, persons, 17, 3]."""

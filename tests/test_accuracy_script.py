@@ -16,6 +16,8 @@ from conftest import make_dataset, write_pkl
 
 from bench import accuracy
 
+pytestmark = pytest.mark.slow  # stages in subprocesses or trained workspaces
+
 
 def test_errors_keeps_only_misclassified_clips_with_the_group_extract_recorded() -> None:
     predictions = pd.DataFrame(

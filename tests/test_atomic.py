@@ -27,6 +27,8 @@ from pipeline.dataset.shardset import ShardSet
 from pipeline.dataset.subset import SPLITS, Subset
 from pipeline.files import atomic
 
+pytestmark = pytest.mark.slow  # stages in subprocesses or trained workspaces
+
 OLD = {"data.classes": [0, 1], "shards.frames": 16}
 NEW = {"data.classes": [0, 1, 2], "shards.frames": 12}  # what the killed run would have written
 

@@ -20,6 +20,8 @@ from bench import context, demo, measure, report
 from bench.__main__ import BENCHMARKS, main
 from pipeline.dataset import ucf101
 
+pytestmark = pytest.mark.slow  # stages in subprocesses or trained workspaces
+
 CLASSES = 10
 
 

@@ -25,7 +25,7 @@ from pipeline.models import build_model
 MANIFEST = Path("data/shards/manifest.json")
 
 
-pytestmark = pytest.mark.usefixtures("torch_state_kept")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("torch_state_kept")]
 
 
 @pytest.fixture(scope="module")

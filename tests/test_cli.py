@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO, make_dataset, stage_env, write_params, write_pkl
 
+pytestmark = pytest.mark.slow  # stages in subprocesses or trained workspaces
+
 COMMANDS = sorted(
     path.stem
     for path in (REPO / "pipeline").glob("*.py")
@@ -53,6 +55,7 @@ def test_help_prints_usage_and_does_nothing_else(tmp_path: Path, module: str, fl
 # first time it calls `function`: the moment is chosen, not raced.
 _INTERRUPT_AT = """
 import importlib, os, runpy, signal, sys
+
 signal.signal(signal.SIGINT, signal.default_int_handler)  # even if the test runner ignores it
 function, stage, *args = sys.argv[1:]
 module_name, name = function.rsplit(".", 1)

@@ -50,6 +50,8 @@ from pipeline import train
 from pipeline.core.paths import model_path, resume_path
 from pipeline.dataset import synthetic
 
+pytestmark = pytest.mark.slow  # stages in subprocesses or trained workspaces
+
 README_HEADING = "Training on several GPUs / machines"
 # 2 classes that a 4-epoch TCN tells apart (test accuracy about 0.8, chance 0.5): a run that
 # did not learn would be far outside the tolerance below.
@@ -80,6 +82,7 @@ TOLERANCE = {"accuracy": 0.17, "loss": 0.35}  # improved: from the seed noise (s
 PROBE = """
 import hashlib, importlib.abc, importlib.machinery, os, signal, sys, time
 from pathlib import Path
+
 
 def interrupting(save):
     def wrapper(state, path):

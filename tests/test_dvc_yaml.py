@@ -202,6 +202,7 @@ def declared(path: str, stage: dict) -> bool:
     return any(path == item or path.startswith(item.rstrip("/") + "/") for item in listed)
 
 
+@pytest.mark.slow
 def test_every_file_a_stage_reads_is_a_dep_or_its_own_out(tmp_path: Path) -> None:
     work = tmp_path / "work"
     pkl = work / "data" / "raw" / "ucf101_2d.pkl"

@@ -568,6 +568,7 @@ class TouchMarker:
         return (os.system, (f"touch {self.marker}",))
 
 
+@pytest.mark.slow
 def test_a_pickle_that_runs_a_command_is_refused_by_the_stage(tmp_path):
     marker = tmp_path / "MARKER"
     data = small()

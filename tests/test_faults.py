@@ -575,7 +575,7 @@ CASES = [
         dataset(long_clip),
         RENDER,
         2,
-        rf"^error: {PKL}: clip '{CLIP}': 3000 frames of 320x299 pixels make 287,040,000 pixels; "
+        rf"^error: {PKL}: clip '{CLIP}': 3000 frames of 320x316 pixels make 303,360,000 pixels; "
         r"the limit for one GIF is 268,435,456: draw fewer with --frames \(or a smaller --width\)$",
         peak_mib=64,
     ),
@@ -748,7 +748,8 @@ CASES = [
 
 
 def marks(case: Case) -> list[pytest.MarkDecorator]:
-    return [requires_realdata] * (case.setup is real_clips) + [pytest.mark.slow] * case.slow
+    slow = case.slow or case.process  # a process of its own starts torch: over a second
+    return [requires_realdata] * (case.setup is real_clips) + [pytest.mark.slow] * slow
 
 
 @contextlib.contextmanager

@@ -39,6 +39,8 @@ from pipeline.dataset.subset import INDEX_COLUMNS, SPLITS
 from pipeline.files import atomic
 from pipeline.learning import runtime
 
+pytestmark = pytest.mark.slow  # stages in subprocesses or trained workspaces
+
 TINY = {
     "data.pkl": "data/raw/tiny.pkl",
     "data.classes": [0, 1],
@@ -641,6 +643,7 @@ def test_a_long_name_has_its_killed_temporaries_cleaned_up(ws: Path) -> None:
 # "module.Class.method": the moment is chosen, not raced.
 _SIGNAL_AT = """
 import importlib, os, runpy, signal, sys
+
 sig, function, stage, *args = sys.argv[1:]
 parts = function.split(".")
 for cut in range(len(parts) - 1, 0, -1):

@@ -37,6 +37,8 @@ from pipeline.core.errors import PipelineError
 from pipeline.dataset.subset import Subset
 from pipeline.files import pklio
 
+pytestmark = pytest.mark.slow  # stages in subprocesses or trained workspaces
+
 EXAMPLE_SECONDS = 20  # an example running longer than this counts as a hang
 SCALE = int(os.environ.get("FUZZ_SCALE", "1"))  # FUZZ_SCALE=20 for a long hunt
 FIELDS = ("frame_dir", "label", "keypoint", "keypoint_score", "img_shape", "total_frames")

@@ -156,6 +156,7 @@ def test_empty_person_slot_changes_nothing(arch, frame_pool):
         ("tcn", "mean_max"),
     ],
 )
+@pytest.mark.slow
 def test_overfits_a_tiny_batch(arch, frame_pool):
     torch.manual_seed(0)
     x, lengths = batch([16, 14, 12, 10, 16, 8, 15, 11], seed=1)

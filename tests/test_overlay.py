@@ -13,6 +13,8 @@ from pipeline.core.skeleton import J
 from pipeline.viz import overlay
 from pipeline.viz.drawing import PALETTE
 
+pytestmark = pytest.mark.slow  # stages in subprocesses or trained workspaces
+
 FRAMES = 6
 
 

@@ -8,13 +8,22 @@ import dataclasses
 import random
 import re
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import DELETE, PARAMS_YAML, make_dataset, section, write_params
+from conftest import (
+    DELETE,
+    PARAMS_YAML,
+    call_stage,
+    error_line,
+    make_dataset,
+    section,
+    write_params,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -356,6 +365,7 @@ def _use(key: str, values: Any) -> None:
         )
 
 
+@pytest.mark.slow
 def test_every_key_accepts_an_edge_value_that_works_or_names_itself(tmp_path):
     """Each key of the schema set to each of EDGES in turn: refused in one line naming the key,
     or accepted and then usable where a stage uses it first (seeds seeded, data selected,
@@ -386,6 +396,7 @@ def test_every_key_accepts_an_edge_value_that_works_or_names_itself(tmp_path):
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(st.lists(st.tuples(st.sampled_from(LEAVES), VALUES), min_size=1, max_size=3))
+@pytest.mark.slow
 def test_fuzzed_values_load_or_fail_in_one_line_naming_a_changed_key(tmp_path, changes):
     """Random values of wrong types and ranges for random keys: params.load accepts them or
     raises a one-line PipelineError naming one of the changed keys. An accepted data section
@@ -424,6 +435,7 @@ def test_fuzzed_values_load_or_fail_in_one_line_naming_a_changed_key(tmp_path, c
         max_size=4,
     )
 )
+@pytest.mark.slow
 def test_a_damaged_params_file_loads_or_fails_in_one_line(tmp_path, edits):
     """Random byte edits of the project's params.yaml (bad UTF-8, broken YAML, odd types)."""
     raw = bytearray(PARAMS_YAML.read_bytes())
@@ -443,3 +455,40 @@ def test_a_damaged_params_file_loads_or_fails_in_one_line(tmp_path, edits):
         params.load(*SECTIONS, path=path)
     except PipelineError as exc:
         assert "\n" not in str(exc) and str(exc).startswith(f"{path}: "), str(exc)
+
+
+# --- keys no stage reads: the check stage ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("dotted", "expected"),
+    [
+        ("model.hiden", "model: unknown key 'hiden' (did you mean 'hidden'?)"),
+        ("baseline.eval.clip", "baseline.eval: unknown key 'clip' (did you mean 'clips'?)"),
+        ("modle", "top level: unknown key 'modle' (did you mean 'model'?)"),
+        (
+            "zzz",
+            "top level: unknown key 'zzz' (known: data, fetch, synthetic, shards, train, "
+            "baseline, model)",
+        ),
+    ],
+)
+def test_an_unknown_key_anywhere_names_the_nearest_known_one(dotted: str, expected: str) -> None:
+    values = yaml.safe_load(PARAMS_YAML.read_text())
+    assert params.unknown_key(values) is None  # the project's own file: every key known
+    *parents, last = dotted.split(".")
+    node = values
+    for key in parents:
+        node = node[key]
+    node[last] = 64
+    assert params.unknown_key(values) == expected
+
+
+def test_the_check_stage_stops_on_a_key_no_stage_reads(tmp_path: Path) -> None:
+    write_params(tmp_path, {"model.hiden": 64})  # what `dvc exp run -S +model.hiden=64` writes
+    assert error_line(call_stage("check", tmp_path)) == (
+        "error: params.yaml: model: unknown key 'hiden' (did you mean 'hidden'?)"
+    )
+    write_params(tmp_path)
+    done = call_stage("check", tmp_path)
+    assert done.returncode == 0 and done.stdout == "check: every key of params.yaml is known\n"

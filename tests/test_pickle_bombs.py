@@ -215,6 +215,7 @@ def test_extract_refuses_each_hostile_pickle_in_one_line(tmp_path, name):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data.pkl", "params.yaml"]
 
 
+@pytest.mark.slow
 def test_a_bomb_that_crashed_is_one_line_in_a_real_process(tmp_path):
     _, expected = write_hostile("list nested 10**6 deep, top down", tmp_path)
     write_params(tmp_path, {"data.pkl": "data.pkl"})
@@ -223,6 +224,7 @@ def test_a_bomb_that_crashed_is_one_line_in_a_real_process(tmp_path):
     assert error_line(result) == f"error: data.pkl: not a usable pickle: {expected}"
 
 
+@pytest.mark.slow
 def test_the_real_pickler_never_trips_the_bounds_on_a_large_flat_file(tmp_path):
     """Far more clips, tuples and shared references than a PYSKL file has, all within bounds."""
     data = make_dataset(labels=range(8), groups=range(1, 26), clips_per_group=4, frames=2)
@@ -352,6 +354,7 @@ def test_the_attacks_are_what_they_claim():
 
 
 @pytest.mark.parametrize("name", list(BOUNDED))
+@pytest.mark.slow
 def test_attacks_inside_the_limits_end_within_a_bound_set_by_the_file(
     tmp_path, name, c_load_seconds
 ):

@@ -31,6 +31,8 @@ from pipeline.plots import GALLERY_ERRORS, GALLERY_FRAMES
 from pipeline.project import offline_page
 from pipeline.viz import plotdata
 
+pytestmark = pytest.mark.slow  # stages in subprocesses or trained workspaces
+
 CLASSES = ["ApplyEyeMakeup", "ApplyLipstick", "Archery"]
 PLOT_TITLES = [
     next(iter(plot))
@@ -267,3 +269,25 @@ def test_the_page_draws_offline_in_a_browser(page: Path, tmp_path: Path) -> None
     chromium("--window-size=1400,1500", f"--screenshot={shot}", page.as_uri())
     pixels = np.asarray(Image.open(shot).convert("RGB"))
     assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 50  # charts, text, skeletons
+
+
+def test_a_class_bar_of_f1_zero_is_drawn_as_zero() -> None:
+    """A model with F1 0 on a class has a bar of no length: the value beside each bar tells
+    0 from missing data."""
+    rows = [
+        {"class": "Archery", "model": "baseline", "f1": 0.0, "support": 3, "rev": "workspace"},
+        {"class": "Archery", "model": "improved", "f1": 0.75, "support": 3, "rev": "workspace"},
+    ]
+    text = (REPO / ".dvc" / "plots" / "class_bars.json").read_text()
+    text = text.replace('"<DVC_METRIC_DATA>"', json.dumps(rows))
+    for placeholder, value in {
+        "<DVC_METRIC_TITLE>": "Per-class F1",
+        "<DVC_METRIC_X>": "f1",
+        "<DVC_METRIC_Y>": "class",
+        "<DVC_METRIC_X_LABEL>": "F1",
+        "<DVC_METRIC_Y_LABEL>": "class",
+    }.items():
+        text = text.replace(placeholder, value)
+    svg = vl_convert.vegalite_to_svg(json.loads(text), vl_version=offline_page.VEGA_LITE)
+    labels = re.findall(r"<text[^>]*>([^<]*)</text>", svg)
+    assert "0.00" in labels and "0.75" in labels, labels

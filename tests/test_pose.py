@@ -17,6 +17,8 @@ from video_fakes import SHARED_VIDEOS, BrightBox, write_video  # noqa: E402
 
 from pipeline.files import pklio  # noqa: E402
 
+pytestmark = pytest.mark.slow  # stages in subprocesses or trained workspaces
+
 FAKE = ["--estimator", "video_fakes:BrightBox", "--workers", "1"]
 
 

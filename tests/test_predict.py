@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 from conftest import (
     REALDATA,
     ShellPayload,
@@ -43,7 +45,10 @@ MODELS = ("baseline", "improved")
 EMPTY = "v_Archery_g01_c09"  # a test clip with no person: left out, as extract leaves it out
 
 
-pytestmark = pytest.mark.usefixtures("torch_state_kept")  # predict's main sets torch's threads
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.usefixtures("torch_state_kept"),
+]  # predict's main sets torch's threads
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +122,34 @@ def test_the_test_split_gets_exactly_the_predictions_of_evaluate(work: Path, nam
         f"warning: {PKL}: left out 6 clips of labels the model was not trained on (3)",
     ]
     assert done.stdout == "predict: 18 clips -> p.csv\n"
+
+
+def test_after_an_eval_only_change_predict_follows_the_projects_eval_params(
+    work: Path, tmp_path: Path
+) -> None:
+    """`dvc exp run -S model.eval.clips=1 -S model.eval.flip=false` re-evaluates the model
+    without retraining it: predict, with no --views or --flip, takes the eval params that the
+    project's params.yaml now holds, as evaluate did, not the model file's (3 views, flipped)."""
+    copy = tmp_path / "work"
+    shutil.copytree(work, copy)
+    config = yaml.safe_load((copy / "params.yaml").read_text())
+    config["model"]["eval"] = {"clips": 1, "flip": False}
+    (copy / "params.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    run_stages(copy, ("evaluate", "improved"))
+    done = call_stage(
+        "predict", copy, "models/improved.pt", PKL, "--split", "test1", "--out", "p.csv"
+    )
+    assert done.returncode == 0, done.stderr
+    got, want = pd.read_csv(copy / "p.csv"), evaluated(copy, "improved")
+    assert got["predicted"].tolist() == want["predicted"].tolist()
+    np.testing.assert_allclose(got["confidence"], want["confidence"], rtol=0, atol=1e-6)
+    assert not np.allclose(want["confidence"], evaluated(work, "improved")["confidence"])
+    model = Predictor.load(copy / "models/improved.pt", device="cpu")
+    assert (model.views, model.flip) == (1, False)
+    elsewhere = tmp_path / "improved.pt"  # a model file outside a project: as it was trained
+    shutil.copy2(copy / "models/improved.pt", elsewhere)
+    model = Predictor.load(elsewhere, device="cpu")
+    assert (model.views, model.flip) == (3, True)
 
 
 def test_other_views_and_flips_as_evaluate_would_average_them(work: Path) -> None:

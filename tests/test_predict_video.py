@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from conftest import call_stage, error_line
+
+pytestmark = pytest.mark.slow  # stages in subprocesses or trained workspaces
 
 
 def test_video_options_are_for_a_video_input(tmp_path: Path) -> None:

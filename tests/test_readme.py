@@ -23,6 +23,7 @@ from conftest import make_dataset, write_pkl
 from PIL import Image
 from usershell import (
     ALL_STAGES,
+    EVAL_ONLY,
     IMPROVED,
     fresh_clone,
     md5,
@@ -117,8 +118,12 @@ def test_fetch_never_downloads_into_a_name_the_url_does_not_name(clone: Path) ->
 
 
 def test_make_demo_runs_and_commits_the_pipeline(clone: Path) -> None:
-    make_demo, make_test = readme.block("Skeleton action recognition on UCF101, as a DVC pipeline")
-    assert (make_demo, make_test) == ("make demo", "make test")
+    make_install, make_demo, make_test = readme.block(
+        "Skeleton action recognition on UCF101, as a DVC pipeline"
+    )
+    assert (make_install, make_demo, make_test) == ("make install", "make demo", "make test")
+    sh(make_install, clone)  # the clone's venv is installed already: nothing to do, no error
+    assert (clone / ".venv" / "bin" / "dvc").is_file()
 
     def yours() -> dict[str, str]:  # "leaves your params.yaml and results alone"
         files = [clone / "params.yaml", *(clone / "metrics").rglob("*"), *clone.glob("models/*")]
@@ -173,11 +178,20 @@ def test_everyday_dvc_commands_in_the_demo(clone: Path) -> None:
     assert ran(repro) == set() and "up to date" in repro
     assert ran(sh(next(commands), demo).stdout) == IMPROVED  # -S model.hidden=128
     improved_model = md5(demo / "models" / "improved.pt")
-    assert ran(sh(next(commands), demo).stdout) == {"evaluate@improved", "summary", "plots"}
+    assert ran(sh(next(commands), demo).stdout) == EVAL_ONLY
     assert md5(demo / "models" / "improved.pt") == improved_model  # not retrained
-    assert "model.hidden" in sh(next(commands), demo).stdout  # exp show --only-changed
-    shown = sh(next(commands), demo).stdout  # metrics show
-    assert "metrics/baseline.json" in shown and "metrics/summary.json" in shown
+    shown = sh(next(commands), demo).stdout  # exp show --only-changed --drop ...
+    header = next(line for line in shown.splitlines() if "Experiment" in line).split()
+    assert header[:2] == ["Experiment", "Created"] and "model.hidden" in header, shown
+    assert {"improved_accuracy", "error_reduction"} <= set(header), shown
+    assert not any("/" in column for column in header), shown  # no hashes, no other metrics
+    shown = sh(next(commands), demo).stdout  # metrics show: the two models
+    lines = shown.splitlines()
+    assert [line.split()[0] for line in lines[1:]] == [
+        "metrics/baseline.json",
+        "metrics/improved.json",
+    ]
+    assert "accuracy" in lines[0].split() and max(map(len, lines)) < 160, shown
     diff = sh(next(commands), demo).stdout  # metrics diff: improved changed, baseline did not
     assert "metrics/improved.json" in diff and "metrics/baseline.json" not in diff
     sh(next(commands), demo)  # plots show
@@ -223,6 +237,19 @@ def test_backbones_and_late_fusion_in_the_demo(clone: Path) -> None:
     sh("git checkout params.yaml && dvc checkout -q", demo)  # the committed run, for what follows
 
 
+def test_a_typo_added_with_plus_stops_the_run(clone: Path) -> None:
+    """`+` adds a key that no stage reads: the check stage names the nearest known one, and no
+    experiment is recorded."""
+    demo = clone / ".demo"
+    before, params = sh("dvc exp list --name-only", demo).stdout, (demo / "params.yaml").read_text()
+    done = sh("dvc exp run -S +model.hiden=64", demo, ok=False)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    line = "error: params.yaml: model: unknown key 'hiden' (did you mean 'hidden'?)"
+    assert line in (done.stdout + done.stderr).splitlines()
+    assert sh("dvc exp list --name-only", demo).stdout == before
+    (demo / "params.yaml").write_text(params)  # as the everyday commands left it
+
+
 def test_see_what_the_model_does_in_the_demo(clone: Path) -> None:
     demo = clone / ".demo"
     errors, one_clip = readme.block("See what the model does")
@@ -252,8 +279,12 @@ def test_the_notebooks_protocol_in_the_demo(clone: Path) -> None:
 
 
 def test_use_the_model_in_the_demo(clone: Path) -> None:
-    """After the notebook's protocol (its eval params are those the models were trained with)."""
+    """After the notebook's protocol and an eval-only experiment: the model file stores the eval
+    params it was trained with (1 view, no flip), evaluate used the experiment's, and so must
+    predict, for p.csv to equal predictions.csv."""
     demo = clone / ".demo"
+    eval_only = sh("dvc exp run -S model.eval.flip=true", demo).stdout
+    assert ran(eval_only) == EVAL_ONLY
     want = pd.read_csv(demo / "metrics" / "improved" / "predictions.csv")
     data = pklio.load_pickle(demo / "data" / "raw" / "synthetic_2d.pkl")
     ann = next(a for a in data["annotations"] if a["frame_dir"] == want["frame_dir"][0])
@@ -311,7 +342,7 @@ def own(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def test_your_own_pickle_first_command_keeps_it(own: dict) -> None:
     """The pickle is in place and `dvc exp run` is the very first DVC command (no dvc add)."""
     clone = own["clone"]
-    cp, add, exp_run = readme.block("Your own PYSKL pickle")
+    cp, add, exp_run, commit = readme.block("Your own PYSKL pickle")
     sh(cp.replace("/path/to/mime5_2d.pkl", str(own["incoming"])), clone)
     pkl = clone / "data" / "raw" / "mime5_2d.pkl"
     out = sh(exp_run, clone).stdout
@@ -319,21 +350,30 @@ def test_your_own_pickle_first_command_keeps_it(own: dict) -> None:
     assert md5(pkl) == own["md5"]
     per_class = (clone / "metrics" / "improved" / "per_class.csv").read_text()
     assert all(name in per_class for name in MIME)
+    assert_draws_offline(sh("dvc plots show", clone), clone)  # a clone, no `make`: still offline
+
+
+def assert_draws_offline(done: subprocess.CompletedProcess[str], repo: Path) -> None:
+    """The page `dvc plots show` / `dvc plots diff` wrote has Vega inlined, no CDN link."""
+    html = (repo / "dvc_plots" / "index.html").read_text()
+    assert "cdn.jsdelivr.net" not in html and "window.vegaEmbed" in html, done.stdout
 
 
 def test_your_own_pickle_tracked_then_queued(own: dict) -> None:
     clone = own["clone"]
-    _, add, exp_run = readme.block("Your own PYSKL pickle")
+    _, add, exp_run, commit = readme.block("Your own PYSKL pickle")
     pkl = clone / "data" / "raw" / "mime5_2d.pkl"
     sh(add, clone)
     assert md5(pkl) == own["md5"]
     sh(exp_run, clone)
     assert md5(pkl) == own["md5"]
-    sh("git add -A && git commit -qm 'first run on my data'", clone)
+    sh(commit, clone)  # the run, as the README says, before the queue
+    assert sh("git status --porcelain params.yaml dvc.lock metrics", clone).stdout == ""
     sh("dvc exp run --queue -S model.hidden=12 --name h12 && dvc queue start", clone)
     status = wait_for_queue(clone)
     assert queue_names(status) == ["h12"], status
-    assert ran(sh("dvc queue logs h12", clone).stdout) == IMPROVED
+    assert ran(sh("dvc queue logs h12", clone).stdout) == IMPROVED  # the baseline is reused
+    assert_draws_offline(sh("dvc plots diff HEAD h12", clone), clone)
     assert md5(pkl) == own["md5"]
     for command in ("dvc exp apply h12", "dvc checkout", "dvc repro"):
         sh(command, clone)

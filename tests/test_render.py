@@ -17,7 +17,7 @@ from PIL import Image, ImageSequence
 from pipeline.core.skeleton import J
 from pipeline.dataset import subset
 from pipeline.viz import showcase
-from pipeline.viz.drawing import PALETTE
+from pipeline.viz.drawing import PALETTE, Caption, _fitted, _font, draw_clip
 
 IMG = (120, 160)  # (height, width) of the clips' image frame
 SHOULDER_Y = 40
@@ -217,6 +217,7 @@ def test_bad_input_is_one_line_and_exit_2_with_nothing_written(data: Path, tmp_p
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "notes.txt"]
 
 
+@pytest.mark.slow
 def test_the_command_line_exits_2_on_a_missing_clip(data: Path, tmp_path: Path) -> None:
     done = run_stage("render", data, "clips.pkl", "--clips", "nope", "--out", str(tmp_path / "o"))
     assert error_line(done).startswith("error: clips.pkl: no clip named 'nope'")
@@ -229,3 +230,31 @@ def test_gif_names_stay_in_the_folder_and_never_meet() -> None:
     assert files[0] == "v_Wave_g01_c01.gif" and files[2] == "a_b.gif"  # unchanged when safe
     assert len(set(files)) == len(files), files
     assert all("/" not in f and not f.startswith(".") and f.endswith(".gif") for f in files)
+
+
+def test_the_clips_name_is_never_cut_at_the_right_edge() -> None:
+    """The gallery's GIFs are 200 pixels wide: the name has a line of its own under the
+    image, and a name too long even for that keeps its end, where clips differ."""
+    kp, score = t_pose(3)
+    for name, shown in [
+        ("v_ApplyEyeMakeup_g04_c01", "v_ApplyEyeMakeup_g04_c01"),
+        ("v_" + "VeryLongActionName" * 4 + "_g04_c01", "..."),
+    ]:
+        frame = np.asarray(draw_clip(kp, score, IMG, Caption(name), width=200)[0].convert("RGB"))
+        top, _, height, _ = image_box(frame)
+        footer = has(frame[top + height :], "dim")
+        assert footer.any() and np.nonzero(footer)[1].max() <= 200 - 4, name
+        assert _fitted(name, _font(max(10, 200 // 24)), 200 - 8).endswith("_g04_c01")
+        assert shown in _fitted(name, _font(max(10, 200 // 24)), 200 - 8)
+
+
+def test_a_joint_at_the_origin_is_not_drawn_whatever_its_score() -> None:
+    """PYSKL marks an undetected joint (0, 0); with a score above MIN_SCORE (or none in the
+    pickle) it would pull a bone to the image's top-left corner."""
+    kp, score = t_pose(1)
+    kp[0, 0, J["left_wrist"]] = (0, 0)
+    frame = np.asarray(draw_clip(kp, score, IMG, Caption("c"), width=160)[0].convert("RGB"))
+    top, left, _, _ = image_box(frame)
+    corner = has(frame[top : top + 20, left : left + 20], "left")
+    assert not corner.any()
+    assert has(frame, "left").sum() > 20  # the rest of the left arm is drawn

@@ -26,6 +26,8 @@ from conftest import finish, make_dataset, run_stages, start_stage, write_params
 from pipeline import evaluate
 from pipeline import train as train_stage
 
+pytestmark = pytest.mark.slow  # stages in subprocesses or trained workspaces
+
 EPOCHS = 6
 TINY = {
     "data.pkl": "data/raw/tiny.pkl",

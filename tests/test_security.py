@@ -36,6 +36,8 @@ from pipeline.core.errors import PipelineError
 from pipeline.files import pklio
 from pipeline.learning import checkpoint, training
 
+pytestmark = pytest.mark.slow  # stages in subprocesses or trained workspaces
+
 MODULE_CODE = """
 from pathlib import Path
 import os
@@ -292,6 +294,7 @@ def test_the_checker_would_notice_a_second_pickle_reader():
     code = """
 import pickle, numpy as np, torch, pandas as pd
 from pickle import loads
+
 pickle.load(f)
 class U(pickle.Unpickler): pass
 class V(pickle._Unpickler): pass

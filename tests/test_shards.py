@@ -167,6 +167,7 @@ def test_real_clips_under_the_notebook_protocol_equal_the_notebook(tmp_path):
 
 
 @requires_realdata
+@pytest.mark.slow
 def test_real_clips_pass_through_extract_and_shards(tmp_path):
     path = real_clips_of_two_classes(tmp_path)
     write_params(
@@ -447,6 +448,7 @@ def test_size_splits_into_shards_whose_concatenation_matches_one_shard(tmp_path)
     assert len(parts["manifest"]["splits"]["train"]["shards"]) > 1
 
 
+@pytest.mark.slow
 def test_two_workers_write_the_same_bytes_as_one(tmp_path):
     data = make_dataset(labels=(0, 1), groups=range(1, 6), test_groups=(1,), frames=(5, 80))
     build(tmp_path, data, {"shards.size": 2, "shards.test_views": 3})

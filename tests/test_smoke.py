@@ -40,6 +40,7 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_params(work, TINY)
     run_stages(
         work,
+        "check",
         "extract",
         "shards",
         *(("train", name) for name in MODELS),

@@ -125,6 +125,7 @@ def test_every_group_and_clip_numbering(small: dict) -> None:
     assert set(clips) == {1, 2}  # drawn in clips_per_group, numbered from 1
 
 
+@pytest.mark.slow
 def test_values_are_finite_in_image_and_scores_in_unit_range(many_short: dict) -> None:
     kp = np.concatenate([a["keypoint"].reshape(-1, 2) for a in many_short["annotations"]])
     score = np.concatenate([a["keypoint_score"].ravel() for a in many_short["annotations"]])
@@ -141,6 +142,7 @@ def test_values_are_finite_in_image_and_scores_in_unit_range(many_short: dict) -
     assert (kp == 0).all(axis=1).any()
 
 
+@pytest.mark.slow  # many_short: every class generated
 def test_some_clips_have_no_person_others_several(many_short: dict) -> None:
     persons = np.array([a["keypoint"].shape[0] for a in many_short["annotations"]])
     assert len(persons) == 101 * 25
@@ -151,6 +153,7 @@ def test_some_clips_have_no_person_others_several(many_short: dict) -> None:
     assert empty["keypoint_score"].shape == (0, empty["total_frames"], 17)
 
 
+@pytest.mark.slow  # many_short: every class generated
 def test_actor_is_person_zero_with_the_highest_scores(many_short: dict) -> None:
     crowded = [a for a in many_short["annotations"] if a["keypoint"].shape[0] > 1]
     assert crowded
@@ -266,6 +269,7 @@ def test_mirror_rejects_bad_rows_with_the_line(tmp_path: Path, row: tuple, messa
         synthetic.generate(mirror=path)
 
 
+@pytest.mark.slow
 def test_mirror_of_the_real_clip_list(tmp_path: Path) -> None:
     if not REAL_CLIPS.exists():
         pytest.skip(f"{REAL_CLIPS} absent (only the project's shared workspace has it)")
@@ -300,6 +304,7 @@ def test_each_group_has_its_own_camera() -> None:
         assert within < 0.3 * values.var(axis=0).sum()
 
 
+@pytest.mark.slow
 def test_classes_need_the_temporal_pattern() -> None:
     """Nearest centroid, trained on groups 8-25 and tested on groups 1-7: joint speeds separate
     the classes well; a single frame's pose does far worse."""

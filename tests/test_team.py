@@ -35,6 +35,8 @@ from werkzeug import serving
 pytestmark = pytest.mark.e2e
 
 SECTION = "Working with a team"
+EARLY = "early"  # the experiment made before the remote
+IMPROVED_PT = "models/improved.pt"
 BUCKET = "team"
 UP_TO_DATE = "Data and pipelines are up to date."
 DVC_FOOTER = "Having any troubles? Hit us up at https://dvc.org/support"
@@ -136,10 +138,12 @@ def s3(aws_env: None) -> Iterator[S3Server]:
 
 @pytest.fixture(scope="module")
 def team(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Clone A (a run committed and pushed to origin) and B, a teammate's clone of origin."""
+    """Clone A (a run committed and pushed to origin, and an experiment `early` made before
+    any remote existed, its workspace left as committed) and B, a teammate's clone of origin."""
     root = tmp_path_factory.mktemp("team")
     a, origin, b = root / "A", root / "origin.git", root / "B"
     sh(f"python -m pipeline.demo {a} {DEMO_PARAMS}", REPO)
+    assert ran(sh(f"dvc exp run --temp -n {EARLY} -S model.hidden=10", a).stdout) == IMPROVED
     sh(f"git init -q --bare {origin}", root)
     sh(f"git remote add origin {origin} && git push -q -u origin HEAD", a)
     sh(f"git clone -q {origin} {b}", root)
@@ -192,8 +196,12 @@ def test_a_teammate_pulls_a_run_without_computing_it(team: dict[str, Path], s3: 
     a, b = team["A"], team["B"]
     setup = readme.block(SECTION, 0)
     assert "s3://my-bucket/skeleton" in setup[0] and "https://minio.example.com" in setup[1]
-    for command in setup:  # with our bucket and endpoint for the README's placeholders
-        sh(command.replace("my-bucket", BUCKET).replace("https://minio.example.com", s3.url), a)
+    for clone in (a, b):  # "every clone names the remote once"
+        for command in setup:  # with our bucket and endpoint for the README's placeholders
+            sh(
+                command.replace("my-bucket", BUCKET).replace("https://minio.example.com", s3.url),
+                clone,
+            )
     push, pull = readme.block(SECTION, 1)[:2]
     assert re.search(r"\d+ files pushed", sh(push, a).stdout)
     assert s3.keys("skeleton") and not (b / "models" / "improved.pt").exists()
@@ -252,7 +260,7 @@ def test_wrong_credentials_then_the_right_ones_in_config_local(
         PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [allow_all]}),
     )
     key = iam.create_access_key(UserName="teammate")["AccessKey"]
-    before = snapshot(b)
+    before, config = snapshot(b), (b / ".dvc" / "config.local").read_text()
     s3.authenticate(True)
     try:
         (line,) = errors(sh("dvc push", b, ok=False))  # the environment's key is unknown
@@ -262,7 +270,7 @@ def test_wrong_credentials_then_the_right_ones_in_config_local(
         assert "Everything is up to date" in sh("dvc push", b).stdout
     finally:
         s3.authenticate(False)
-        sh("rm -f .dvc/config.local", b)
+        (b / ".dvc" / "config.local").write_text(config)  # the README's remote, no keys
     assert snapshot(b) == before and sh("git status --porcelain", b).stdout == ""
 
 
@@ -303,19 +311,52 @@ def test_an_interrupted_push_resumes(team: dict[str, Path], s3: S3Server, tmp_pa
 # --- Experiments, through origin and the remote ---------------------------------------------
 
 
+def exp_commands(name: str) -> list[str]:
+    """The README's exp push, exp pull and exp apply, for experiment `name`."""
+    return [c.replace("my-exp", name) for c in readme.block(SECTION, 1)[2:]]
+
+
+def cached(repo: Path, md5_hash: str) -> Path:
+    return repo / ".dvc" / "cache" / "files" / "md5" / md5_hash[:2] / md5_hash[2:]
+
+
+def test_an_experiment_made_before_the_remote_travels(team: dict[str, Path]) -> None:
+    """`early` was run before any remote was configured: its commit names none, so only the
+    clones' own config can tell exp push and exp pull where its outputs go."""
+    a, b = team["A"], team["B"]
+    refs = sh("git for-each-ref --format='%(refname)' refs/exps", a).stdout.split()
+    (ref,) = (r for r in refs if r.endswith(f"/{EARLY}"))
+    lock = yaml.safe_load(sh(f"git show {ref}:dvc.lock", a).stdout)
+    (model,) = (
+        out["md5"] for out in lock["stages"]["train@improved"]["outs"] if out["path"] == IMPROVED_PT
+    )
+    exp_push, exp_pull, apply = exp_commands(EARLY)
+    assert EARLY in sh(exp_push, a).stdout
+    assert not cached(b, model).exists()
+    outputs = [sh(exp_pull, b).stdout]
+    assert cached(b, model).exists()  # its model came from the DVC remote
+    outputs.append(sh(apply, b).stdout)
+    assert md5(b / "models" / "improved.pt") == model
+    assert yaml.safe_load((b / "params.yaml").read_text())["model"]["hidden"] == 10
+    assert sh("git status --porcelain .dvc", b).stdout == ""  # the remote is still named
+    assert sh("dvc status", b).stdout.strip() == UP_TO_DATE
+    outputs.append(sh("dvc repro", b).stdout)
+    assert not any(ran(output) for output in outputs) and UP_TO_DATE in outputs[-1]
+    sh("git checkout -- . && dvc checkout -q", b)  # back to the last commit for the next test
+
+
 def test_a_teammate_applies_an_experiment_without_retraining(team: dict[str, Path]) -> None:
     a, b = team["A"], team["B"]
     out = sh("dvc exp run -S model.hidden=12", a).stdout
     assert ran(out) == IMPROVED
     name = re.search(r"Ran experiment\(s\): (\S+)", out).group(1)
     model = md5(a / "models" / "improved.pt")
-    cached = b / ".dvc" / "cache" / "files" / "md5" / model[:2] / model[2:]
-    exp_push, exp_pull, apply = (c.replace("my-exp", name) for c in readme.block(SECTION, 1)[2:])
+    exp_push, exp_pull, apply = exp_commands(name)
 
     assert name in sh(exp_push, a).stdout
-    assert not cached.exists()
+    assert not cached(b, model).exists()
     outputs = [sh(exp_pull, b).stdout]
-    assert cached.exists()  # exp pull brought its model from the DVC remote
+    assert cached(b, model).exists()  # exp pull brought its model from the DVC remote
     outputs.append(sh(apply, b).stdout)
     assert md5(b / "models" / "improved.pt") == model
     params = yaml.safe_load((b / "params.yaml").read_text())

@@ -44,6 +44,7 @@ DEMO_PARAMS = " ".join(
     + [f"{key}={json.dumps(value).replace(' ', '')}" for key, value in TINY.items()]
 )
 ALL_STAGES = {
+    "check",
     "extract",
     "shards",
     "train@baseline",
@@ -58,7 +59,9 @@ ALL_STAGES = {
     "summary",
     "plots",
 }
-IMPROVED = {"train@improved", "evaluate@improved", "summary", "plots"}
+# A params change runs `check` too (it depends on the whole params.yaml).
+IMPROVED = {"check", "train@improved", "evaluate@improved", "summary", "plots"}
+EVAL_ONLY = {"check", "evaluate@improved", "summary", "plots"}
 
 
 def user_env() -> dict[str, str]:

@@ -471,3 +471,31 @@ def load_model(name: str, path: str | Path = PARAMS_FILE) -> tuple[TrainParams, 
     loaded = load("train", "ensemble", "fusion", path=path)
     base = read(path)["ensemble"]
     return loaded["train"], stream_config(base, loaded["fusion"], name.removeprefix(STREAM_MODEL))
+
+
+def unknown_key(data: Mapping[Any, Any]) -> str | None:
+    """The first key of a whole params file that no section has, as a message naming the
+    nearest known key; None when every key is known. A stage checks only the sections it
+    reads, so a key that no stage reads (a typo added with `dvc exp run -S +model.hiden=64`)
+    is found only here (the `check` stage)."""
+    return _unknown_in(data, SECTIONS, "")
+
+
+def _unknown_in(values: Mapping[Any, Any], schema: Mapping[str, Any], prefix: str) -> str | None:
+    import difflib
+
+    for key, value in values.items():
+        where = f"{prefix}.{key}" if prefix else str(key)
+        if key not in schema:
+            near = difflib.get_close_matches(str(key), list(schema), n=1, cutoff=0.6)
+            hint = f"did you mean {near[0]!r}?" if near else f"known: {', '.join(schema)}"
+            return f"{prefix or 'top level'}: unknown key {str(key)!r} ({hint})"
+        below = schema[key]
+        if isinstance(below, type) and issubclass(below, Section) and isinstance(value, Mapping):
+            below_schema: dict[str, Any] = dict(rules(below))
+            if _backbones_field(below) is not None:  # and each backbone's own settings
+                below_schema.update(backbones())
+            problem = _unknown_in(value, below_schema, where)
+            if problem is not None:
+                return problem
+    return None

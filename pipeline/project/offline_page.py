@@ -6,8 +6,9 @@ DVC's own page loads Vega, Vega-Lite and vega-embed from a CDN, so on a machine 
 (`make demo` runs offline) it is blank. This writes REPO/.dvc/plots.html (REPO: the current
 folder by default), a page template holding those libraries as vl-convert-python ships them
 (one script, about 900 kB, that needs nothing else), and points DVC at it in the repository's
-machine-local config (`dvc config --local plots.html_template plots.html`, in
-.dvc/config.local, which git ignores). `make repro` and `make demo` run it for you.
+committed config (`dvc config plots.html_template plots.html`, in .dvc/config). Both are
+committed, so every clone draws offline by every route (`dvc repro`, `dvc exp run`, `dvc plots
+show`, `dvc plots diff`), not only `make demo`; run it again after upgrading vl-convert-python.
 """
 
 from __future__ import annotations
@@ -73,19 +74,20 @@ def page() -> str:
 
 
 def install(repo: Path) -> Path:
-    """Write the template into repo/.dvc/ and set it as the repository's page for DVC."""
+    """Write the template into repo/.dvc/ and set it as the repository's page for DVC, in the
+    config that git carries (commit both)."""
     dvc_dir = repo / ".dvc"
     if not dvc_dir.is_dir():
         raise fail(str(repo), "not a DVC repository (no .dvc folder): run this at its root")
     target = dvc_dir / TEMPLATE
     write_text(target, page())
     done = subprocess.run(
-        [sys.executable, "-m", "dvc", "config", "--local", "plots.html_template", TEMPLATE],
+        [sys.executable, "-m", "dvc", "config", "plots.html_template", TEMPLATE],
         cwd=repo,
         capture_output=True,
         text=True,
     )
     if done.returncode:
         reason = " ".join((done.stderr or done.stdout).split())
-        raise fail(str(repo), f"`dvc config --local plots.html_template` failed: {reason}")
+        raise fail(str(repo), f"`dvc config plots.html_template` failed: {reason}")
     return target

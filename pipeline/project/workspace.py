@@ -152,7 +152,7 @@ def create(
     if raw is not None:
         pkl = yaml.safe_load((dest / "params.yaml").read_text())["data"]["pkl"]
         shutil.copy2(raw, dest / pkl)
-    (dest / ".gitignore").write_text("__pycache__/\n/dvc_plots/\n/.dvc/plots.html\n")
+    (dest / ".gitignore").write_text("__pycache__/\n/dvc_plots/\n")
     (dest / MARKER).write_text(
         "made by pipeline.project.workspace: `make demo` may reuse this folder\n"
     )

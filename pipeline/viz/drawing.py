@@ -32,7 +32,8 @@ PALETTE = {
     "wrong_answer": (245, 101, 101),
 }
 INDEX = {name: i for i, name in enumerate(PALETTE)}
-# Joints scored below this are undetected (as shards.min_score's default treats them): no bone.
+# Joints scored below this are undetected (as shards.min_score's default treats them), as are
+# joints at (0, 0), whatever their score: no bone, no dot.
 MIN_SCORE = 0.05
 # Pillow holds every frame of a GIF in memory (a byte a pixel) before writing it: a clip's
 # img_shape, the width and the frame count set that size, so it is checked before drawing.
@@ -100,12 +101,13 @@ def draw_clip(
     area = max(1, round(height * scale))
     font_size = max(10, width // 24)
     line = font_size + 4
-    top, bottom = 2 * line + 4, line + 4
+    top, bottom = 2 * line + 4, 2 * line + 4  # footer: the clip's name, then the frame counter
     total = keypoint.shape[1] if keypoint.shape[0] else 1
     count = len(frame_indices(total, frames))
     _check_size(source or caption.name, (height, img_width), width, area, top + bottom, count)
     font = _font(font_size)
     header = _header(caption)
+    name = _fitted(caption.name, font, width - 8)
     images = []
     for t in frame_indices(total, frames):
         image = _palette_image((width, top + area + bottom))
@@ -117,8 +119,10 @@ def draw_clip(
         for row, (text, colour) in enumerate(header):
             draw.text((4, 2 + row * line), text, fill=INDEX[colour], font=font)
         _legend(draw, font, width, header[0][0])
-        counter = f"frame {t + 1}/{total}  {caption.name}"
-        draw.text((4, top + area + 2), counter, fill=INDEX["dim"], font=font)
+        draw.text((4, top + area + 2), name, fill=INDEX["dim"], font=font)
+        draw.text(
+            (4, top + area + 2 + line), f"frame {t + 1}/{total}", fill=INDEX["dim"], font=font
+        )
         images.append(image)
     return images
 
@@ -139,6 +143,19 @@ def _check_size(
             f"{count} frames of {width}x{area + bands} pixels make {pixels:,} pixels; the limit "
             f"for one GIF is {MAX_PIXELS:,}: draw fewer with --frames (or a smaller --width)",
         )
+
+
+def _fitted(text: str, font: ImageFont.ImageFont, width: float) -> str:
+    """`text`, or its start and end around '...' where it is wider than `width` pixels: a clip's
+    name differs from its neighbours' at the end (..._g04_c01), so the end is kept whole."""
+    measure = ImageDraw.Draw(Image.new("P", (1, 1))).textlength
+    if measure(text, font=font) <= width:
+        return text
+    for keep in range(len(text) - 1, 0, -1):
+        head, tail = text[: keep // 3], text[len(text) - (keep - keep // 3) :]
+        if measure(f"{head}...{tail}", font=font) <= width:
+            return f"{head}...{tail}"
+    return "..."
 
 
 def _header(caption: Caption) -> list[tuple[str, str]]:
@@ -176,7 +193,7 @@ def _draw_person(
     person: int,
     width: int,
 ) -> None:
-    seen = score >= MIN_SCORE
+    seen = (score >= MIN_SCORE) & points.any(axis=-1)  # PYSKL's undetected joint is at (0, 0)
     left, right = _bone_colours(person)
     xy = [(float(x), float(y) + top) for x, y in points]
     thickness = max(1, width // 160)
