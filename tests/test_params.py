@@ -466,10 +466,11 @@ def test_a_damaged_params_file_loads_or_fails_in_one_line(tmp_path, edits):
         ("model.hiden", "model: unknown key 'hiden' (did you mean 'hidden'?)"),
         ("baseline.eval.clip", "baseline.eval: unknown key 'clip' (did you mean 'clips'?)"),
         ("modle", "top level: unknown key 'modle' (did you mean 'model'?)"),
+        ("model.tcn.frame_pol", "model.tcn: unknown key 'frame_pol' (did you mean 'frame_pool'?)"),
         (
             "zzz",
             "top level: unknown key 'zzz' (known: data, fetch, synthetic, shards, train, "
-            "baseline, model)",
+            "baseline, model, ensemble, fusion)",
         ),
     ],
 )
