@@ -451,7 +451,8 @@ CASES = [
         ("evaluate", "improved"),
         2,
         r"^error: models/improved\.pt: its config is not a valid model section \(model\.arch: "
-        r"expected one of \['lstm', 'tcn', 'stgcn'\], found 'x'\)" + RETRAIN_IMPROVED,
+        r"expected one of \['ctrgcn', 'lstm', 'stgcn', 'stgcnpp', 'tcn'\], found 'x'\)"
+        + RETRAIN_IMPROVED,
     ),
     Case(
         "shards rebuilt with 2 persons after training on 1",
