@@ -10,8 +10,9 @@ import torch
 from torch import Tensor, nn
 
 from pipeline.core.errors import fail
-from pipeline.core.params import PARAMS_FILE, Section
+from pipeline.core.params import PARAMS_FILE, ModelParams, Section
 from pipeline.core.skeleton import NUM_JOINTS
+from pipeline.models.graph import coco_directed
 
 
 @dataclass(frozen=True)
@@ -154,3 +155,49 @@ class MultiScaleTCN(nn.Module):
         outs = [conv(y) for conv, y in zip(self.temporal, narrowed[:-1], strict=True)]
         outs += [self.pool(narrowed[-1]), self.point(h)]
         return self.mix(torch.cat(outs, dim=1))
+
+
+class GraphNet(nn.Module):
+    """Blocks of `block` (a graph conv and a multi-scale temporal conv, each residual) on the
+    COCO-17 graph, then the pooled head. `hidden` is the first blocks' width: it doubles, and
+    the frame rate halves, twice (`stages`); the output is re-masked after every block. A graph
+    backbone names its `arch` and its `block` (built as block(cin, cout, stride, dropout, graph))
+    and inherits the rest, so the nets differ only where their papers do."""
+
+    arch: str
+    block: type[nn.Module]
+
+    @classmethod
+    def build(
+        cls, cfg: ModelParams, in_channels: int, persons: int, num_classes: int, joints: int
+    ) -> GraphNet:
+        needs_coco(cls.arch, joints)
+        with_max = cfg.net.frame_pool == "mean_max"
+        return cls(in_channels, num_classes, cfg.hidden, cfg.layers, cfg.dropout, with_max)
+
+    def __init__(
+        self,
+        channels: int,
+        num_classes: int,
+        hidden: int,
+        layers: int,
+        dropout: float,
+        with_max: bool = False,
+    ) -> None:
+        super().__init__()
+        graph = coco_directed()
+        self.data_bn = nn.BatchNorm1d(NUM_JOINTS * channels)
+        plan = stages(channels, hidden, layers)
+        self.blocks = nn.ModuleList(
+            self.block(cin, cout, stride, dropout, graph) for cin, cout, stride in plan
+        )
+        self.head = PooledClassifier(plan[-1][1], num_classes, with_max)
+
+    def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
+        x, mask, present = fold_persons(x, lengths)
+        h = graph_input(self.data_bn, x, mask)  # [N, C, T, V]
+        for block in self.blocks:
+            mask_out = mask[:, :: block.stride]
+            h = block(h, mask) * mask_out[:, None, :, None]
+            mask = mask_out
+        return self.head(h.mean(-1), mask, present)

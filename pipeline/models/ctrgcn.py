@@ -13,18 +13,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from pipeline.core.params import ModelParams
-from pipeline.core.skeleton import NUM_JOINTS
 from pipeline.models.common import (
     FramePoolSettings,
+    GraphNet,
     MultiScaleTCN,
-    PooledClassifier,
-    fold_persons,
-    graph_input,
-    needs_coco,
-    stages,
 )
-from pipeline.models.graph import coco_directed
 from pipeline.models.registry import register
 
 # Temporal branches: kernel 5 at dilations 1 and 2, a max-pool and a 1x1, as CTR-GCN has them.
@@ -93,43 +86,11 @@ class _Block(nn.Module):
 
 
 @register("ctrgcn", CTRGCNSettings, "CTR-GCN-style: channel-wise topology refinement")
-class CTRGCN(nn.Module):
+class CTRGCN(GraphNet):
     """Blocks of a topology-refining graph conv and a multi-scale temporal conv, each residual,
     on the COCO-17 graph. `hidden` is the first blocks' width: it doubles, and the frame rate
     halves, twice (`common.stages`); the output is re-masked after every block.
     """
 
-    @classmethod
-    def build(
-        cls, cfg: ModelParams, in_channels: int, persons: int, num_classes: int, joints: int
-    ) -> CTRGCN:
-        needs_coco("ctrgcn", joints)
-        with_max = cfg.net.frame_pool == "mean_max"
-        return cls(in_channels, num_classes, cfg.hidden, cfg.layers, cfg.dropout, with_max)
-
-    def __init__(
-        self,
-        channels: int,
-        num_classes: int,
-        hidden: int,
-        layers: int,
-        dropout: float,
-        with_max: bool = False,
-    ) -> None:
-        super().__init__()
-        graph = coco_directed()
-        self.data_bn = nn.BatchNorm1d(NUM_JOINTS * channels)
-        plan = stages(channels, hidden, layers)
-        self.blocks = nn.ModuleList(
-            _Block(cin, cout, stride, dropout, graph) for cin, cout, stride in plan
-        )
-        self.head = PooledClassifier(plan[-1][1], num_classes, with_max)
-
-    def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
-        x, mask, present = fold_persons(x, lengths)
-        h = graph_input(self.data_bn, x, mask)  # [N, C, T, V]
-        for block in self.blocks:
-            mask_out = mask[:, :: block.stride]
-            h = block(h, mask) * mask_out[:, None, :, None]
-            mask = mask_out
-        return self.head(h.mean(-1), mask, present)
+    arch = "ctrgcn"
+    block = _Block
