@@ -58,15 +58,16 @@ def view_rng(keypoint: np.ndarray, keypoint_score: np.ndarray, seed: int) -> np.
     rather than its place in the subset: a clip gets the same views wherever it is preprocessed,
     in the shards stage or by `predict` from a raw pickle. (CRC-32 is ample for a key, and fast
     enough to cost the shards stage nothing noticeable.)"""
-    shape = [int(n) for n in keypoint.shape]
-    return np.random.default_rng(
-        [
-            seed,
-            *shape,
-            zlib.crc32(np.ascontiguousarray(keypoint)),
-            zlib.crc32(np.ascontiguousarray(keypoint_score)),
-        ]
-    )
+    words = [
+        seed,
+        *(int(n) for n in keypoint.shape),
+        zlib.crc32(np.ascontiguousarray(keypoint)),
+        zlib.crc32(np.ascontiguousarray(keypoint_score)),
+    ]
+    # words below 2**32 seed the same stream as a list or a uint32 array; the array skips
+    # SeedSequence's per-word conversion, half the time of a test clip's view stream
+    entropy = np.array(words, np.uint32) if 0 <= min(words) and max(words) < 2**32 else words
+    return np.random.default_rng(entropy)
 
 
 def _kept_persons(clips: Clips, persons: int, order: str) -> np.ndarray:
@@ -154,24 +155,31 @@ def _body_frames(
     Per clip this is hip_mid[hips].mean(axis=0), a sequential float32 sum, and np.median of
     the torso lengths; here both over all clips' frames at once: np.add.at sums in index order
     from 0.0 as numpy's sum does (so all -0.0 sums to 0.0), and the median reads a sort by
-    clip."""
+    clip. Only the 4 joints used are read, one plane per coordinate ([joint, frame]), so every
+    step is one pass over contiguous frames."""
     n, t = len(clips), clips.frames
     clip_of = np.repeat(np.arange(n), t)
     frame = np.arange(len(clip_of)) - (np.cumsum(t) - t)[clip_of]
     rows = (clips.start + first * t)[clip_of] + frame
-    keypoint, score = clips.keypoint[rows], clips.score[rows]
-    xy = [keypoint[:, j].astype(np.float32) for j in _BODY]  # 4 x [frames, 2]
-    detected = [score[:, j].astype(np.float32) > threshold for j in _BODY]
+    joints = np.array(_BODY)
+    score = np.take(clips.score.reshape(-1), joints[:, None] + rows * skeleton.NUM_JOINTS)
+    detected = score.astype(np.float32) > threshold  # [4, frames], as float32 like the clip's
+    coords = (2 * joints[:, None] + np.arange(2)).ravel()  # x, y of each: [8]
+    plane = np.take(clips.keypoint.reshape(-1), coords[:, None] + rows * 2 * skeleton.NUM_JOINTS)
+    x, y = plane.astype(np.float32).reshape(4, 2, -1).transpose(1, 0, 2)  # [4, frames] each
     hips = detected[0] & detected[1]
     both = hips & detected[2] & detected[3]
-    hip_mid = (xy[0] + xy[1]) / 2
-    shoulder_mid = (xy[2] + xy[3]) / 2
-    count = np.bincount(clip_of[hips], minlength=n)
-    total = np.zeros((n, 2), np.float32)
-    np.add.at(total, clip_of[hips], hip_mid[hips])
-    centre = (total.astype(np.float64) / np.maximum(count, 1)[:, None]).astype(np.float32)
-    torso = shoulder_mid[both] - hip_mid[both]
-    lengths = np.sqrt(torso[:, 0] * torso[:, 0] + torso[:, 1] * torso[:, 1])
+    hip_x, hip_y = (x[0] + x[1]) / 2, (y[0] + y[1]) / 2
+    shoulder_x, shoulder_y = (x[2] + x[3]) / 2, (y[2] + y[3]) / 2
+    owner = clip_of[hips]
+    count = np.bincount(owner, minlength=n)
+    total = np.zeros((2, n), np.float32)
+    np.add.at(total[0], owner, hip_x[hips])
+    np.add.at(total[1], owner, hip_y[hips])
+    centre = (total.T.astype(np.float64) / np.maximum(count, 1)[:, None]).astype(np.float32)
+    torso_x = shoulder_x[both] - hip_x[both]
+    torso_y = shoulder_y[both] - hip_y[both]
+    lengths = np.sqrt(torso_x * torso_x + torso_y * torso_y)
     owner = clip_of[both]
     # sorted by clip, then length: lengths are >= 0, so their bits sort as the values do
     key = np.sort((owner.astype(np.uint64) << 32) | lengths.view(np.uint32))
@@ -188,9 +196,9 @@ def _body_frames(
 def _normalization(
     clips: Clips, keep: np.ndarray, shards_cfg: ShardsParams
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per clip and stored person: (sub, div) [clips, persons stored or 1, 17, 3], so that a
-    normalized row of (x, y, score) is (row - sub) / div; the score's are 0 and 1, which
-    change no value, and persons not kept get anything.
+    """Per clip and stored person: (sub, div) [clips * (persons stored or 1), 17 * 2], so that
+    a row's normalized coordinates are (xy - sub) / div (x, y alternating, as stored); persons
+    not kept get anything. The score is left as it is.
 
     `image`: centre and half-size of the image, so coordinates fall in [-1, 1].
     `video_mean`: minus each person's per-joint mean over the clip (the notebook's).
@@ -200,27 +208,27 @@ def _normalization(
     n, persons = keep.shape
     joints = skeleton.NUM_JOINTS
     if shards_cfg.normalize == "video_mean":
-        sub = np.zeros((n, int(clips.persons.max()), joints, 3), np.float32)
+        stored = int(clips.persons.max())
+        sub = np.zeros((n, stored, joints * 2), np.float32)
         for c in range(n):
             m, t, start = int(clips.persons[c]), int(clips.frames[c]), int(clips.start[c])
             chosen = keep[c, : min(m, persons)]
             rows = start + (chosen[:, None] * t + np.arange(t))  # [p, t]
             # the notebook's [T, 34] per person, same reduction order
             flat = clips.keypoint[rows].astype(np.float32).reshape(len(chosen), t, -1)
-            sub[c, chosen, :, :2] = flat.mean(axis=1).reshape(len(chosen), joints, 2)
-        return sub, np.ones((n, 1, joints, 3), np.float32)
-    sub = np.zeros((n, 3), np.float32)
-    sub[:, :2] = clips.img_hw[:, ::-1] / 2  # w/2, h/2
+            sub[c, chosen] = flat.mean(axis=1)
+        return sub.reshape(n * stored, -1), np.ones((n * stored, joints * 2), np.float32)
+    sub = (clips.img_hw[:, ::-1] / 2).astype(np.float32)  # w/2, h/2
     div = sub.copy()
-    div[:, 2] = 1.0
     if shards_cfg.normalize == "body":
         centre, scale, seen = _body_frames(clips, keep[:, 0], shards_cfg.min_score)
-        sub[seen, :2] = centre[seen]
-        div[seen, :2] = scale[seen][:, None]
-    shape = (n, 1, joints, 3)
-    return np.broadcast_to(sub[:, None, None], shape).copy(), np.broadcast_to(
-        div[:, None, None], shape
-    ).copy()
+        sub[seen] = centre[seen]
+        div[seen] = scale[seen][:, None]
+    return np.tile(sub, joints), np.tile(div, joints)
+
+
+# a table row's joint: x and y as one 8-byte unit, then the score (float32 [17, 3] as stored)
+_JOINT = np.dtype({"names": ["xy", "score"], "formats": ["<u8", "<f4"], "offsets": [0, 8]})
 
 
 def build_clips(
@@ -228,18 +236,25 @@ def build_clips(
     shards_cfg: ShardsParams,
     views: int,
     hidden_joints: list[int] | None = None,
+    out: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Clips -> ([clips, views, frames, persons, 17, 3] float32, sampled lengths [clips]).
 
     Views 1.. of a clip longer than `frames` are drawn from its `view_rng`. Joints scored
     below `min_score` and `hidden_joints` are zeroed (x, y and score), as if never detected.
     Each subset row the output uses is normalized once, into a table whose last row is zeros,
-    and the output is one gather from that table (empty slots take the zero row)."""
+    and the output is one gather from that table (empty slots take the zero row), into `out`
+    when given (a C-contiguous float32 array of that shape, reused from batch to batch)."""
     frames, persons, joints = shards_cfg.frames, shards_cfg.persons, skeleton.NUM_JOINTS
     n = len(clips)
+    shape = (n, views, frames, persons, joints, 3)
+    if out is None:
+        out = np.empty(shape, np.float32)
+    elif out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ValueError(f"out: expected float32 {shape}, found {out.dtype} {out.shape}")
     lengths = np.minimum(clips.frames, frames)
     if n == 0:
-        return np.zeros((0, views, frames, persons, joints, 3), np.float32), lengths
+        return out, lengths
     keep = _kept_persons(clips, persons, shards_cfg.person_order)
     idx = _frame_indices(clips, frames, shards_cfg.sampling, views, shards_cfg.seed)
     sub, div = _normalization(clips, keep, shards_cfg)
@@ -255,27 +270,52 @@ def build_clips(
     used[rows[filled]] = True
     needed = np.flatnonzero(used)
     clip_of = np.searchsorted(clips.start, needed, side="right") - 1
-    person_of = (needed - clips.start[clip_of]) // clips.frames[clip_of]
-    table = np.empty((len(needed) + 1, joints, 3), np.float32)
-    values = table[:-1]
-    values[:, :, :2] = clips.keypoint[needed]
-    values[:, :, 2] = clips.score[needed]
-    values -= _rows_of(sub, clip_of, person_of)
-    values /= _rows_of(div, clip_of, person_of)
-    unseen = np.zeros(values.shape[:2], bool)
-    if shards_cfg.min_score > 0:
-        unseen = values[:, :, 2] < shards_cfg.min_score
-    if hidden_joints:
-        unseen[:, hidden_joints] = True
-    np.putmask(values, np.repeat(unseen, 3, axis=1), 0.0)
-    table[-1] = 0.0
+    # the rows of one clip's person are consecutive in `needed`: one (sub, div) row each
+    group = clip_of
+    if len(sub) > n:
+        stored = len(sub) // n
+        group = clip_of * stored + (needed - clips.start[clip_of]) // clips.frames[clip_of]
+    counts = np.bincount(group, minlength=len(sub))
+    table = _table(clips, needed, counts, (sub, div), shards_cfg.min_score, hidden_joints)
     position = np.cumsum(used) - 1
-    return np.take(table, np.where(filled, position[rows], len(needed)), axis=0), lengths
+    np.take(table, np.where(filled, position[rows], len(needed)), axis=0, out=out, mode="clip")
+    return out, lengths
 
 
-def _rows_of(per_clip: np.ndarray, clip_of: np.ndarray, person_of: np.ndarray) -> np.ndarray:
-    """[rows, 17, 3]: a per-clip table of `_normalization` at each row's clip and person."""
-    return per_clip[clip_of, person_of if per_clip.shape[1] > 1 else 0]
+def _table(
+    clips: Clips,
+    needed: np.ndarray,
+    counts: np.ndarray,
+    normalization: tuple[np.ndarray, np.ndarray],
+    min_score: float,
+    hidden_joints: list[int] | None,
+) -> np.ndarray:
+    """[len(needed) + 1, 17, 3]: subset rows `needed` normalized by the rows of (sub, div),
+    each taken counts[i] times in turn, joints zeroed where unseen; the last row zeros.
+
+    Coordinates and scores are converted, normalized and zeroed apart, each step one pass
+    over contiguous data, then interleaved: numpy's loops over the 2 coordinates of a
+    [rows, 17, 3] table cost many times a contiguous pass."""
+    k, joints = len(needed), skeleton.NUM_JOINTS
+    sub, div = normalization
+    xy = np.take(clips.keypoint, needed, axis=0).astype(np.float32).reshape(k, 2 * joints)
+    xy -= np.repeat(sub, counts, axis=0)
+    xy /= np.repeat(div, counts, axis=0)
+    score = np.take(clips.score, needed, axis=0).astype(np.float32)
+    pairs = xy.view(np.uint64)  # [k, 17]: a joint's x and y, zeroed together
+    unseen = score < min_score if min_score > 0 else None
+    if hidden_joints:
+        unseen = np.zeros((k, joints), bool) if unseen is None else unseen
+        unseen[:, hidden_joints] = True
+    if unseen is not None:
+        np.copyto(pairs, 0, where=unseen)
+        np.copyto(score, 0.0, where=unseen)
+    table = np.empty((k + 1, joints), _JOINT)
+    table["xy"][:k] = pairs
+    table["score"][:k] = score
+    flat = table.view(np.float32).reshape(k + 1, joints, 3)
+    flat[k] = 0.0
+    return flat
 
 
 def clip_views(
@@ -290,12 +330,12 @@ def clip_views(
     """One raw clip [M, T, 17, 2] + scores [M, T, 17] as the shards store it: its values rounded
     to the subset's float16, then `build_clips` -> ([views, frames, persons, 17, 3], length).
     `out`, a float32 array of that shape, is filled and returned instead of a new one."""
-    built, lengths = build_clips(
-        Clips.one(keypoint, keypoint_score, img_hw), shards_cfg, views, hidden_joints
-    )
+    clip = Clips.one(keypoint, keypoint_score, img_hw)
+    shape = (views, shards_cfg.frames, shards_cfg.persons, skeleton.NUM_JOINTS, 3)
+    if out is not None and (out.shape != shape or out.dtype != np.float32):
+        raise ValueError(f"out: expected float32 {shape}, found {out.dtype} {out.shape}")
+    built, lengths = build_clips(clip, shards_cfg, views, hidden_joints)
     if out is None:
         return built[0], int(lengths[0])
-    if out.shape != built.shape[1:] or out.dtype != np.float32:
-        raise ValueError(f"out: expected float32 {built.shape[1:]}, found {out.dtype} {out.shape}")
     out[...] = built[0]
     return out, int(lengths[0])
