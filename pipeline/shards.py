@@ -46,10 +46,13 @@ def build_shard(
     lengths = np.empty(len(rows), np.int64)
 
     def batches() -> Iterator[np.ndarray]:
+        # one buffer for every batch: each is written before the next is built, and fresh
+        # 16 MB arrays would cost a page fault per 4 KiB each time
+        buffer = np.empty((min(per_batch, len(rows)), *clip_shape), np.float32)
         for first in range(0, len(rows), per_batch):
-            clips = subset.clips(rows[first : first + per_batch])
+            clips = subset.clips(rows[first : first + per_batch], reuse=True)
             built, lengths[first : first + len(clips)] = preprocess.build_clips(
-                clips, shards_cfg, views, hidden_joints
+                clips, shards_cfg, views, hidden_joints, out=buffer[: len(clips)]
             )
             yield built
 
@@ -91,10 +94,21 @@ def train_visibility(subset: Subset, threshold: float) -> tuple[np.ndarray, int]
     # score > threshold compares in float16; for finite float16 values (extract lets no other
     # in) and a threshold >= 0, their bits as int16 compare the same way, and faster
     limit = np.float16(threshold).view(np.int16)
+    buffer = np.empty((_CHUNK_ROWS, skeleton.NUM_JOINTS), np.float16)
     for start, stop in _runs(starts, stops):
         for first in range(start, stop, _CHUNK_ROWS):
-            score = subset.scores.rows(first, min(stop, first + _CHUNK_ROWS))
-            visible += (score.view(np.int16) > limit).sum(axis=0)
+            score = buffer[: min(stop, first + _CHUNK_ROWS) - first]
+            subset.scores.read_into(first, score)
+            detected = (score.view(np.int16) > limit).view(np.uint8)
+            # column sums of [rows, 17] as sums of [rows / 64, 64 * 17]: numpy's loop then
+            # runs over 1,088 values a call rather than 17
+            whole = len(detected) - len(detected) % 64
+            wide = (
+                detected[:whole].reshape(-1, 64 * skeleton.NUM_JOINTS).sum(axis=0, dtype=np.int32)
+            )
+            visible += wide.reshape(64, -1).sum(axis=0) + detected[whole:].sum(
+                axis=0, dtype=np.int64
+            )
         seen += stop - start
     return visible, seen
 

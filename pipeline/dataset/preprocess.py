@@ -91,7 +91,11 @@ def _kept_persons(clips: Clips, persons: int, order: str) -> np.ndarray:
     owner = np.repeat(np.arange(len(several)), m)
     person = np.arange(len(owner)) - (np.cumsum(m) - m)[owner]
     first = start[owner] + person * t[owner]
-    per_row = np.append(clips.score.sum(axis=1, dtype=np.float64), 0.0)
+    # each row's sum, exact in float64 (17 float16 values need at most 45 bits), by einsum:
+    # its loop is several times as fast as sum(axis=1) over rows this short
+    per_row = np.empty(len(clips.score) + 1)
+    np.einsum("ij->i", clips.score, dtype=np.float64, out=per_row[:-1])
+    per_row[-1] = 0.0
     bounds = np.stack([first, first + t[owner]], axis=1).ravel()
     mean = np.add.reduceat(per_row, bounds)[::2] / (t[owner] * clips.score.shape[1])
     # ranked by clip, then mean descending, then stored person: each clip keeps its block,
