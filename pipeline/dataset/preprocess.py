@@ -14,6 +14,7 @@ a clip's frames, and each uses the reduction order numpy's per-clip call would.
 
 from __future__ import annotations
 
+import math
 import zlib
 
 import numpy as np
@@ -23,7 +24,9 @@ from pipeline.core.params import ShardsParams
 from pipeline.dataset.subset import Clips
 
 CHANNELS = ("x", "y", "score")
-_BODY = [skeleton.LEFT_HIP, skeleton.RIGHT_HIP, skeleton.LEFT_SHOULDER, skeleton.RIGHT_SHOULDER]
+# each pair is stored side by side, which `_body_frames` reads as one unit
+assert skeleton.RIGHT_HIP == skeleton.LEFT_HIP + 1
+assert skeleton.RIGHT_SHOULDER == skeleton.LEFT_SHOULDER + 1
 
 
 def person_order(score: np.ndarray, persons: int, order: str) -> np.ndarray:
@@ -149,6 +152,21 @@ def _frame_indices(clips: Clips, frames: int, sampling: str, views: int, seed: i
     return idx
 
 
+def _joint_pair(values: np.ndarray, joint: int, rows: np.ndarray) -> np.ndarray:
+    """values[rows, joint : joint + 2] as float32 [len(rows), 2 * channels]: the two joints'
+    values are adjacent in a row, so each row's are gathered as one 4- or 8-byte unit."""
+    values = np.ascontiguousarray(values)
+    width = 2 * values.itemsize * math.prod(values.shape[2:])
+    unit = np.ndarray(
+        (len(values),),
+        f"<u{width}",
+        buffer=values,
+        offset=joint * width // 2,
+        strides=values.strides[:1],
+    )
+    return unit[rows].view(values.dtype).reshape(len(rows), -1).astype(np.float32)
+
+
 def _body_frames(
     clips: Clips, first: np.ndarray, threshold: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -159,22 +177,23 @@ def _body_frames(
     Per clip this is hip_mid[hips].mean(axis=0), a sequential float32 sum, and np.median of
     the torso lengths; here both over all clips' frames at once: np.add.at sums in index order
     from 0.0 as numpy's sum does (so all -0.0 sums to 0.0), and the median reads a sort by
-    clip. Only the 4 joints used are read, one plane per coordinate ([joint, frame]), so every
-    step is one pass over contiguous frames."""
+    clip. Only the hips and shoulders are read."""
     n, t = len(clips), clips.frames
     clip_of = np.repeat(np.arange(n), t)
     frame = np.arange(len(clip_of)) - (np.cumsum(t) - t)[clip_of]
     rows = (clips.start + first * t)[clip_of] + frame
-    joints = np.array(_BODY)
-    score = np.take(clips.score.reshape(-1), joints[:, None] + rows * skeleton.NUM_JOINTS)
-    detected = score.astype(np.float32) > threshold  # [4, frames], as float32 like the clip's
-    coords = (2 * joints[:, None] + np.arange(2)).ravel()  # x, y of each: [8]
-    plane = np.take(clips.keypoint.reshape(-1), coords[:, None] + rows * 2 * skeleton.NUM_JOINTS)
-    x, y = plane.astype(np.float32).reshape(4, 2, -1).transpose(1, 0, 2)  # [4, frames] each
-    hips = detected[0] & detected[1]
-    both = hips & detected[2] & detected[3]
-    hip_x, hip_y = (x[0] + x[1]) / 2, (y[0] + y[1]) / 2
-    shoulder_x, shoulder_y = (x[2] + x[3]) / 2, (y[2] + y[3]) / 2
+    # [frames, 4]: left x, left y, right x, right y (scores: left, right)
+    hip = _joint_pair(clips.keypoint, skeleton.LEFT_HIP, rows)
+    shoulder = _joint_pair(clips.keypoint, skeleton.LEFT_SHOULDER, rows)
+    hip_seen = _joint_pair(clips.score, skeleton.LEFT_HIP, rows) > threshold
+    shoulder_seen = _joint_pair(clips.score, skeleton.LEFT_SHOULDER, rows) > threshold
+    hips = hip_seen[:, 0] & hip_seen[:, 1]
+    both = hips & shoulder_seen[:, 0] & shoulder_seen[:, 1]
+    hip_x, hip_y = (hip[:, 0] + hip[:, 2]) / 2, (hip[:, 1] + hip[:, 3]) / 2
+    shoulder_x, shoulder_y = (
+        (shoulder[:, 0] + shoulder[:, 2]) / 2,
+        (shoulder[:, 1] + shoulder[:, 3]) / 2,
+    )
     owner = clip_of[hips]
     count = np.bincount(owner, minlength=n)
     total = np.zeros((2, n), np.float32)
