@@ -298,44 +298,57 @@ def build_clips(
     if len(sub) > n:
         stored = len(sub) // n
         group = clip_of * stored + (needed - clips.start[clip_of]) // clips.frames[clip_of]
-    counts = np.bincount(group, minlength=len(sub))
-    table = _table(clips, needed, counts, (sub, div), shards_cfg.min_score, hidden_joints)
+    table = _table(clips, needed, group, (sub, div), shards_cfg.min_score, hidden_joints)
     position = np.cumsum(used) - 1
     np.take(table, np.where(filled, position[rows], len(needed)), axis=0, out=out, mode="clip")
     return out, lengths
 
 
+_TABLE_STEP = 2048  # table rows built per step: the step's arrays (about 1 MB) stay in cache
+
+
 def _table(
     clips: Clips,
     needed: np.ndarray,
-    counts: np.ndarray,
+    group: np.ndarray,
     normalization: tuple[np.ndarray, np.ndarray],
     min_score: float,
     hidden_joints: list[int] | None,
 ) -> np.ndarray:
-    """[len(needed) + 1, 17, 3]: subset rows `needed` normalized by the rows of (sub, div),
-    each taken counts[i] times in turn, joints zeroed where unseen; the last row zeros.
+    """[len(needed) + 1, 17, 3]: subset rows `needed`, row i normalized by row group[i] of
+    (sub, div), joints zeroed where unseen; the last row zeros.
 
     Coordinates and scores are converted, normalized and zeroed apart, each step one pass
-    over contiguous data, then interleaved: numpy's loops over the 2 coordinates of a
-    [rows, 17, 3] table cost many times a contiguous pass."""
+    over contiguous data, then interleaved (numpy's loops over the 2 coordinates of a
+    [rows, 17, 3] table cost many times a contiguous pass); a few thousand rows at a time,
+    so that all but the table itself stays in the CPU's cache."""
     k, joints = len(needed), skeleton.NUM_JOINTS
     sub, div = normalization
-    xy = np.take(clips.keypoint, needed, axis=0).astype(np.float32).reshape(k, 2 * joints)
-    xy -= np.repeat(sub, counts, axis=0)
-    xy /= np.repeat(div, counts, axis=0)
-    score = np.take(clips.score, needed, axis=0).astype(np.float32)
-    pairs = xy.view(np.uint64)  # [k, 17]: a joint's x and y, zeroed together
-    unseen = score < min_score if min_score > 0 else None
-    if hidden_joints:
-        unseen = np.zeros((k, joints), bool) if unseen is None else unseen
-        unseen[:, hidden_joints] = True
-    if unseen is not None:
-        np.copyto(pairs, 0, where=unseen)
-        np.copyto(score, 0.0, where=unseen)
     table = np.empty((k + 1, joints), _JOINT)
-    table["xy"][:k] = pairs
-    table["score"][:k] = score
+    step = max(1, min(k, _TABLE_STEP))
+    keypoint = np.empty((step, joints, 2), clips.keypoint.dtype)
+    score16 = np.empty((step, joints), clips.score.dtype)
+    xy, by = np.empty((step, 2 * joints), np.float32), np.empty((step, 2 * joints), np.float32)
+    score = np.empty((step, joints), np.float32)
+    unseen = np.zeros((step, joints), bool)
+    for first in range(0, k, step):
+        m = min(step, k - first)
+        rows, groups = needed[first : first + m], group[first : first + m]
+        np.take(clips.keypoint, rows, axis=0, out=keypoint[:m], mode="clip")
+        np.copyto(xy[:m], keypoint[:m].reshape(m, -1))
+        np.subtract(xy[:m], np.take(sub, groups, axis=0, out=by[:m], mode="clip"), out=xy[:m])
+        np.divide(xy[:m], np.take(div, groups, axis=0, out=by[:m], mode="clip"), out=xy[:m])
+        np.take(clips.score, rows, axis=0, out=score16[:m], mode="clip")
+        np.copyto(score[:m], score16[:m])
+        pairs = xy[:m].view(np.uint64)  # [m, 17]: a joint's x and y, zeroed together
+        if min_score > 0 or hidden_joints:
+            np.less(score[:m], min_score, out=unseen[:m])
+            if hidden_joints:
+                unseen[:m, hidden_joints] = True
+            np.copyto(pairs, 0, where=unseen[:m])
+            np.copyto(score[:m], 0.0, where=unseen[:m])
+        table["xy"][first : first + m] = pairs
+        table["score"][first : first + m] = score[:m]
     flat = table.view(np.float32).reshape(k + 1, joints, 3)
     flat[k] = 0.0
     return flat
