@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import zlib
 
 import numpy as np
 import preprocess_reference as reference
@@ -90,3 +91,14 @@ def test_clip_views_is_a_batch_of_one():
     assert got is out and n == m and got.tobytes() == want.tobytes()
     with pytest.raises(ValueError, match="out: expected float32"):
         preprocess.clip_views(keypoint, score, hw, cfg, 10, None, out[:1])
+
+
+@pytest.mark.parametrize("seed", [0, 7, 2**40])
+def test_view_streams_are_keyed_by_the_seed_the_shape_and_the_clips_checksums(seed):
+    """The stream `view_rng` draws is default_rng([seed, *shape, crc32 of keypoints, crc32 of
+    scores]) however the key is handed over: the shards' test views depend on it."""
+    keypoint, score, _ = random_clips(np.random.default_rng(3), 1)[0]
+    keypoint, score = keypoint.astype(DTYPE), score.astype(DTYPE)
+    key = [seed, *keypoint.shape, zlib.crc32(keypoint), zlib.crc32(score)]
+    want = np.random.default_rng(key).random(8)
+    assert preprocess.view_rng(keypoint, score, seed).random(8).tobytes() == want.tobytes()
