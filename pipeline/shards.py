@@ -38,29 +38,35 @@ def build_shard(
 ) -> np.ndarray:
     """Build and save one shard of subset rows; return their sampled lengths.
 
-    The file is what np.save writes, streamed a batch of clips at a time behind its header:
-    batches large enough that whole-batch numpy work costs little per clip, small enough that
-    a worker never holds the shard (1024 test clips of 10 views are 267 MB)."""
+    The file is what np.save writes, streamed behind its header: built a batch of clips at a
+    time (large enough that whole-batch numpy work costs little per clip, small enough that a
+    worker never holds the shard: 1024 test clips of 10 views are 267 MB), gathered and
+    written a piece at a time (small enough to be written while still in the CPU's cache)."""
     clip_shape = (views, shards_cfg.frames, shards_cfg.persons, skeleton.NUM_JOINTS, 3)
-    per_batch = max(1, _BATCH_BYTES // (4 * math.prod(clip_shape)))
+    clip_bytes = 4 * math.prod(clip_shape)
+    per_batch = max(1, _BATCH_BYTES // clip_bytes)
+    per_piece = max(1, _PIECE_BYTES // clip_bytes)
     lengths = np.empty(len(rows), np.int64)
 
-    def batches() -> Iterator[np.ndarray]:
-        # one buffer for every batch: each is written before the next is built, and fresh
-        # 16 MB arrays would cost a page fault per 4 KiB each time
-        buffer = np.empty((min(per_batch, len(rows)), *clip_shape), np.float32)
+    def pieces() -> Iterator[np.ndarray]:
+        # one buffer for every piece: each is written before the next is gathered
+        buffer = np.empty((min(per_piece, len(rows)), *clip_shape), np.float32)
         for first in range(0, len(rows), per_batch):
             clips = subset.clips(rows[first : first + per_batch], reuse=True)
-            built, lengths[first : first + len(clips)] = preprocess.build_clips(
-                clips, shards_cfg, views, hidden_joints, out=buffer[: len(clips)]
+            table, slots, lengths[first : first + len(clips)] = preprocess.build_table(
+                clips, shards_cfg, views, hidden_joints
             )
-            yield built
+            for start in range(0, len(clips), per_piece):
+                piece = buffer[: len(slots[start : start + per_piece])]
+                np.take(table, slots[start : start + len(piece)], axis=0, out=piece, mode="clip")
+                yield piece
 
-    write_npy(Path(out), "<f4", (len(rows), *clip_shape), batches())
+    write_npy(Path(out), "<f4", (len(rows), *clip_shape), pieces())
     return lengths
 
 
 _BATCH_BYTES = 16 << 20  # output built per step of build_shard: 64 clips of 10 test views
+_PIECE_BYTES = 2 << 20  # output gathered and written per step: 8 clips of 10 test views
 
 
 _worker_subset: Subset | None = None  # a pool worker's own view of the subset

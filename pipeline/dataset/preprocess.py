@@ -261,23 +261,40 @@ def build_clips(
     hidden_joints: list[int] | None = None,
     out: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Clips -> ([clips, views, frames, persons, 17, 3] float32, sampled lengths [clips]).
-
-    Views 1.. of a clip longer than `frames` are drawn from its `view_rng`. Joints scored
-    below `min_score` and `hidden_joints` are zeroed (x, y and score), as if never detected.
-    Each subset row the output uses is normalized once, into a table whose last row is zeros,
-    and the output is one gather from that table (empty slots take the zero row), into `out`
-    when given (a C-contiguous float32 array of that shape, reused from batch to batch)."""
+    """Clips -> ([clips, views, frames, persons, 17, 3] float32, sampled lengths [clips]):
+    `build_table` gathered, into `out` when given (a C-contiguous float32 array of that
+    shape)."""
     frames, persons, joints = shards_cfg.frames, shards_cfg.persons, skeleton.NUM_JOINTS
-    n = len(clips)
-    shape = (n, views, frames, persons, joints, 3)
+    shape = (len(clips), views, frames, persons, joints, 3)
     if out is None:
         out = np.empty(shape, np.float32)
     elif out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
         raise ValueError(f"out: expected float32 {shape}, found {out.dtype} {out.shape}")
+    table, slots, lengths = build_table(clips, shards_cfg, views, hidden_joints)
+    np.take(table, slots, axis=0, out=out, mode="clip")
+    return out, lengths
+
+
+def build_table(
+    clips: Clips,
+    shards_cfg: ShardsParams,
+    views: int,
+    hidden_joints: list[int] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Clips -> (table [rows, 17, 3] float32, slots [clips, views, frames, persons], sampled
+    lengths [clips]): the clips as the shards store them are np.take(table, slots, axis=0).
+
+    Views 1.. of a clip longer than `frames` are drawn from its `view_rng`. Joints scored
+    below `min_score` and `hidden_joints` are zeroed (x, y and score), as if never detected.
+    Each subset row the output uses is normalized once, into the table, whose last row is
+    zeros for the empty slots. The gather is left to the caller, so that the shards stage
+    can gather and write a few clips at a time while they are in the CPU's cache."""
+    frames, persons = shards_cfg.frames, shards_cfg.persons
+    n = len(clips)
     lengths = np.minimum(clips.frames, frames)
     if n == 0:
-        return out, lengths
+        empty = np.zeros((1, skeleton.NUM_JOINTS, 3), np.float32)
+        return empty, np.zeros((0, views, frames, persons), np.int64), lengths
     keep = _kept_persons(clips, persons, shards_cfg.person_order)
     idx = _frame_indices(clips, frames, shards_cfg.sampling, views, shards_cfg.seed)
     sub, div = _normalization(clips, keep, shards_cfg)
@@ -293,15 +310,13 @@ def build_clips(
     used[rows[filled]] = True
     needed = np.flatnonzero(used)
     clip_of = np.searchsorted(clips.start, needed, side="right") - 1
-    # the rows of one clip's person are consecutive in `needed`: one (sub, div) row each
-    group = clip_of
+    group = clip_of  # each row's (sub, div) row: its clip's, or its clip's person's
     if len(sub) > n:
         stored = len(sub) // n
         group = clip_of * stored + (needed - clips.start[clip_of]) // clips.frames[clip_of]
     table = _table(clips, needed, group, (sub, div), shards_cfg.min_score, hidden_joints)
     position = np.cumsum(used) - 1
-    np.take(table, np.where(filled, position[rows], len(needed)), axis=0, out=out, mode="clip")
-    return out, lengths
+    return table, np.where(filled, position[rows], len(needed)), lengths
 
 
 _TABLE_STEP = 2048  # table rows built per step: the step's arrays (about 1 MB) stay in cache
