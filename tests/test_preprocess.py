@@ -19,13 +19,14 @@ def random_clips(
     rng: np.random.Generator, count: int
 ) -> list[tuple[np.ndarray, np.ndarray, tuple]]:
     """Clips of every kind the stage meets: 1-3 persons, short and long, hips or shoulders
-    never seen, joints at one point (torso length 0), scores around min_score, ties."""
+    never seen, joints at one point (torso length 0), scores around min_score, ties, negative
+    scores."""
     clips = []
     for k in range(count):
         m, t = int(rng.integers(1, 4)), int(rng.choice([1, 2, 7, 63, 64, 65, 150, 301]))
         keypoint = rng.normal(150, 60, (m, t, 17, 2))
         score = rng.random((m, t, 17))
-        kind = k % 6
+        kind = k % 7
         if kind == 1:
             score[:, :, 11:13] = 0.0  # hips never seen: image fallback
         elif kind == 2:
@@ -37,6 +38,8 @@ def random_clips(
             keypoint = np.round(keypoint)
         elif kind == 5:
             keypoint[..., 0] = -0.0
+        elif kind == 6:
+            score[:, ::2, 7] = -0.25  # a negative score: below any min_score, kept at 0
         clips.append((keypoint, score, (int(rng.integers(100, 500)), int(rng.integers(100, 700)))))
     return clips
 

@@ -357,7 +357,8 @@ def _table(
         np.copyto(score[:m], score16[:m])
         pairs = xy[:m].view(np.uint64)  # [m, 17]: a joint's x and y, zeroed together
         if min_score > 0 or hidden_joints:
-            np.less(score[:m], min_score, out=unseen[:m])
+            if min_score > 0:  # 0 zeroes none, as in the per-clip definition: not even < 0
+                np.less(score[:m], min_score, out=unseen[:m])
             if hidden_joints:
                 unseen[:m, hidden_joints] = True
             np.copyto(pairs, 0, where=unseen[:m])
