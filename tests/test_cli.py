@@ -127,7 +127,7 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     [
         ("pipeline.files.pklio.load_pickle", "fetch", ()),
         ("pipeline.files.pklio.load_pickle", "extract", ()),
-        ("pipeline.dataset.preprocess.build_clips", "shards", ()),  # in the pool's workers' time
+        ("pipeline.dataset.preprocess.build_table", "shards", ()),  # in the pool's workers' time
         ("pipeline.models.build_model", "train", ("baseline",)),  # start-up, before any epoch
         ("pipeline.learning.inference.predict", "evaluate", ("baseline",)),
         (
