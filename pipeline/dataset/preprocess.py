@@ -1,8 +1,9 @@
 """Turning ragged clips into fixed-size model input: frame sampling, persons, normalization.
 
 `build_clips` does it for a batch of clips at once, with whole-batch numpy operations rather
-than a loop of small ones per clip (which cost the shards stage most of its time); the shards
-stage, `predict` (`clip_views`, a batch of one) and the tests all use it. Output layout:
+than a loop of small ones per clip (which cost the shards stage most of its time); `predict`
+(`clip_views`, a batch of one) and the tests use it, the shards stage its two halves
+(`build_table`, then the gather a few clips at a time). Output layout:
 [clips, views, frames, persons, 17, 3] float32 with channels (x, y, score), zero after each
 clip's sampled length and for absent persons.
 
