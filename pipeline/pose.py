@@ -6,8 +6,13 @@ through a pose estimator (by default MediaPipe Pose: offline, on the CPU, instal
 `video` extra) and becomes one clip of the pickle, in exactly the format the extract stage
 reads: COCO-17 `keypoint` [M, T, 17, 2] in pixels, `keypoint_score` in [0, 1], `img_shape`,
 `original_shape`, `total_frames`, `label`, and `frame_dir` = `<class>__<group>__<clip>`; classes
-get labels 0, 1, ... in sorted order. Then track it with `dvc add` and run the pipeline with
-`data.class_pattern: '^(.+?)__'`, `data.group_pattern: '__(.+?)__'`, `data.classes: all`.
+get labels 0, 1, ... in sorted order. Run the pipeline on it with `data.class_pattern:
+'^(.+?)__'`, `data.group_pattern: '__(.+?)__'`, `data.classes: all`.
+
+In the pipeline this is the `pose@<name>` stage of dvc.yaml, one per folder that params.yaml's
+`pose.videos` names: `--params` takes the settings below from the `pose` section, and the
+pickle is the stage's output, `data/poses/<name>.pkl` (the folder is `dvc add`-ed data, only
+read). Outside it, the options below set them.
 
 Splits come from the CSV's `split` column, or are made by group (`train` / `test`): a group is
 the CSV's `group`, or what --group-pattern finds in the file name, or else the video itself;
@@ -15,8 +20,9 @@ whole groups go to one side, so a person filmed in several clips is never in bot
 
 Options:
   --out FILE            the pickle to write (required); written whole or not at all
-  --params              the options below from params.yaml's `pose` section instead (the
-                        pose@<name> stage of dvc.yaml runs it so); none of them may be given
+  --params              --persons to --workers and --estimator from params.yaml's `pose`
+                        section instead, with the estimator's own options (pose.options):
+                        the pose@<name> stage runs it so; none of those may be given too
   --persons N           people tracked per video (default 2; shards.persons keeps 1 or 2)
   --stride N            estimate every N-th frame (default 1)
   --max-side PIXELS     scale frames down to this longer side first (default 1280)

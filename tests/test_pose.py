@@ -136,6 +136,18 @@ def test_the_stage_takes_its_settings_from_params(tmp_path: Path) -> None:
     assert line == "error: params.yaml: pose.stride: expected an integer in [1, 10000], found 0"
 
 
+def test_make_data_leaves_a_pose_stages_pickle_to_dvc(tmp_path: Path) -> None:
+    """data.pkl under data/poses/ is made by `dvc repro`: fetch neither downloads nor tracks it."""
+    write_params(tmp_path, {"data.pkl": "data/poses/my_videos.pkl"})
+    done = call_stage("fetch", tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == (
+        "fetch: nothing to get: data/poses/my_videos.pkl is a pose stage's pickle of your "
+        "videos (dvc repro)\n"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
 @pytest.mark.parametrize("how", ["interrupt", "die"])
 def test_a_stopped_run_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str) -> None:
     """Ctrl-C on its third video (exit 130), or its worker killed (one line, exit 2): no
