@@ -172,6 +172,17 @@ def test_extract_reads_the_data_section_but_what_only_fetch_reads() -> None:
     }
 
 
+def test_pose_reads_its_whole_section_but_videos() -> None:
+    """Every setting that changes a video's poses or the pickle is a param of the pose stage
+    (`videos` is its folder, a dep), and is what `pose --params` reads."""
+    from pipeline.pose import OPTIONS
+
+    listed = set(STAGES["pose@my_videos"]["params"])
+    assert listed == {f"pose.{k}" for k in PARAMS["pose"] if k != "videos"}
+    assert {f"pose.{k}" for k in [*OPTIONS, "options"]} == listed
+    assert "data/videos" in paths(STAGES["pose@my_videos"]["deps"])
+
+
 # --- what the stages open when they run --------------------------------------------------------
 
 _opened: list[str] | None = None
