@@ -2,12 +2,13 @@
 to a plain reference measured in the same run, against the ratio recorded in
 bench/regression.json.
 
-Usage: python -m bench.regress [--record]
+Usage: python -m bench.regress [--record [NAME ...]]
 
 Ratios, not times: this machine is shared, and a busy core slows a hot path and its reference
 alike. CPU time (not wall time) of the fastest of a few interleaved runs, so a descheduled
 moment costs neither. A ratio more than 50 % above its recorded bound fails. `--record`
-measures and writes the bounds (on a quiet machine, after a deliberate change of speed).
+measures and writes the bounds (on a quiet machine, after a deliberate change of speed);
+`--record shards` writes that hot path's bound alone and keeps the others as recorded.
 `make test` runs the check (tests/test_regress.py), a few seconds in all.
 """
 
@@ -176,18 +177,38 @@ def check(measured: dict[str, float], bounds: dict[str, Any]) -> list[str]:
     return faults
 
 
+def record(paths: list[HotPath], measured: dict[str, float], names: list[str]) -> None:
+    """Write the bounds of the hot paths `names` as measured; keep the others' as recorded.
+    Each bound says when and at what load it was measured."""
+    from bench.common import load_average
+
+    bounds = json.loads(BOUNDS.read_text()) if BOUNDS.exists() else {}
+    if set(names) >= {p.name for p in paths}:
+        bounds = {}  # all recorded anew: none keeps the date and load of an earlier recording
+    when = {"load_average": load_average(), "date": time.strftime("%Y-%m-%d")}
+    for path in paths:
+        if path.name in names:
+            bounds[path.name] = {
+                "what": path.what,
+                "ratio": round(measured[path.name], 3),
+                "recorded": when,
+            }
+    BOUNDS.write_text(json.dumps(bounds, indent=2) + "\n")
+    print(f"bench.regress: bounds of {', '.join(names)} recorded in {BOUNDS}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     with tempfile.TemporaryDirectory(prefix="bench-regress-") as tmp:
         paths = hot_paths(Path(tmp))
         measured = ratios(paths)
     if "--record" in args:
-        from bench.common import load_average
-
-        bounds = {p.name: {"what": p.what, "ratio": round(measured[p.name], 3)} for p in paths}
-        bounds["_recorded"] = {"load_average": load_average(), "date": time.strftime("%Y-%m-%d")}
-        BOUNDS.write_text(json.dumps(bounds, indent=2) + "\n")
-        print(f"bench.regress: bounds recorded in {BOUNDS}")
+        names = [a for a in args if a != "--record"]
+        unknown = sorted(set(names) - {p.name for p in paths})
+        if unknown:
+            print(f"bench.regress: no hot path named {', '.join(unknown)}", file=sys.stderr)
+            return 2
+        record(paths, measured, names or [p.name for p in paths])
     bounds = json.loads(BOUNDS.read_text())
     for name, ratio in measured.items():
         print(f"{name}: ratio {ratio:.2f} (bound {bounds.get(name, {}).get('ratio', '?')})")

@@ -53,6 +53,8 @@ class Row:
     checks: list[Check] = field(default_factory=list)
     note: str = ""
     skipped: str | None = None
+    # more figures saved as metrics (not in the table: its notes say them in words)
+    extra: dict[str, float] = field(default_factory=dict)
 
     @property
     def met(self) -> bool | None:
@@ -153,6 +155,8 @@ def figures(row: Row) -> dict[str, Any]:
             out[key] = round(float(value), 6)
     for check in row.checks:
         out[slug(check.label)] = round(float(check.value), 6)
+    for label, value in row.extra.items():
+        out[slug(label)] = round(float(value), 6)
     if row.met is not None:
         out["met"] = row.met
     return out

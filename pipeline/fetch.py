@@ -12,6 +12,8 @@ and `dvc checkout`, and queued experiments find it in the DVC cache.
   only to a path whose file name is the URL's: a missing pickle of your own cannot be
   downloaded, and a pickle of another name is never filled with UCF101.
 - Otherwise, `data.source: synthetic` writes the offline stand-in, in the same format.
+- A data.pkl under data/poses/ is a pose stage's pickle of your videos (pose.videos): `dvc
+  repro` makes it, so there is nothing to get or track here.
 
 A file this command wrote is then tracked with `dvc add` when run in a DVC repository (commit
 the `.dvc` file it prints); a file of yours is never added for you: `dvc add` it yourself.
@@ -27,7 +29,7 @@ from urllib.parse import unquote, urlsplit
 from pipeline.core import params
 from pipeline.core.errors import cli, fail
 from pipeline.core.params import DataParams, FetchParams, SyntheticParams
-from pipeline.core.paths import RAW_DIR
+from pipeline.core.paths import POSES_DIR, RAW_DIR
 from pipeline.dataset import synthetic
 from pipeline.files import checksums, pklio
 from pipeline.files.atomic import prepare_outputs
@@ -116,6 +118,11 @@ def track(target: Path) -> None:
 def main() -> None:
     loaded = params.load("data", "fetch", "synthetic")
     target = Path(loaded["data"].pkl)
+    if target.parent == POSES_DIR:
+        print(
+            f"fetch: nothing to get: {target} is a pose stage's pickle of your videos (dvc repro)"
+        )
+        return
     done = obtain(loaded["data"], loaded["fetch"], loaded["synthetic"])
     if not done:
         tracked = Path(f"{target}.dvc").exists()

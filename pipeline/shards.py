@@ -38,26 +38,35 @@ def build_shard(
 ) -> np.ndarray:
     """Build and save one shard of subset rows; return their sampled lengths.
 
-    The file is what np.save writes, streamed a batch of clips at a time behind its header:
-    batches large enough that whole-batch numpy work costs little per clip, small enough that
-    a worker never holds the shard (1024 test clips of 10 views are 267 MB)."""
+    The file is what np.save writes, streamed behind its header: built a batch of clips at a
+    time (large enough that whole-batch numpy work costs little per clip, small enough that a
+    worker never holds the shard: 1024 test clips of 10 views are 267 MB), gathered and
+    written a piece at a time (small enough to be written while still in the CPU's cache)."""
     clip_shape = (views, shards_cfg.frames, shards_cfg.persons, skeleton.NUM_JOINTS, 3)
-    per_batch = max(1, _BATCH_BYTES // (4 * math.prod(clip_shape)))
+    clip_bytes = 4 * math.prod(clip_shape)
+    per_batch = max(1, _BATCH_BYTES // clip_bytes)
+    per_piece = max(1, _PIECE_BYTES // clip_bytes)
     lengths = np.empty(len(rows), np.int64)
 
-    def batches() -> Iterator[np.ndarray]:
+    def pieces() -> Iterator[np.ndarray]:
+        # one buffer for every piece: each is written before the next is gathered
+        buffer = np.empty((min(per_piece, len(rows)), *clip_shape), np.float32)
         for first in range(0, len(rows), per_batch):
-            clips = subset.clips(rows[first : first + per_batch])
-            built, lengths[first : first + len(clips)] = preprocess.build_clips(
+            clips = subset.clips(rows[first : first + per_batch], reuse=True)
+            table, slots, lengths[first : first + len(clips)] = preprocess.build_table(
                 clips, shards_cfg, views, hidden_joints
             )
-            yield built
+            for start in range(0, len(clips), per_piece):
+                piece = buffer[: len(slots[start : start + per_piece])]
+                np.take(table, slots[start : start + len(piece)], axis=0, out=piece, mode="clip")
+                yield piece
 
-    write_npy(Path(out), "<f4", (len(rows), *clip_shape), batches())
+    write_npy(Path(out), "<f4", (len(rows), *clip_shape), pieces())
     return lengths
 
 
 _BATCH_BYTES = 16 << 20  # output built per step of build_shard: 64 clips of 10 test views
+_PIECE_BYTES = 2 << 20  # output gathered and written per step: 8 clips of 10 test views
 
 
 _worker_subset: Subset | None = None  # a pool worker's own view of the subset
@@ -91,10 +100,21 @@ def train_visibility(subset: Subset, threshold: float) -> tuple[np.ndarray, int]
     # score > threshold compares in float16; for finite float16 values (extract lets no other
     # in) and a threshold >= 0, their bits as int16 compare the same way, and faster
     limit = np.float16(threshold).view(np.int16)
+    buffer = np.empty((_CHUNK_ROWS, skeleton.NUM_JOINTS), np.float16)
     for start, stop in _runs(starts, stops):
         for first in range(start, stop, _CHUNK_ROWS):
-            score = subset.scores.rows(first, min(stop, first + _CHUNK_ROWS))
-            visible += (score.view(np.int16) > limit).sum(axis=0)
+            score = buffer[: min(stop, first + _CHUNK_ROWS) - first]
+            subset.scores.read_into(first, score)
+            detected = (score.view(np.int16) > limit).view(np.uint8)
+            # column sums of [rows, 17] as sums of [rows / 64, 64 * 17]: numpy's loop then
+            # runs over 1,088 values a call rather than 17
+            whole = len(detected) - len(detected) % 64
+            wide = (
+                detected[:whole].reshape(-1, 64 * skeleton.NUM_JOINTS).sum(axis=0, dtype=np.int32)
+            )
+            visible += wide.reshape(64, -1).sum(axis=0) + detected[whole:].sum(
+                axis=0, dtype=np.int64
+            )
         seen += stop - start
     return visible, seen
 

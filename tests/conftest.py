@@ -9,6 +9,8 @@
 - `start_stage(stage, cwd, kill_at=...)` starts a stage as a process a test can signal (`stop`)
   or have kill itself at a chosen call; `finish` waits for it with a time limit.
 - `REALDATA` / `requires_realdata`: the real reference clips, present only beside the repo in CI.
+- `made` (session-wide): a fresh clone where the README's `make demo` ran, built once for the
+  whole run and shared by every xdist worker; tests that change it work on copies.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from __future__ import annotations
 import contextlib
 import importlib
 import io
+import json
 import os
 import pickle
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -49,9 +53,27 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def _weight(item: pytest.Item) -> int:
+    """0 for end-to-end tests, 2 for slow ones, 3 for the rest; 1 for end-to-end tests that use
+    the session's `made` but do not build it first: started before it is ready, they would hold
+    a worker idle on its lock."""
+    marks = {mark.name for mark in item.iter_markers()}
+    if "e2e" not in marks:
+        return 2 if "slow" in marks else 3
+    return 1 if "made" in item.fixturenames and "make_demo" not in item.nodeid else 0
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     seed = config.getoption("--shuffle")
     if seed is None:
+        # xdist hands out modules in this order: the end-to-end ones (minutes each) first, so
+        # the last module a worker starts is a short one and the other worker does not sit idle
+        # waiting for it. The order stays the same in every worker, as xdist requires.
+        heaviest: dict[str, int] = {}
+        for item in items:
+            module = item.nodeid.split("::")[0]
+            heaviest[module] = min(heaviest.get(module, 3), _weight(item))
+        items.sort(key=lambda item: heaviest[item.nodeid.split("::")[0]])  # stable
         return
     rng = random.Random(seed)
     modules: dict[str, list[pytest.Item]] = {}
@@ -369,3 +391,35 @@ def finish(process: subprocess.Popen[str], timeout: float = 120) -> tuple[int, s
     finally:
         stop(process)  # a pool worker orphaned by a kill must not outlive the test
     return process.returncode, out, err
+
+
+@pytest.fixture(scope="session")
+def shared_tmp(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    """A folder of this test run that every xdist worker sees (each worker's own base temp sits
+    in it); without xdist, the run's base temp."""
+    base = tmp_path_factory.getbasetemp()
+    return base if worker_id == "master" else base.parent
+
+
+@pytest.fixture(scope="session")
+def made(shared_tmp: Path) -> dict[str, Any]:
+    """A fresh clone where the README's `make demo` ran: built once per test run by the first
+    worker that asks (the others wait on the lock, then read what it saved). Read-only: a test
+    that runs anything in it works on a copy (`clone`, `demo` in test_readme_demo), so tests
+    pass alone, in any order and on any worker. `before`/`after`: what `make demo` must leave
+    alone in the clone (its params.yaml and results), hashed before and after it ran."""
+    from filelock import FileLock
+    from usershell import fresh_clone, sh, yours
+
+    root = shared_tmp / "made"
+    saved = shared_tmp / "made.json"
+    with FileLock(shared_tmp / "made.lock"):
+        if not saved.is_file():
+            shutil.rmtree(root, ignore_errors=True)  # what a worker that failed left behind
+            clone = fresh_clone(Path(root))
+            before = yours(clone)
+            out = sh("make demo", clone).stdout
+            facts = {"clone": str(clone), "out": out, "before": before, "after": yours(clone)}
+            saved.write_text(json.dumps(facts))
+    facts = json.loads(saved.read_text())
+    return {**facts, "clone": Path(facts["clone"])}

@@ -78,7 +78,7 @@ CASES = [  # (stage, (function, match, n), an old output present)
     ("extract", ("os.replace", "subset", 1), True),  # complete, old one moved aside
     ("extract", ("os.replace", "subset", 1), False),
     ("extract", ("os.replace", ".subset.pipeline-old.*", 1), True),  # complete, moving the old
-    ("shards", ("pipeline.dataset.preprocess.build_clips", "", 2), True),  # amid writing shards
+    ("shards", ("pipeline.dataset.preprocess.build_table", "", 2), True),  # amid writing shards
     ("shards", ("os.replace", "manifest.json", 1), True),
     ("shards", ("os.replace", "shards", 1), True),
     ("shards", ("os.replace", "shards", 1), False),

@@ -9,6 +9,7 @@ from the files it opens when it runs, and compare it with what dvc.yaml declares
 from __future__ import annotations
 
 import ast
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -34,14 +35,22 @@ UNDECLARED_READS = {
 }
 
 
+# A `foreach` over a params mapping that is empty by default (pose.videos: no stage until you
+# name a folder of videos) is checked with this example in it.
+EXAMPLE_ITEMS = {"${pose.videos}": {"my_videos": "data/videos"}}
+
+
 def expand(stage: str, body: dict) -> dict[str, dict]:
     """A stage's definitions by name, `foreach` expanded the way DVC does for a dict."""
     if "foreach" not in body:
         return {stage: body}
     text = yaml.safe_dump(body["do"])
+    items = body["foreach"]
+    if isinstance(items, str):  # ${section.key} of params.yaml
+        items = EXAMPLE_ITEMS[items]
     return {
         f"{stage}@{key}": yaml.safe_load(text.replace("${key}", key).replace("${item}", item))
-        for key, item in body["foreach"].items()
+        for key, item in items.items()
     }
 
 
@@ -125,10 +134,15 @@ def stage_module(stage: dict) -> str:
     return stage["cmd"].split()[2].removeprefix("pipeline.")  # python -m pipeline.<module>
 
 
+# Modules a stage imports by the name a param gives (not seen in its imports): the default's.
+NAMED_BY_PARAMS = {"pose": [PARAMS["pose"]["estimator"].split(":")[0].removeprefix("pipeline.")]}
+
+
 @pytest.mark.parametrize("name", sorted(STAGES))
 def test_the_code_deps_of_a_stage_are_exactly_what_it_imports(name: str) -> None:
     stage = STAGES[name]
-    needed = code_deps(stage_module(stage))
+    module = stage_module(stage)
+    needed = set().union(code_deps(module), *map(code_deps, NAMED_BY_PARAMS.get(module, [])))
     listed = {dep for dep in paths(stage["deps"]) if dep.startswith("pipeline/")}
     missing = sorted(needed - listed)
     assert not missing, f"dvc.yaml: stage {name} imports but does not list {missing}"
@@ -156,6 +170,17 @@ def test_extract_reads_the_data_section_but_what_only_fetch_reads() -> None:
     assert set(STAGES["extract"]["params"]) == {f"data.{k}" for k in PARAMS["data"]} - {
         f"data.{k}" for k in fetch_only
     }
+
+
+def test_pose_reads_its_whole_section_but_videos() -> None:
+    """Every setting that changes a video's poses or the pickle is a param of the pose stage
+    (`videos` is its folder, a dep), and is what `pose --params` reads."""
+    from pipeline.pose import OPTIONS
+
+    listed = set(STAGES["pose@my_videos"]["params"])
+    assert listed == {f"pose.{k}" for k in PARAMS["pose"] if k != "videos"}
+    assert {f"pose.{k}" for k in [*OPTIONS, "options"]} == listed
+    assert "data/videos" in paths(STAGES["pose@my_videos"]["deps"])
 
 
 # --- what the stages open when they run --------------------------------------------------------
@@ -203,11 +228,21 @@ def declared(path: str, stage: dict) -> bool:
 
 
 @pytest.mark.slow
-def test_every_file_a_stage_reads_is_a_dep_or_its_own_out(tmp_path: Path) -> None:
+def test_every_file_a_stage_reads_is_a_dep_or_its_own_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     work = tmp_path / "work"
     pkl = work / "data" / "raw" / "ucf101_2d.pkl"
     write_pkl(make_dataset(labels=(0, 1, 2), groups=range(1, 9)), pkl)
     (work / "labels.txt").write_text("wave\njump\nrun\n")
+    # the pose stage's example folder (EXAMPLE_ITEMS), estimated by the fake estimator
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    has_cv2 = importlib.util.find_spec("cv2") is not None
+    if has_cv2:
+        from video_fakes import write_video
+
+        for k, name in enumerate(["jump", "wave", "jump", "wave"]):
+            write_video(work / "data" / "videos" / name / f"p{k}.mp4", frames=4, shift=k)
     write_params(
         work,
         {
@@ -222,11 +257,16 @@ def test_every_file_a_stage_reads_is_a_dep_or_its_own_out(tmp_path: Path) -> Non
             "ensemble.eval.clips": 2,
             "ensemble.epochs": 1,
             "ensemble.hidden": 8,
+            "pose.estimator": "video_fakes:BrightBox",
+            "pose.options": {},
+            "pose.workers": 1,
         },
     )
     values = yaml.safe_load((work / "params.yaml").read_text())
     undeclared = {}
     for name, stage in STAGES.items():
+        if name.startswith("pose@") and not has_cv2:
+            continue  # the video extra is not installed
         module, *argv = stage["cmd"].split()[2:]
         deps = {dep.replace("${data.pkl}", values["data"]["pkl"]) for dep in paths(stage["deps"])}
         stage = {**stage, "deps": sorted(deps)}

@@ -685,7 +685,7 @@ def signalled(ws: Path, sig: int, function: str, *command: str) -> subprocess.Co
     [
         ("pipeline.files.pklio.load_pickle", ("fetch",)),
         ("pipeline.files.pklio.load_pickle", ("extract",)),
-        ("pipeline.dataset.preprocess.build_clips", ("shards",)),  # in the pool's workers
+        ("pipeline.dataset.preprocess.build_table", ("shards",)),  # in the pool's workers
         ("pipeline.learning.training.train_epoch", ("train", "baseline")),
         ("pipeline.learning.inference.predict", ("evaluate", "baseline")),
         ("pipeline.files.readers.read_json", ("summary",)),

@@ -469,7 +469,7 @@ def test_a_damaged_params_file_loads_or_fails_in_one_line(tmp_path, edits):
         ("model.tcn.frame_pol", "model.tcn: unknown key 'frame_pol' (did you mean 'frame_pool'?)"),
         (
             "zzz",
-            "top level: unknown key 'zzz' (known: data, fetch, synthetic, shards, train, "
+            "top level: unknown key 'zzz' (known: data, fetch, synthetic, pose, shards, train, "
             "baseline, model, ensemble, fusion)",
         ),
     ],

@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("cv2", reason="the video extra is not installed")
 
-from conftest import call_stage, error_line  # noqa: E402
+from conftest import call_stage, error_line, write_params  # noqa: E402
 from video_fakes import SHARED_VIDEOS, BrightBox, write_video  # noqa: E402
 
 from pipeline.files import pklio  # noqa: E402
@@ -97,6 +97,55 @@ def test_the_cache_estimates_only_new_videos(tmp_path: Path) -> None:
     assert BrightBox.frames_seen == 0
     # other settings are another key
     assert "(5 estimated, 0 cached)" in pose(tmp_path, *args, "--stride", "2").stdout
+
+
+def test_the_stage_takes_its_settings_from_params(tmp_path: Path) -> None:
+    """--params (the pose@<name> stage): stride, group pattern, test share and the estimator
+    with its options come from params.yaml's pose section; options given too are refused; a
+    new video is the only one estimated."""
+    videos = videos_folder(tmp_path, per_class=3)
+    settings = {
+        "pose.estimator": "video_fakes:BrightBox",
+        "pose.options": {"threshold": 100},
+        "pose.stride": 2,
+        "pose.group_pattern": "^(p\\d)_",
+        "pose.test_fraction": 0.34,
+        "pose.workers": 1,
+    }
+    write_params(tmp_path, settings)
+    args = (str(videos), "--out", "v.pkl", "--cache", "cache", "--params")
+    assert "(6 estimated, 0 cached)" in pose(tmp_path, *args).stdout
+    data = load(tmp_path / "v.pkl")
+    frames = {a["frame_dir"]: a["total_frames"] for a in data["annotations"]}
+    assert frames["jump__p2__p2_take0"] == 6  # 12 frames, every second one
+    assert data["split"]["test"] and all("__p" in f for f in data["split"]["test"])
+    groups = {f.split("__")[1] for f in data["split"]["test"]}
+    assert len(groups) == 1 and len(data["split"]["test"]) == 2  # one person, both classes
+    # the options reach the estimator, and are in the cache's key
+    write_params(tmp_path, {**settings, "pose.options": {"threshold": 50}})
+    assert "(6 estimated, 0 cached)" in pose(tmp_path, *args).stdout
+    write_video(videos / "wave" / "p7_new.mp4", frames=5, shift=30)
+    assert "(1 estimated, 6 cached)" in pose(tmp_path, *args).stdout
+    refused = pose(tmp_path, *args, "--stride", "3")
+    assert "--stride: not with --params" in error_line(refused)
+    write_params(tmp_path, {**settings, "pose.options": {"treshold": 50}})
+    line = error_line(pose(tmp_path, *args))
+    assert line.startswith("error: pose.options: expected settings that video_fakes:BrightBox")
+    write_params(tmp_path, {**settings, "pose.stride": 0})
+    line = error_line(pose(tmp_path, *args))
+    assert line == "error: params.yaml: pose.stride: expected an integer in [1, 10000], found 0"
+
+
+def test_make_data_leaves_a_pose_stages_pickle_to_dvc(tmp_path: Path) -> None:
+    """data.pkl under data/poses/ is made by `dvc repro`: fetch neither downloads nor tracks it."""
+    write_params(tmp_path, {"data.pkl": "data/poses/my_videos.pkl"})
+    done = call_stage("fetch", tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == (
+        "fetch: nothing to get: data/poses/my_videos.pkl is a pose stage's pickle of your "
+        "videos (dvc repro)\n"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
 
 
 @pytest.mark.parametrize("how", ["interrupt", "die"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import zlib
 
 import numpy as np
 import preprocess_reference as reference
@@ -18,13 +19,14 @@ def random_clips(
     rng: np.random.Generator, count: int
 ) -> list[tuple[np.ndarray, np.ndarray, tuple]]:
     """Clips of every kind the stage meets: 1-3 persons, short and long, hips or shoulders
-    never seen, joints at one point (torso length 0), scores around min_score, ties."""
+    never seen, joints at one point (torso length 0), scores around min_score, ties, negative
+    scores."""
     clips = []
     for k in range(count):
         m, t = int(rng.integers(1, 4)), int(rng.choice([1, 2, 7, 63, 64, 65, 150, 301]))
         keypoint = rng.normal(150, 60, (m, t, 17, 2))
         score = rng.random((m, t, 17))
-        kind = k % 6
+        kind = k % 7
         if kind == 1:
             score[:, :, 11:13] = 0.0  # hips never seen: image fallback
         elif kind == 2:
@@ -36,6 +38,8 @@ def random_clips(
             keypoint = np.round(keypoint)
         elif kind == 5:
             keypoint[..., 0] = -0.0
+        elif kind == 6:
+            score[:, ::2, 7] = -0.25  # a negative score: below any min_score, kept at 0
         clips.append((keypoint, score, (int(rng.integers(100, 500)), int(rng.integers(100, 700)))))
     return clips
 
@@ -90,3 +94,14 @@ def test_clip_views_is_a_batch_of_one():
     assert got is out and n == m and got.tobytes() == want.tobytes()
     with pytest.raises(ValueError, match="out: expected float32"):
         preprocess.clip_views(keypoint, score, hw, cfg, 10, None, out[:1])
+
+
+@pytest.mark.parametrize("seed", [0, 7, 2**40])
+def test_view_streams_are_keyed_by_the_seed_the_shape_and_the_clips_checksums(seed):
+    """The stream `view_rng` draws is default_rng([seed, *shape, crc32 of keypoints, crc32 of
+    scores]) however the key is handed over: the shards' test views depend on it."""
+    keypoint, score, _ = random_clips(np.random.default_rng(3), 1)[0]
+    keypoint, score = keypoint.astype(DTYPE), score.astype(DTYPE)
+    key = [seed, *keypoint.shape, zlib.crc32(keypoint), zlib.crc32(score)]
+    want = np.random.default_rng(key).random(8)
+    assert preprocess.view_rng(keypoint, score, seed).random(8).tobytes() == want.tobytes()

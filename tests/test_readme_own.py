@@ -1,5 +1,5 @@
-"""The README's "Your own PYSKL pickle" journey, as a user runs it, each test in a fresh clone of
-its own (so they pass alone and in any order)."""
+"""The README's "Your own PYSKL pickle" journey, as a user runs it, in a fresh clone of its own
+(so it passes alone and in any order)."""
 
 from __future__ import annotations
 
@@ -43,34 +43,28 @@ def own(tmp_path: Path) -> dict:
     return {"clone": clone, "incoming": incoming, "md5": md5(incoming)}
 
 
-def test_your_own_pickle_first_command_keeps_it(own: dict) -> None:
-    """The pickle is in place and `dvc exp run` is the very first DVC command (no dvc add)."""
-    clone = own["clone"]
-    cp, add, exp_run, commit = readme.block("Your own PYSKL pickle")
-    sh(cp.replace("/path/to/mime5_2d.pkl", str(own["incoming"])), clone)
-    pkl = clone / "data" / "raw" / "mime5_2d.pkl"
-    out = sh(exp_run, clone).stdout
-    assert ran(out) == ALL_STAGES
-    assert md5(pkl) == own["md5"]
-    per_class = (clone / "metrics" / "improved" / "per_class.csv").read_text()
-    assert all(name in per_class for name in MIME)
-    assert_draws_offline(sh("dvc plots show", clone), clone)  # a clone, no `make`: still offline
-
-
 def assert_draws_offline(done: subprocess.CompletedProcess[str], repo: Path) -> None:
     """The page `dvc plots show` / `dvc plots diff` wrote has Vega inlined, no CDN link."""
     html = (repo / "dvc_plots" / "index.html").read_text()
     assert "cdn.jsdelivr.net" not in html and "window.vegaEmbed" in html, done.stdout
 
 
-def test_your_own_pickle_tracked_then_queued(own: dict) -> None:
+def test_your_own_pickle_run_then_tracked_then_queued(own: dict) -> None:
+    """The README's block in one clone: `dvc exp run` first (the README: it works without `dvc
+    add`), then `dvc add`, which must not make the next run redo anything, the commit and a
+    queued experiment. One full run instead of one per test: each costs every stage."""
     clone = own["clone"]
     cp, add, exp_run, commit = readme.block("Your own PYSKL pickle")
     pkl = clone / "data" / "raw" / "mime5_2d.pkl"
     sh(cp.replace("/path/to/mime5_2d.pkl", str(own["incoming"])), clone)
+    assert ran(sh(exp_run, clone).stdout) == ALL_STAGES  # the very first DVC command
+    assert md5(pkl) == own["md5"]
+    per_class = (clone / "metrics" / "improved" / "per_class.csv").read_text()
+    assert all(name in per_class for name in MIME)
+    assert_draws_offline(sh("dvc plots show", clone), clone)  # a clone, no `make`: still offline
     sh(add, clone)
     assert md5(pkl) == own["md5"]
-    sh(exp_run, clone)
+    assert ran(sh(exp_run, clone).stdout) == set()  # tracking the pickle changed nothing
     assert md5(pkl) == own["md5"]
     sh(commit, clone)  # the run, as the README says, before the queue
     assert sh("git status --porcelain params.yaml dvc.lock metrics", clone).stdout == ""

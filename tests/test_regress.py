@@ -46,3 +46,18 @@ def test_the_check_compares_with_the_bound_and_its_slack() -> None:
         "a: x vs y: ratio 3.10, more than 1.5 x its recorded 2.00"
     ]
     assert "no recorded bound" in regress.check({"b": 1.0}, bounds)[0]
+
+
+def test_recording_one_hot_path_keeps_the_others_bounds(tmp_path, monkeypatch) -> None:
+    bounds = tmp_path / "regression.json"
+    old = {"a": {"what": "a vs x", "ratio": 2.0}, "b": {"what": "b vs y", "ratio": 3.0}}
+    bounds.write_text(json.dumps({**old, "_recorded": {"date": "2026-12-06"}}))
+    monkeypatch.setattr(regress, "BOUNDS", bounds)
+    paths = [regress.HotPath(n, f"{n} vs z", lambda: None, lambda: None) for n in ("a", "b")]
+    regress.record(paths, {"a": 1.23456, "b": 9.0}, ["a"])
+    got = json.loads(bounds.read_text())
+    assert got["a"]["ratio"] == 1.235 and got["a"]["what"] == "a vs z"
+    assert set(got["a"]["recorded"]) == {"load_average", "date"}
+    assert got["b"] == old["b"] and got["_recorded"] == {"date": "2026-12-06"}
+    regress.record(paths, {"a": 1.0, "b": 9.0}, ["a", "b"])
+    assert set(json.loads(bounds.read_text())) == {"a", "b"}

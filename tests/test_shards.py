@@ -24,6 +24,7 @@ from conftest import (
     write_pkl,
 )
 
+from pipeline import shards
 from pipeline.core import skeleton
 from pipeline.dataset import preprocess
 from pipeline.dataset.subset import Subset
@@ -419,6 +420,28 @@ def test_joints_rarely_seen_in_train_are_zeroed_in_every_split(tmp_path):
         keep = [j for j in range(17) if j not in (13, 14)]
         np.testing.assert_array_equal(x[..., keep, :], ref[..., keep, :])
     assert off["test"][0][..., 13, 2].any()  # without the option the test knee would show
+
+
+def test_train_visibility_counts_every_train_person_frame(tmp_path, monkeypatch):
+    data = make_dataset(labels=(0, 1), groups=range(1, 5), test_groups=(1,), frames=(5, 150))
+    rng = np.random.default_rng(0)
+    for ann in data["annotations"]:
+        ann["keypoint_score"][..., 0] = rng.random(ann["keypoint_score"].shape[:-1])
+        ann["keypoint_score"][..., 3] = 0.3  # at the threshold: not detected
+        ann["keypoint_score"][..., 4] = np.nextafter(np.float16(0.3), np.float16(1))
+    build(tmp_path, data, {"shards.min_score": 0.3})
+    subset = Subset(tmp_path / "data" / "subset")
+    want, frames = np.zeros(17, np.int64), 0
+    for i in subset.rows("train"):
+        score = subset.clip(i)[1].reshape(-1, 17)
+        want += (score > np.float16(0.3)).sum(axis=0)
+        frames += len(score)
+    assert want[3] == 0 and want[4] == frames and 0 < want[0] < frames
+    for chunk in (1 << 18, 100):  # one read per run of clips, and many with rows past 64 * k
+        monkeypatch.setattr(shards, "_CHUNK_ROWS", chunk)
+        visible, seen = shards.train_visibility(subset, 0.3)
+        assert seen == frames and visible.tolist() == want.tolist()
+    subset.close()
 
 
 def test_rare_joints_compares_the_detected_share_with_the_threshold():

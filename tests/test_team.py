@@ -12,6 +12,7 @@ import json
 import math
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -27,9 +28,8 @@ import dvc_s3  # noqa: F401  (DVC finds the S3 remote through it)
 import pytest
 import readme
 import yaml
-from conftest import REPO
 from moto.moto_server import werkzeug_app as moto_app
-from usershell import DEMO_PARAMS, IMPROVED, md5, ran, sh, user_env
+from usershell import IMPROVED, md5, ran, sh, user_env
 from werkzeug import serving
 
 pytestmark = pytest.mark.e2e
@@ -137,12 +137,13 @@ def s3(aws_env: None) -> Iterator[S3Server]:
 
 
 @pytest.fixture(scope="module")
-def team(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def team(tmp_path_factory: pytest.TempPathFactory, made: dict) -> dict[str, Path]:
     """Clone A (a run committed and pushed to origin, and an experiment `early` made before
-    any remote existed, its workspace left as committed) and B, a teammate's clone of origin."""
+    any remote existed, its workspace left as committed) and B, a teammate's clone of origin.
+    A starts as a copy of the demo's workspace that `make demo` made (conftest's `made`)."""
     root = tmp_path_factory.mktemp("team")
     a, origin, b = root / "A", root / "origin.git", root / "B"
-    sh(f"python -m pipeline.demo {a} {DEMO_PARAMS}", REPO)
+    shutil.copytree(made["clone"] / ".demo", a, symlinks=True)
     assert ran(sh(f"dvc exp run --temp -n {EARLY} -S model.hidden=10", a).stdout) == IMPROVED
     sh(f"git init -q --bare {origin}", root)
     sh(f"git remote add origin {origin} && git push -q -u origin HEAD", a)

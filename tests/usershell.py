@@ -102,8 +102,15 @@ def md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
 
 
+def yours(clone: Path) -> dict[str, str]:
+    """What `make demo` must leave alone in a clone: its params.yaml and results, hashed."""
+    files = [clone / "params.yaml", *(clone / "metrics").rglob("*"), *clone.glob("models/*")]
+    return {str(path): md5(path) for path in files if path.is_file()}
+
+
 def fresh_clone(dest: Path) -> Path:
     """This checkout's files (tracked and untracked-but-not-ignored) as a new committed repo."""
+    dest.mkdir(parents=True, exist_ok=True)
     listed = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
         cwd=REPO,
@@ -126,12 +133,20 @@ def fresh_clone(dest: Path) -> Path:
 
 
 def wait_for_queue(repo: Path, limit: float = 500) -> str:
+    """The queue's status once no task is queued or running. While one runs, `dvc queue logs
+    --follow` waits for it in one process (polling `dvc queue status`, a DVC start-up each,
+    would take a core's share from the experiments themselves)."""
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         status = sh("dvc queue status", repo).stdout
-        if "Queued" not in status and "Running" not in status:
+        running = queue_names(status, "Running")
+        if not running and not queue_names(status, "Queued"):
             return status
-        time.sleep(2)
+        if running:
+            left = max(1.0, deadline - time.monotonic())
+            sh(f"dvc queue logs --follow {running[0]}", repo, ok=False, timeout=left)
+        else:
+            time.sleep(2)
     sh("dvc queue stop --kill", repo, ok=False)
     raise AssertionError(f"the queue did not finish in {limit} s:\n{status}")
 

@@ -43,19 +43,20 @@ class BrightBox:
 
     frames_seen = 0
 
-    def __init__(self, persons: int = 1) -> None:
+    def __init__(self, persons: int = 1, threshold: int = 128) -> None:
         self.persons = persons
+        self.threshold = threshold  # an option (pose.options), like MediaPipe's confidences
         self.pattern = np.random.default_rng(0).uniform(0, 1, (17, 2)).astype(np.float32)
 
     def settings(self) -> dict[str, Any]:
-        return {"estimator": "bright-box", "persons": self.persons}
+        return {"estimator": "bright-box", "persons": self.persons, "threshold": self.threshold}
 
     def start(self) -> None:
         pass
 
     def detect(self, frame: np.ndarray) -> np.ndarray:
         BrightBox.frames_seen += 1
-        ys, xs = np.nonzero(frame.max(-1) > 128)
+        ys, xs = np.nonzero(frame.max(-1) > self.threshold)
         if len(xs) == 0:
             return np.zeros((0, 17, 3), np.float32)
         lo = np.array([xs.min(), ys.min()], np.float32)

@@ -33,9 +33,13 @@ from pipeline.core.rules import (
     http_url,
     int_range,
     integer,
+    mapping,
+    module_callable,
+    names_to_paths,
     number,
     one_of,
     regex_with_group,
+    regex_with_group_or_null,
     show,
     split_name,
     string,
@@ -131,6 +135,23 @@ class ShardsParams(Section):
     test_views: int = rule(integer(1, 100))
     seed: int = rule(SEED)
     size: int = rule(integer(1))
+    workers: int = rule(integer(0, 512))
+
+
+@dataclass(frozen=True)
+class PoseParams(Section):
+    """Your own videos -> PYSKL pickles (the `pose@<name>` stages; `python -m pipeline.pose`'s
+    options, as params)."""
+
+    videos: dict[str, str] = rule(names_to_paths)
+    estimator: str = rule(module_callable)
+    options: dict[str, Any] = rule(mapping)
+    persons: int = rule(integer(1, 16))
+    stride: int = rule(integer(1, 10000))
+    max_side: int = rule(integer(32, 100000))
+    group_pattern: str | None = rule(regex_with_group_or_null)
+    test_fraction: float = rule(number(0.0, 1.0, hi_open=True))
+    seed: int = rule(SEED)
     workers: int = rule(integer(0, 512))
 
 
@@ -261,6 +282,7 @@ SECTIONS: dict[str, type[Section]] = {
     "data": DataParams,
     "fetch": FetchParams,
     "synthetic": SyntheticParams,
+    "pose": PoseParams,
     "shards": ShardsParams,
     "train": TrainParams,
     "baseline": ModelParams,

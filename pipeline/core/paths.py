@@ -3,6 +3,7 @@
 from pathlib import Path
 
 RAW_DIR = Path("data/raw")
+POSES_DIR = Path("data/poses")  # the pose stages' pickles of your videos (dvc.yaml says it too)
 SUBSET_DIR = Path("data/subset")
 SHARDS_DIR = Path("data/shards")
 MODELS_DIR = Path("models")

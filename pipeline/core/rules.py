@@ -140,6 +140,35 @@ def distinct_choices(allowed: Sequence[str]) -> Check:
     return check
 
 
+def regex_with_group_or_null(v: Any) -> str | None:
+    if v is None or regex_with_group(v) is None:
+        return None
+    return "null or a regular expression with one capture group"
+
+
+def module_callable(v: Any) -> str | None:
+    """`module:name`, the form in which a plug-in (a pose estimator) is named."""
+    module, _, name = v.partition(":") if isinstance(v, str) else ("", "", "")
+    ok = all(part.isidentifier() for part in module.split(".")) and name.isidentifier()
+    return None if ok else "module:callable (a dotted module, a colon and a name in it)"
+
+
+def names_to_paths(v: Any) -> str | None:
+    """A mapping of names (letters, digits, _ and -: a DVC stage name's suffix, a file name)
+    to paths."""
+    ok = isinstance(v, dict) and all(
+        isinstance(k, str) and re.fullmatch(r"[A-Za-z0-9_-]+", k) and string()(p) is None
+        for k, p in v.items()
+    )
+    return None if ok else "a mapping of names (letters, digits, _ or -) to paths ({} for none)"
+
+
+def mapping(v: Any) -> str | None:
+    """A mapping of string keys to values (another component's own settings)."""
+    ok = isinstance(v, dict) and all(isinstance(k, str) and k for k in v)
+    return None if ok else "a mapping of names to values ({} for none)"
+
+
 def folds(v: Any) -> str | None:
     return None if v is None or (_is_int(v) and v >= 2) else "null or an integer >= 2"
 

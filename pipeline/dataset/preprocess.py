@@ -1,8 +1,9 @@
 """Turning ragged clips into fixed-size model input: frame sampling, persons, normalization.
 
 `build_clips` does it for a batch of clips at once, with whole-batch numpy operations rather
-than a loop of small ones per clip (which cost the shards stage most of its time); the shards
-stage, `predict` (`clip_views`, a batch of one) and the tests all use it. Output layout:
+than a loop of small ones per clip (which cost the shards stage most of its time); `predict`
+(`clip_views`, a batch of one) and the tests use it, the shards stage its two halves
+(`build_table`, then the gather a few clips at a time). Output layout:
 [clips, views, frames, persons, 17, 3] float32 with channels (x, y, score), zero after each
 clip's sampled length and for absent persons.
 
@@ -14,6 +15,7 @@ a clip's frames, and each uses the reduction order numpy's per-clip call would.
 
 from __future__ import annotations
 
+import math
 import zlib
 
 import numpy as np
@@ -23,7 +25,9 @@ from pipeline.core.params import ShardsParams
 from pipeline.dataset.subset import Clips
 
 CHANNELS = ("x", "y", "score")
-_BODY = [skeleton.LEFT_HIP, skeleton.RIGHT_HIP, skeleton.LEFT_SHOULDER, skeleton.RIGHT_SHOULDER]
+# each pair is stored side by side, which `_body_frames` reads as one unit
+assert skeleton.RIGHT_HIP == skeleton.LEFT_HIP + 1
+assert skeleton.RIGHT_SHOULDER == skeleton.LEFT_SHOULDER + 1
 
 
 def person_order(score: np.ndarray, persons: int, order: str) -> np.ndarray:
@@ -58,15 +62,16 @@ def view_rng(keypoint: np.ndarray, keypoint_score: np.ndarray, seed: int) -> np.
     rather than its place in the subset: a clip gets the same views wherever it is preprocessed,
     in the shards stage or by `predict` from a raw pickle. (CRC-32 is ample for a key, and fast
     enough to cost the shards stage nothing noticeable.)"""
-    shape = [int(n) for n in keypoint.shape]
-    return np.random.default_rng(
-        [
-            seed,
-            *shape,
-            zlib.crc32(np.ascontiguousarray(keypoint)),
-            zlib.crc32(np.ascontiguousarray(keypoint_score)),
-        ]
-    )
+    words = [
+        seed,
+        *(int(n) for n in keypoint.shape),
+        zlib.crc32(np.ascontiguousarray(keypoint)),
+        zlib.crc32(np.ascontiguousarray(keypoint_score)),
+    ]
+    # words below 2**32 seed the same stream as a list or a uint32 array; the array skips
+    # SeedSequence's per-word conversion, half the time of a test clip's view stream
+    entropy = np.array(words, np.uint32) if 0 <= min(words) and max(words) < 2**32 else words
+    return np.random.default_rng(entropy)
 
 
 def _kept_persons(clips: Clips, persons: int, order: str) -> np.ndarray:
@@ -90,7 +95,11 @@ def _kept_persons(clips: Clips, persons: int, order: str) -> np.ndarray:
     owner = np.repeat(np.arange(len(several)), m)
     person = np.arange(len(owner)) - (np.cumsum(m) - m)[owner]
     first = start[owner] + person * t[owner]
-    per_row = np.append(clips.score.sum(axis=1, dtype=np.float64), 0.0)
+    # each row's sum, exact in float64 (17 float16 values need at most 45 bits), by einsum:
+    # its loop is several times as fast as sum(axis=1) over rows this short
+    per_row = np.empty(len(clips.score) + 1)
+    np.einsum("ij->i", clips.score, dtype=np.float64, out=per_row[:-1])
+    per_row[-1] = 0.0
     bounds = np.stack([first, first + t[owner]], axis=1).ravel()
     mean = np.add.reduceat(per_row, bounds)[::2] / (t[owner] * clips.score.shape[1])
     # ranked by clip, then mean descending, then stored person: each clip keeps its block,
@@ -144,6 +153,21 @@ def _frame_indices(clips: Clips, frames: int, sampling: str, views: int, seed: i
     return idx
 
 
+def _joint_pair(values: np.ndarray, joint: int, rows: np.ndarray) -> np.ndarray:
+    """values[rows, joint : joint + 2] as float32 [len(rows), 2 * channels]: the two joints'
+    values are adjacent in a row, so each row's are gathered as one 4- or 8-byte unit."""
+    values = np.ascontiguousarray(values)
+    width = 2 * values.itemsize * math.prod(values.shape[2:])
+    unit = np.ndarray(
+        (len(values),),
+        f"<u{width}",
+        buffer=values,
+        offset=joint * width // 2,
+        strides=values.strides[:1],
+    )
+    return unit[rows].view(values.dtype).reshape(len(rows), -1).astype(np.float32)
+
+
 def _body_frames(
     clips: Clips, first: np.ndarray, threshold: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -154,24 +178,32 @@ def _body_frames(
     Per clip this is hip_mid[hips].mean(axis=0), a sequential float32 sum, and np.median of
     the torso lengths; here both over all clips' frames at once: np.add.at sums in index order
     from 0.0 as numpy's sum does (so all -0.0 sums to 0.0), and the median reads a sort by
-    clip."""
+    clip. Only the hips and shoulders are read."""
     n, t = len(clips), clips.frames
     clip_of = np.repeat(np.arange(n), t)
     frame = np.arange(len(clip_of)) - (np.cumsum(t) - t)[clip_of]
     rows = (clips.start + first * t)[clip_of] + frame
-    keypoint, score = clips.keypoint[rows], clips.score[rows]
-    xy = [keypoint[:, j].astype(np.float32) for j in _BODY]  # 4 x [frames, 2]
-    detected = [score[:, j].astype(np.float32) > threshold for j in _BODY]
-    hips = detected[0] & detected[1]
-    both = hips & detected[2] & detected[3]
-    hip_mid = (xy[0] + xy[1]) / 2
-    shoulder_mid = (xy[2] + xy[3]) / 2
-    count = np.bincount(clip_of[hips], minlength=n)
-    total = np.zeros((n, 2), np.float32)
-    np.add.at(total, clip_of[hips], hip_mid[hips])
-    centre = (total.astype(np.float64) / np.maximum(count, 1)[:, None]).astype(np.float32)
-    torso = shoulder_mid[both] - hip_mid[both]
-    lengths = np.sqrt(torso[:, 0] * torso[:, 0] + torso[:, 1] * torso[:, 1])
+    # [frames, 4]: left x, left y, right x, right y (scores: left, right)
+    hip = _joint_pair(clips.keypoint, skeleton.LEFT_HIP, rows)
+    shoulder = _joint_pair(clips.keypoint, skeleton.LEFT_SHOULDER, rows)
+    hip_seen = _joint_pair(clips.score, skeleton.LEFT_HIP, rows) > threshold
+    shoulder_seen = _joint_pair(clips.score, skeleton.LEFT_SHOULDER, rows) > threshold
+    hips = hip_seen[:, 0] & hip_seen[:, 1]
+    both = hips & shoulder_seen[:, 0] & shoulder_seen[:, 1]
+    hip_x, hip_y = (hip[:, 0] + hip[:, 2]) / 2, (hip[:, 1] + hip[:, 3]) / 2
+    shoulder_x, shoulder_y = (
+        (shoulder[:, 0] + shoulder[:, 2]) / 2,
+        (shoulder[:, 1] + shoulder[:, 3]) / 2,
+    )
+    owner = clip_of[hips]
+    count = np.bincount(owner, minlength=n)
+    total = np.zeros((2, n), np.float32)
+    np.add.at(total[0], owner, hip_x[hips])
+    np.add.at(total[1], owner, hip_y[hips])
+    centre = (total.T.astype(np.float64) / np.maximum(count, 1)[:, None]).astype(np.float32)
+    torso_x = shoulder_x[both] - hip_x[both]
+    torso_y = shoulder_y[both] - hip_y[both]
+    lengths = np.sqrt(torso_x * torso_x + torso_y * torso_y)
     owner = clip_of[both]
     # sorted by clip, then length: lengths are >= 0, so their bits sort as the values do
     key = np.sort((owner.astype(np.uint64) << 32) | lengths.view(np.uint32))
@@ -188,9 +220,9 @@ def _body_frames(
 def _normalization(
     clips: Clips, keep: np.ndarray, shards_cfg: ShardsParams
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per clip and stored person: (sub, div) [clips, persons stored or 1, 17, 3], so that a
-    normalized row of (x, y, score) is (row - sub) / div; the score's are 0 and 1, which
-    change no value, and persons not kept get anything.
+    """Per clip and stored person: (sub, div) [clips * (persons stored or 1), 17 * 2], so that
+    a row's normalized coordinates are (xy - sub) / div (x, y alternating, as stored); persons
+    not kept get anything. The score is left as it is.
 
     `image`: centre and half-size of the image, so coordinates fall in [-1, 1].
     `video_mean`: minus each person's per-joint mean over the clip (the notebook's).
@@ -200,27 +232,27 @@ def _normalization(
     n, persons = keep.shape
     joints = skeleton.NUM_JOINTS
     if shards_cfg.normalize == "video_mean":
-        sub = np.zeros((n, int(clips.persons.max()), joints, 3), np.float32)
+        stored = int(clips.persons.max())
+        sub = np.zeros((n, stored, joints * 2), np.float32)
         for c in range(n):
             m, t, start = int(clips.persons[c]), int(clips.frames[c]), int(clips.start[c])
             chosen = keep[c, : min(m, persons)]
             rows = start + (chosen[:, None] * t + np.arange(t))  # [p, t]
             # the notebook's [T, 34] per person, same reduction order
             flat = clips.keypoint[rows].astype(np.float32).reshape(len(chosen), t, -1)
-            sub[c, chosen, :, :2] = flat.mean(axis=1).reshape(len(chosen), joints, 2)
-        return sub, np.ones((n, 1, joints, 3), np.float32)
-    sub = np.zeros((n, 3), np.float32)
-    sub[:, :2] = clips.img_hw[:, ::-1] / 2  # w/2, h/2
+            sub[c, chosen] = flat.mean(axis=1)
+        return sub.reshape(n * stored, -1), np.ones((n * stored, joints * 2), np.float32)
+    sub = (clips.img_hw[:, ::-1] / 2).astype(np.float32)  # w/2, h/2
     div = sub.copy()
-    div[:, 2] = 1.0
     if shards_cfg.normalize == "body":
         centre, scale, seen = _body_frames(clips, keep[:, 0], shards_cfg.min_score)
-        sub[seen, :2] = centre[seen]
-        div[seen, :2] = scale[seen][:, None]
-    shape = (n, 1, joints, 3)
-    return np.broadcast_to(sub[:, None, None], shape).copy(), np.broadcast_to(
-        div[:, None, None], shape
-    ).copy()
+        sub[seen] = centre[seen]
+        div[seen] = scale[seen][:, None]
+    return np.tile(sub, joints), np.tile(div, joints)
+
+
+# a table row's joint: x and y as one 8-byte unit, then the score (float32 [17, 3] as stored)
+_JOINT = np.dtype({"names": ["xy", "score"], "formats": ["<u8", "<f4"], "offsets": [0, 8]})
 
 
 def build_clips(
@@ -228,18 +260,42 @@ def build_clips(
     shards_cfg: ShardsParams,
     views: int,
     hidden_joints: list[int] | None = None,
+    out: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Clips -> ([clips, views, frames, persons, 17, 3] float32, sampled lengths [clips]).
+    """Clips -> ([clips, views, frames, persons, 17, 3] float32, sampled lengths [clips]):
+    `build_table` gathered, into `out` when given (a C-contiguous float32 array of that
+    shape)."""
+    frames, persons, joints = shards_cfg.frames, shards_cfg.persons, skeleton.NUM_JOINTS
+    shape = (len(clips), views, frames, persons, joints, 3)
+    if out is None:
+        out = np.empty(shape, np.float32)
+    elif out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ValueError(f"out: expected float32 {shape}, found {out.dtype} {out.shape}")
+    table, slots, lengths = build_table(clips, shards_cfg, views, hidden_joints)
+    np.take(table, slots, axis=0, out=out, mode="clip")
+    return out, lengths
+
+
+def build_table(
+    clips: Clips,
+    shards_cfg: ShardsParams,
+    views: int,
+    hidden_joints: list[int] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Clips -> (table [rows, 17, 3] float32, slots [clips, views, frames, persons], sampled
+    lengths [clips]): the clips as the shards store them are np.take(table, slots, axis=0).
 
     Views 1.. of a clip longer than `frames` are drawn from its `view_rng`. Joints scored
     below `min_score` and `hidden_joints` are zeroed (x, y and score), as if never detected.
-    Each subset row the output uses is normalized once, into a table whose last row is zeros,
-    and the output is one gather from that table (empty slots take the zero row)."""
-    frames, persons, joints = shards_cfg.frames, shards_cfg.persons, skeleton.NUM_JOINTS
+    Each subset row the output uses is normalized once, into the table, whose last row is
+    zeros for the empty slots. The gather is left to the caller, so that the shards stage
+    can gather and write a few clips at a time while they are in the CPU's cache."""
+    frames, persons = shards_cfg.frames, shards_cfg.persons
     n = len(clips)
     lengths = np.minimum(clips.frames, frames)
     if n == 0:
-        return np.zeros((0, views, frames, persons, joints, 3), np.float32), lengths
+        empty = np.zeros((1, skeleton.NUM_JOINTS, 3), np.float32)
+        return empty, np.zeros((0, views, frames, persons), np.int64), lengths
     keep = _kept_persons(clips, persons, shards_cfg.person_order)
     idx = _frame_indices(clips, frames, shards_cfg.sampling, views, shards_cfg.seed)
     sub, div = _normalization(clips, keep, shards_cfg)
@@ -255,27 +311,64 @@ def build_clips(
     used[rows[filled]] = True
     needed = np.flatnonzero(used)
     clip_of = np.searchsorted(clips.start, needed, side="right") - 1
-    person_of = (needed - clips.start[clip_of]) // clips.frames[clip_of]
-    table = np.empty((len(needed) + 1, joints, 3), np.float32)
-    values = table[:-1]
-    values[:, :, :2] = clips.keypoint[needed]
-    values[:, :, 2] = clips.score[needed]
-    values -= _rows_of(sub, clip_of, person_of)
-    values /= _rows_of(div, clip_of, person_of)
-    unseen = np.zeros(values.shape[:2], bool)
-    if shards_cfg.min_score > 0:
-        unseen = values[:, :, 2] < shards_cfg.min_score
-    if hidden_joints:
-        unseen[:, hidden_joints] = True
-    np.putmask(values, np.repeat(unseen, 3, axis=1), 0.0)
-    table[-1] = 0.0
+    group = clip_of  # each row's (sub, div) row: its clip's, or its clip's person's
+    if len(sub) > n:
+        stored = len(sub) // n
+        group = clip_of * stored + (needed - clips.start[clip_of]) // clips.frames[clip_of]
+    table = _table(clips, needed, group, (sub, div), shards_cfg.min_score, hidden_joints)
     position = np.cumsum(used) - 1
-    return np.take(table, np.where(filled, position[rows], len(needed)), axis=0), lengths
+    return table, np.where(filled, position[rows], len(needed)), lengths
 
 
-def _rows_of(per_clip: np.ndarray, clip_of: np.ndarray, person_of: np.ndarray) -> np.ndarray:
-    """[rows, 17, 3]: a per-clip table of `_normalization` at each row's clip and person."""
-    return per_clip[clip_of, person_of if per_clip.shape[1] > 1 else 0]
+_TABLE_STEP = 2048  # table rows built per step: the step's arrays (about 1 MB) stay in cache
+
+
+def _table(
+    clips: Clips,
+    needed: np.ndarray,
+    group: np.ndarray,
+    normalization: tuple[np.ndarray, np.ndarray],
+    min_score: float,
+    hidden_joints: list[int] | None,
+) -> np.ndarray:
+    """[len(needed) + 1, 17, 3]: subset rows `needed`, row i normalized by row group[i] of
+    (sub, div), joints zeroed where unseen; the last row zeros.
+
+    Coordinates and scores are converted, normalized and zeroed apart, each step one pass
+    over contiguous data, then interleaved (numpy's loops over the 2 coordinates of a
+    [rows, 17, 3] table cost many times a contiguous pass); a few thousand rows at a time,
+    so that all but the table itself stays in the CPU's cache."""
+    k, joints = len(needed), skeleton.NUM_JOINTS
+    sub, div = normalization
+    table = np.empty((k + 1, joints), _JOINT)
+    step = max(1, min(k, _TABLE_STEP))
+    keypoint = np.empty((step, joints, 2), clips.keypoint.dtype)
+    score16 = np.empty((step, joints), clips.score.dtype)
+    xy, by = np.empty((step, 2 * joints), np.float32), np.empty((step, 2 * joints), np.float32)
+    score = np.empty((step, joints), np.float32)
+    unseen = np.zeros((step, joints), bool)
+    for first in range(0, k, step):
+        m = min(step, k - first)
+        rows, groups = needed[first : first + m], group[first : first + m]
+        np.take(clips.keypoint, rows, axis=0, out=keypoint[:m], mode="clip")
+        np.copyto(xy[:m], keypoint[:m].reshape(m, -1))
+        np.subtract(xy[:m], np.take(sub, groups, axis=0, out=by[:m], mode="clip"), out=xy[:m])
+        np.divide(xy[:m], np.take(div, groups, axis=0, out=by[:m], mode="clip"), out=xy[:m])
+        np.take(clips.score, rows, axis=0, out=score16[:m], mode="clip")
+        np.copyto(score[:m], score16[:m])
+        pairs = xy[:m].view(np.uint64)  # [m, 17]: a joint's x and y, zeroed together
+        if min_score > 0 or hidden_joints:
+            if min_score > 0:  # 0 zeroes none, as in the per-clip definition: not even < 0
+                np.less(score[:m], min_score, out=unseen[:m])
+            if hidden_joints:
+                unseen[:m, hidden_joints] = True
+            np.copyto(pairs, 0, where=unseen[:m])
+            np.copyto(score[:m], 0.0, where=unseen[:m])
+        table["xy"][first : first + m] = pairs
+        table["score"][first : first + m] = score[:m]
+    flat = table.view(np.float32).reshape(k + 1, joints, 3)
+    flat[k] = 0.0
+    return flat
 
 
 def clip_views(
@@ -290,12 +383,12 @@ def clip_views(
     """One raw clip [M, T, 17, 2] + scores [M, T, 17] as the shards store it: its values rounded
     to the subset's float16, then `build_clips` -> ([views, frames, persons, 17, 3], length).
     `out`, a float32 array of that shape, is filled and returned instead of a new one."""
-    built, lengths = build_clips(
-        Clips.one(keypoint, keypoint_score, img_hw), shards_cfg, views, hidden_joints
-    )
+    clip = Clips.one(keypoint, keypoint_score, img_hw)
+    shape = (views, shards_cfg.frames, shards_cfg.persons, skeleton.NUM_JOINTS, 3)
+    if out is not None and (out.shape != shape or out.dtype != np.float32):
+        raise ValueError(f"out: expected float32 {shape}, found {out.dtype} {out.shape}")
+    built, lengths = build_clips(clip, shards_cfg, views, hidden_joints)
     if out is None:
         return built[0], int(lengths[0])
-    if out.shape != built.shape[1:] or out.dtype != np.float32:
-        raise ValueError(f"out: expected float32 {built.shape[1:]}, found {out.dtype} {out.shape}")
     out[...] = built[0]
     return out, int(lengths[0])

@@ -221,6 +221,7 @@ class Subset:
         self._persons = self.index["persons"].to_numpy()
         self._frames = self.index["frames"].to_numpy()
         self._img_hw = self.index[["img_h", "img_w"]].to_numpy(np.int64)
+        self._buffers = (np.empty((0, NUM_JOINTS, 2), DTYPE), np.empty((0, NUM_JOINTS), DTYPE))
 
     def _check(self) -> None:
         """The index and the arrays agree, so every clip it names reads back whole."""
@@ -276,8 +277,12 @@ class Subset:
             self.scores.rows(start, stop).reshape(m, t, NUM_JOINTS),
         )
 
-    def clips(self, rows: np.ndarray) -> Clips:
-        """Clips `rows` in one batch: each run of clips stored back to back is one read."""
+    def clips(self, rows: np.ndarray, reuse: bool = False) -> Clips:
+        """Clips `rows` in one batch: each run of clips stored back to back is one read.
+
+        With `reuse`, the clips are read into buffers this subset keeps for the next such call
+        (valid until then): a batch of clips is tens of MB, and fresh arrays that large cost
+        a page fault per 4 KiB on every batch."""
         rows = np.asarray(rows, np.int64)
         offset, persons, frames = self._offset[rows], self._persons[rows], self._frames[rows]
         sizes = persons * frames
@@ -285,8 +290,17 @@ class Subset:
         cuts = [0, *(np.flatnonzero(offset[1:] != stops[:-1]) + 1).tolist(), len(rows)]
         starts = np.cumsum(sizes) - sizes
         total = int(sizes.sum())
-        keypoint = np.empty((total, NUM_JOINTS, 2), DTYPE)
-        score = np.empty((total, NUM_JOINTS), DTYPE)
+        if reuse:
+            if len(self._buffers[1]) < total:
+                grown = total + total // 4  # room for the next batches' differing lengths
+                self._buffers = (
+                    np.empty((grown, NUM_JOINTS, 2), DTYPE),
+                    np.empty((grown, NUM_JOINTS), DTYPE),
+                )
+            keypoint, score = (b[:total] for b in self._buffers)
+        else:
+            keypoint = np.empty((total, NUM_JOINTS, 2), DTYPE)
+            score = np.empty((total, NUM_JOINTS), DTYPE)
         for a, b in zip(cuts[:-1], cuts[1:], strict=True):
             if b > a:  # one read per run of clips stored back to back, straight into place
                 first, stop = int(starts[a]), int(starts[b - 1] + sizes[b - 1])

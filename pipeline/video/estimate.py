@@ -12,10 +12,10 @@ import multiprocessing
 import os
 import queue
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -38,13 +38,17 @@ class Settings:
     persons: int = 2
     stride: int = 1  # every stride-th frame
     max_side: int | None = 1280  # frames are scaled down to this longer side first
+    # the estimator's own keyword arguments (params.yaml's pose.options); its `settings()`
+    # names them, so the cache key holds them
+    options: Mapping[str, Any] = field(default_factory=dict)
 
     def key(self, estimator: Estimator) -> dict[str, Any]:
         return {**estimator.settings(), "stride": self.stride, "max_side": self.max_side}
 
 
 def make_estimator(settings: Settings) -> Estimator:
-    """The estimator `settings.estimator` names (`module:callable`), built with persons=."""
+    """The estimator `settings.estimator` names (`module:callable`), built with persons= and
+    the options."""
     module, _, name = settings.estimator.partition(":")
     try:
         factory = getattr(importlib.import_module(module), name)
@@ -54,7 +58,14 @@ def make_estimator(settings: Settings) -> Estimator:
             f"expected module:callable naming a pose estimator, found "
             f"{settings.estimator!r} ({exc})",
         ) from None
-    return factory(persons=settings.persons)
+    try:
+        return factory(persons=settings.persons, **settings.options)
+    except TypeError as exc:  # an option it does not take
+        raise fail(
+            "pose.options",
+            f"expected settings that {settings.estimator} takes, found "
+            f"{dict(settings.options)} ({exc})",
+        ) from None
 
 
 def estimate_video(
