@@ -12,7 +12,13 @@ Usage: python -m bench.accuracy [--pkl PATH] [--seeds 0 1 2] [--table ablations|
 with only `model.arch` changed (`make accuracy ACCURACY_ARGS="--table backbones --folds 5
 --out metrics/accuracy/backbones"`). With `--folds` each run is also scored on the test split,
 so one table holds both: the val accuracy cross-validated by subject, which chooses, and the
-test accuracy, which is only reported.
+test accuracy, which is only reported. Its `tcn ensemble` row is the late fusion of dvc.yaml
+(params sections `ensemble` and `fusion`): the four stream models trained by the stage commands
+(`pipeline.train stream-<stream>`), then `pipeline.fuse`, which chooses the streams' weights on
+the run's own validation (in fold k, fold k's). Each stream alone gets a row of its own
+(`tcn ensemble: joint alone`, ...), scored by the fuse stage on the same clips, so the table shows
+whether the fusion beats its best single stream; the ensemble row's train CPU and wall seconds
+are the four trainings together.
 
 `--set` tries an idea under the same protocol: its overrides go into the base params of every
 setup, data.* included (each ablation still turns its own ingredient off on top), e.g.
@@ -46,8 +52,8 @@ import pandas as pd
 import yaml
 
 from pipeline.core.errors import cli
-from pipeline.core.params import NO_AUGMENT, plain
-from pipeline.core.paths import SHARDS_DIR, SUBSET_DIR
+from pipeline.core.params import NO_AUGMENT, STREAM_MODEL, STREAMS, plain
+from pipeline.core.paths import SHARDS_DIR, SUBSET_DIR, curves_path, metrics_path
 from pipeline.files.atomic import write_text
 from pipeline.project import workspace
 
@@ -96,7 +102,10 @@ BACKBONES: dict[str, tuple[str, dict[str, Any], int]] = {
     "stgcnpp": ("improved", {"model.arch": "stgcnpp"}, 3),
     "ctrgcn": ("improved", {"model.arch": "ctrgcn"}, 3),
     "tcn (improved)": ("improved", {}, 3),
+    "tcn ensemble": ("ensemble", {}, 3),  # the `ensemble` section's arch (params.yaml: tcn)
 }
+# the stage name of a late-fusion setup: stream@<stream> for each stream, then fuse
+ENSEMBLE = "ensemble"
 TABLES = {"ablations": SETUPS, "backbones": BACKBONES}
 
 
@@ -143,24 +152,80 @@ def configure(repo: Path, base: Mapping[str, Any], overrides: Mapping[str, Any])
         run_stage(repo, "pipeline.shards")
 
 
-def measure(repo: Path, stage: str, seed: int, train: bool = True) -> dict[str, Any]:
+def scored(repo: Path, seed: int, metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """One run's row: the seed, the validation clips of its split and what `metrics` holds."""
+    meta = json.loads((repo / SUBSET_DIR / "meta.json").read_text())
+    return {"seed": seed, "val_clips": meta["counts"]["val"], **metrics}
+
+
+def train(repo: Path, name: str) -> tuple[float, float]:
+    """Train model `name` with the train stage; return its CPU and wall seconds."""
     start = time.monotonic()
-    cpu = run_stage(repo, "pipeline.train", stage) if train else float("nan")
-    wall = time.monotonic() - start if train else float("nan")
+    cpu = run_stage(repo, "pipeline.train", name)
+    return round(cpu, 1), round(time.monotonic() - start, 1)
+
+
+def measure(repo: Path, stage: str, seed: int, train_it: bool = True) -> dict[str, Any]:
+    cpu, wall = train(repo, stage) if train_it else (float("nan"), float("nan"))
     run_stage(repo, "pipeline.evaluate", stage)
     metrics = json.loads((repo / "metrics" / f"{stage}.json").read_text())
-    meta = json.loads((repo / SUBSET_DIR / "meta.json").read_text())
-    return {
-        "seed": seed,
-        "val_clips": meta["counts"]["val"],
-        "test_accuracy": metrics["accuracy"],
-        "val_accuracy": metrics["val_accuracy"],
-        "macro_f1": metrics["macro_f1"],
-        "best_epoch": metrics["best_epoch"],
-        "epochs": metrics["epochs_run"],
-        "train_cpu_s": round(cpu, 1),
-        "train_wall_s": round(wall, 1),
+    return scored(
+        repo,
+        seed,
+        {
+            "test_accuracy": metrics["accuracy"],
+            "val_accuracy": metrics["val_accuracy"],
+            "macro_f1": metrics["macro_f1"],
+            "best_epoch": metrics["best_epoch"],
+            "epochs": metrics["epochs_run"],
+            "train_cpu_s": cpu,
+            "train_wall_s": wall,
+        },
+    )
+
+
+def measure_ensemble(repo: Path, seed: int) -> dict[str | None, dict[str, Any]]:
+    """The late fusion as dvc.yaml runs it: each stream model, then `fuse`. Returns the fused
+    run's row (key None) and each stream's alone (key: the stream), as the fuse stage scored
+    them on the same validation and test clips."""
+    streams = {}
+    for stream in STREAMS:
+        cpu, wall = train(repo, STREAM_MODEL + stream)
+        summary = json.loads(
+            (repo / curves_path(STREAM_MODEL + stream) / "metrics.json").read_text()
+        )
+        streams[stream] = {
+            "best_epoch": summary["selected_epoch"],
+            "epochs": summary["step"],
+            "train_cpu_s": cpu,
+            "train_wall_s": wall,
+        }
+    run_stage(repo, "pipeline.fuse")
+    fused = json.loads((repo / metrics_path(ENSEMBLE)).read_text())
+    rows: dict[str | None, dict[str, Any]] = {
+        None: scored(
+            repo,
+            seed,
+            {
+                "test_accuracy": fused["accuracy"],
+                "val_accuracy": fused["val_accuracy"],
+                "macro_f1": fused["macro_f1"],
+                "best_epoch": float("nan"),  # one per stream: see their rows
+                "epochs": max(s["epochs"] for s in streams.values()),
+                "train_cpu_s": round(sum(s["train_cpu_s"] for s in streams.values()), 1),
+                "train_wall_s": round(sum(s["train_wall_s"] for s in streams.values()), 1),
+                **{f"weight_{s}": fused[f"weight_{s}"] for s in STREAMS},
+            },
+        )
     }
+    for stream, trained in streams.items():
+        alone = {
+            "test_accuracy": fused[f"accuracy_{stream}"],
+            "val_accuracy": fused[f"val_accuracy_{stream}"],
+            "macro_f1": float("nan"),  # the fuse stage scores a stream alone by accuracy only
+        }
+        rows[stream] = scored(repo, seed, {**alone, **trained})
+    return rows
 
 
 def summarize(runs: pd.DataFrame) -> pd.DataFrame:
@@ -240,17 +305,22 @@ def main(argv: list[str] | None = None) -> None:
             if seed not in args.seeds[:seeds]:
                 continue
             configure(repo, base, {**split, **overrides, "train.seed": seed})
-            reuse = eval_only(overrides) and "improved" in setups
-            row = {"setup": name, "fold": fold, **measure(repo, stage, seed, train=not reuse)}
-            rows.append(row)
+            if stage == ENSEMBLE:
+                measured = measure_ensemble(repo, seed)
+            else:
+                reuse = eval_only(overrides) and "improved" in setups
+                measured = {None: measure(repo, stage, seed, train_it=not reuse)}
+            for stream, result in measured.items():
+                row = {"setup": name + (f": {stream} alone" if stream else ""), "fold": fold}
+                rows.append(row | result)
+                print(
+                    f"{row['setup']:32s} seed {seed}{'' if fold is None else f' fold {fold}'}: "
+                    f"test {result['test_accuracy']:.3f} val {result['val_accuracy']:.3f} "
+                    f"({result['train_cpu_s']:.0f} CPU s)",
+                    flush=True,
+                )
             predictions = pd.read_csv(repo / "metrics" / stage / "predictions.csv")
             wrong.append(errors(predictions, groups).assign(setup=name, seed=seed, fold=fold))
-            print(
-                f"{name:32s} seed {seed}{'' if fold is None else f' fold {fold}'}: "
-                f"test {row['test_accuracy']:.3f} val {row['val_accuracy']:.3f} "
-                f"({row['train_cpu_s']:.0f} CPU s)",
-                flush=True,
-            )
     runs = pd.DataFrame(rows)
     table = summarize(runs)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -150,3 +150,57 @@ def test_the_backbones_table_runs_each_candidate_under_one_protocol(tmp_path: Pa
     assert runs["setup"].tolist() == only
     assert (runs["train_wall_s"] > 0).all() and runs["test_accuracy"].between(0, 1).all()
     assert "stgcnpp" in (out / "summary.md").read_text()
+
+
+@pytest.mark.slow
+def test_the_ensemble_row_is_each_folds_fuse_with_its_streams_alone_beside_it(
+    tmp_path: Path,
+) -> None:
+    classes = ("boxing", "drums")
+    data = make_dataset(
+        labels=(0, 1),
+        groups=range(1, 6),
+        test_groups=(1,),
+        frames=(12, 20),
+        split_names=("train", "test"),
+        name=lambda label, g, c: f"p{g}_{classes[label]}_{c:02d}",
+    )
+    pkl = write_pkl(data, tmp_path / "mime5_2d.pkl")
+    dest, out = tmp_path / "ws", tmp_path / "out"
+    tiny = [
+        "ensemble.epochs=1",
+        "ensemble.hidden=8",
+        "shards.test_views=2",
+        "ensemble.eval.clips=2",
+    ]
+    args = ["--pkl", str(pkl), "--dest", str(dest), "--out", str(out), "--table", "backbones"]
+    accuracy.main([*args, "--only", "tcn ensemble", "--seeds", "0", "--folds", "2", "--set", *tiny])
+    runs = pd.read_csv(out / "results.csv")
+    streams = [f"tcn ensemble: {s} alone" for s in ("joint", "bone", "motion", "bone_motion")]
+    assert runs["setup"].tolist() == ["tcn ensemble", *streams] * 2
+    assert runs["fold"].tolist() == [0] * 5 + [1] * 5
+    for _, fold in runs.groupby("fold"):
+        fused, alone = fold.iloc[0], fold.iloc[1:]
+        # the four trainings are the ensemble's cost; the fused row carries the chosen weights
+        assert fused["train_cpu_s"] == pytest.approx(alone["train_cpu_s"].sum(), abs=0.2)
+        weights = [fused[f"weight_{s}"] for s in ("joint", "bone", "motion", "bone_motion")]
+        assert sum(weights) == pytest.approx(1.0)
+        assert (alone["val_clips"] == fused["val_clips"]).all()
+    assert runs.loc[runs["setup"] == "tcn ensemble", "val_clips"].sum() == 4 * 2 * 2
+    # the workspace holds the last fold's fuse: its figures are that fold's rows
+    metrics = json.loads((dest / "metrics" / "ensemble.json").read_text())
+    meta = json.loads((dest / "data" / "subset" / "meta.json").read_text())
+    assert meta["validation"] == "group, fold 1 of 2"
+    last = runs[runs["fold"] == 1].set_index("setup")
+    assert last.loc["tcn ensemble", "val_accuracy"] == metrics["val_accuracy"]
+    assert last.loc["tcn ensemble", "test_accuracy"] == metrics["accuracy"]
+    assert last.loc["tcn ensemble: bone alone", "val_accuracy"] == metrics["val_accuracy_bone"]
+    assert last.loc["tcn ensemble: motion alone", "test_accuracy"] == metrics["accuracy_motion"]
+    # the table pools each row's val accuracy over the folds, the streams' too
+    table = accuracy.summarize(runs)
+    for setup, g in runs.groupby("setup"):
+        pooled = (g["val_accuracy"] * g["val_clips"]).sum() / g["val_clips"].sum()
+        assert table.loc[setup, "val accuracy"] == f"{pooled:.3f}"
+    assert table.index.tolist() == ["tcn ensemble", *streams]
+    summary = (out / "summary.md").read_text()
+    assert all(f"| {setup} " in summary for setup in table.index)
