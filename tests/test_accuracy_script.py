@@ -129,8 +129,8 @@ def test_fewer_than_two_folds_is_a_usage_error(tmp_path: Path, capsys) -> None:
     assert "--folds: expected an integer >= 2, found '1'" in capsys.readouterr().err
 
 
-@pytest.mark.slow
-def test_the_backbones_table_runs_each_candidate_under_one_protocol(tmp_path: Path) -> None:
+def five_subjects(folder: Path) -> Path:
+    """A tiny pickle named as mime5's is: subjects p1..p5 (p1 in test), two classes."""
     classes = ("boxing", "drums")
     data = make_dataset(
         labels=(0, 1),
@@ -140,7 +140,12 @@ def test_the_backbones_table_runs_each_candidate_under_one_protocol(tmp_path: Pa
         split_names=("train", "test"),
         name=lambda label, g, c: f"p{g}_{classes[label]}_{c:02d}",
     )
-    pkl = write_pkl(data, tmp_path / "mime5_2d.pkl")
+    return write_pkl(data, folder / "mime5_2d.pkl")
+
+
+@pytest.mark.slow
+def test_the_backbones_table_runs_each_candidate_under_one_protocol(tmp_path: Path) -> None:
+    pkl = five_subjects(tmp_path)
     out = tmp_path / "out"
     tiny = ["model.epochs=1", "model.hidden=8", "shards.test_views=2", "model.eval.clips=2"]
     only = ["stgcnpp", "tcn (improved)"]
@@ -156,16 +161,7 @@ def test_the_backbones_table_runs_each_candidate_under_one_protocol(tmp_path: Pa
 def test_the_ensemble_row_is_each_folds_fuse_with_its_streams_alone_beside_it(
     tmp_path: Path,
 ) -> None:
-    classes = ("boxing", "drums")
-    data = make_dataset(
-        labels=(0, 1),
-        groups=range(1, 6),
-        test_groups=(1,),
-        frames=(12, 20),
-        split_names=("train", "test"),
-        name=lambda label, g, c: f"p{g}_{classes[label]}_{c:02d}",
-    )
-    pkl = write_pkl(data, tmp_path / "mime5_2d.pkl")
+    pkl = five_subjects(tmp_path)
     dest, out = tmp_path / "ws", tmp_path / "out"
     tiny = [
         "ensemble.epochs=1",

@@ -9,7 +9,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, call_stage, make_dataset, stage_env, write_params, write_pkl
+from conftest import (
+    REPO,
+    call_stage,
+    make_dataset,
+    run_stage,
+    stage_env,
+    write_params,
+    write_pkl,
+)
 
 pytestmark = pytest.mark.slow  # stages in subprocesses or trained workspaces
 
@@ -42,14 +50,7 @@ def test_help_prints_usage_and_does_nothing_else(tmp_path: Path, module: str, fl
     if flag == "-h":
         done = call_stage(module, tmp_path, *args)
     else:
-        done = subprocess.run(
-            [sys.executable, "-m", f"pipeline.{module}", *args],
-            cwd=tmp_path,
-            env=stage_env(),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        done = run_stage(module, tmp_path, *args, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(f"usage: python -m pipeline.{module}\n"), done.stdout
     assert len(done.stdout.splitlines()) > 2 and done.stderr == ""
