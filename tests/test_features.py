@@ -268,3 +268,36 @@ def test_to_input_equals_augment_then_streams_of_the_plain_definition():
     want = reference.build_input(augmented, lengths, cfg.streams, cfg.score)
     assert _bits(got) == _bits(want)
     assert np.isfinite(got.numpy()).all()
+
+
+@pytest.mark.slow
+def test_joints_whose_augmented_values_round_to_zero_count_as_missing_in_the_streams():
+    """Augmentation returns which joints it kept, and the streams take that for presence, except
+    where a kept joint has a zero score: then its scaled x and y may round to zero, leaving a
+    missing joint, as the plain definition (which looks at the augmented values) sees it."""
+    import features_reference as reference
+    import numpy as np
+
+    from pipeline.core.params import load
+    from pipeline.learning.inference import to_input
+
+    cfg = load("model")["model"]
+    x, lengths = _odd_batch(3)
+    tiny = torch.tensor([1e-45, 0.0, 0.0])  # the smallest float: halved, it rounds to zero
+    x[:, :4, :, 5] = tiny  # no score: present by x alone
+    knobs = replace(OFF, scale=0.9)  # factors down to 0.1
+    gen = torch.Generator().manual_seed(0)
+    augmented = reference.augment(x, lengths, knobs, gen)
+    vanished = (x[:, :4, :, 5] != 0).any(-1) & (augmented[:, :4, :, 5] == 0).all(-1)
+    assert vanished.any() and not vanished.all()  # the case is there, and its opposite
+    got, _ = to_input(
+        x.numpy(),
+        lengths.numpy(),
+        cfg,
+        torch.device("cpu"),
+        knobs,
+        torch.Generator().manual_seed(0),
+    )
+    want = reference.build_input(augmented, lengths, cfg.streams, cfg.score)
+    assert _bits(got) == _bits(want)
+    assert np.isfinite(got.numpy()).all()

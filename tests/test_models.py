@@ -301,3 +301,25 @@ def test_graph_nets_default_size_suits_a_cpu(arch):
         ).parameters()
     )
     assert 10_000 < count < 1_000_000, count
+
+
+@pytest.mark.parametrize("persons", [1, 2])
+@pytest.mark.parametrize("arch", ARCHS)
+def test_the_streams_view_gives_the_bits_of_a_contiguous_input(arch, persons):
+    """build_input returns a view of its own [V, C, B, P, T] block rather than a contiguous
+    tensor (features.py says why): every model must compute the same bits from it, forward
+    and backward, as from a contiguous copy."""
+    from pipeline.learning.features import build_input
+
+    joints, lengths = batch([16, 9, 1], persons=persons, channels=3)
+    x = build_input(joints, lengths, ["joint", "bone", "motion"], True)
+    assert not x.is_contiguous()
+    results = []
+    for given in (x, x.contiguous()):
+        torch.manual_seed(0)
+        model = build_model(config(arch), in_channels=9, persons=persons, num_classes=5)
+        logits = model(given, lengths)
+        logits.square().sum().backward()
+        grads = [p.grad.numpy().tobytes() for p in model.parameters() if p.grad is not None]
+        results.append((logits.detach().numpy().tobytes(), grads))
+    assert results[0] == results[1]

@@ -5,11 +5,16 @@ length, with `lengths` [B]. A joint whose three values are exactly zero is missi
 and every augmentation keeps missing joints and padding exactly zero, so models can tell them apart
 from real data.
 
-The work is done on "planes" [3, V, B, T, P]: each channel and joint a contiguous block, so that
+The work is done on "planes" [3, V, B, P, T]: each channel and joint a contiguous block, so that
 every step is one whole-batch operation, reordering joints (mirror, parents) copies whole
-blocks, and the layout is changed twice per batch (in, and out with every stream), not at every
-step; each value is computed by the same float operations as the plain definition in
-tests/features_reference.py, which tests/test_features.py checks bit for bit.
+blocks, and a frame's successor is the next value. The layout is changed once per batch, on the
+way in: each stream writes its channels straight into one [V, C, B, P, T] block, which the
+streams return as a [B, T, P, V, C] view, since the models' first step copies their input into
+persons-major order anyway (`models.common.fold_persons`), and that copy interleaves the
+channels. Each value is computed by the same float operations as the plain definition in
+tests/features_reference.py, which tests/test_features.py checks bit for bit (and
+tests/test_models.py that every model computes the same bits from this view as from a
+contiguous copy).
 """
 
 from __future__ import annotations
@@ -22,7 +27,9 @@ from torch import Tensor
 from pipeline.core.params import AugmentParams
 from pipeline.core.skeleton import FLIP_INDEX, NUM_JOINTS, PARENTS
 
+_PARENTS = torch.tensor(PARENTS)
 _ROOTS = [j for j, p in enumerate(PARENTS) if j == p]  # own parents: no bone
+_FLIP = torch.tensor(FLIP_INDEX)
 
 
 def in_channels(streams: Sequence[str], score: bool) -> int:
@@ -31,76 +38,121 @@ def in_channels(streams: Sequence[str], score: bool) -> int:
 
 
 def to_planes(x: Tensor) -> Tensor:
-    """[B, T, P, V, C] -> [C, V, B, T, P], contiguous."""
-    return x.permute(4, 3, 0, 1, 2).contiguous()
+    """[B, T, P, V, C] -> [C, V, B, P, T], contiguous."""
+    return x.permute(4, 3, 0, 2, 1).contiguous()
 
 
 def from_planes(planes: Tensor) -> Tensor:
-    """[C, V, B, T, P] -> [B, T, P, V, C], contiguous."""
-    return planes.permute(2, 3, 4, 1, 0).contiguous()
+    """[C, V, B, P, T] -> [B, T, P, V, C], contiguous."""
+    return planes.permute(2, 4, 3, 1, 0).contiguous()
 
 
 def _present(planes: Tensor) -> Tensor:
-    """[V, B, T, P] True where a joint has any non-zero value (missing joints are all zero)."""
+    """[V, B, P, T] True where a joint has any non-zero value (missing joints are all zero)."""
     return (planes[0] != 0) | (planes[1] != 0) | (planes[2] != 0)
 
 
-def _difference(a: Tensor, b: Tensor, valid: Tensor, score: bool) -> list[Tensor]:
-    """(a - b) on x, y and min of the scores, zeroed (times 0.0) wherever `valid` is False."""
-    weight = valid.to(a.dtype)
-    out = [(a[0] - b[0]) * weight, (a[1] - b[1]) * weight]
-    if score:
-        out.append(torch.minimum(a[2], b[2]) * weight)
-    return out
+def _difference(a: Tensor, b: Tensor, weight: Tensor, out: Tensor) -> None:
+    """`out` [2 or 3, ...] = (a - b) on x, y and the min of the scores, times `weight` (1.0
+    where valid, 0.0 elsewhere): each value by the plain definition's float operations."""
+    torch.sub(a[:2], b[:2], out=out[:2])
+    if len(out) == 3:
+        torch.minimum(a[2], b[2], out=out[2])
+    out.mul_(weight)
 
 
-def _bone(planes: Tensor, present: Tensor, score: bool) -> list[Tensor]:
-    parents = torch.tensor(PARENTS, device=planes.device)
+def _bone(planes: Tensor, present: Tensor, out: Tensor) -> None:
+    """Each joint minus its parent, into `out` [2 or 3, V, B, P, T]."""
+    parents = _PARENTS.to(planes.device)
     valid = present & present.index_select(0, parents)
     # The root is its own parent: it has no bone, so all three channels are zero, as for a
     # missing joint (min(score, score) would otherwise leave a bare score there).
-    valid[_ROOTS] = False
-    return _difference(planes, planes.index_select(1, parents), valid, score)
+    for root in _ROOTS:
+        valid[root] = False
+    _difference(planes, planes.index_select(1, parents), valid.to(planes.dtype), out)
 
 
-def _motion(planes: Tensor, present: Tensor, lengths: Tensor, score: bool) -> list[Tensor]:
-    nxt = torch.cat([planes[:, :, :, 1:], torch.zeros_like(planes[:, :, :, :1])], dim=3)
-    present_nxt = torch.cat([present[:, :, 1:], torch.zeros_like(present[:, :, :1])], dim=2)
-    steps = torch.arange(planes.shape[3], device=planes.device)
+def _motion(planes: Tensor, present: Tensor, lengths: Tensor, out: Tensor) -> None:
+    """Each joint's next frame minus this one, into `out` [2 or 3, V, B, P, T]."""
+    frames = planes.shape[-1]
+    present_nxt = torch.cat([present[..., 1:], torch.zeros_like(present[..., :1])], dim=-1)
+    steps = torch.arange(frames, device=planes.device)
     # Frame length-1 has no successor inside the clip; zeroing it and the padding means the
     # drop to the zero padding never shows up as a jump.
     in_clip = steps[None, :] < (lengths.to(planes.device)[:, None] - 1)
-    valid = in_clip[None, :, :, None] & present & present_nxt
-    return _difference(nxt, planes, valid, score)
+    weight = (present & present_nxt & in_clip[:, None, :]).to(planes.dtype)
+    # One pass shifted by a frame makes every difference; each clip's last frame, whose
+    # successor there is the next clip's first, is then redone against the zero padding that
+    # follows it in the plain definition, so that every value is that definition's, down to
+    # the sign of each zero.
+    width, last = len(out), frames - 1
+    flat, dest = planes[:width].flatten(2), out.flatten(2)
+    torch.sub(flat[:2, :, 1:], flat[:2, :, :-1], out=dest[:2, :, :-1])
+    zero = planes.new_zeros(())
+    torch.sub(zero, planes[:2, ..., last:], out=out[:2, ..., last:])
+    if width == 3:
+        torch.minimum(flat[2, :, 1:], flat[2, :, :-1], out=dest[2, :, :-1])
+        torch.minimum(zero, planes[2, ..., last:], out=out[2, ..., last:])
+    out.mul_(weight)
 
 
 def streams_of_planes(
-    planes: Tensor, lengths: Tensor, streams: Sequence[str], score: bool
+    planes: Tensor,
+    lengths: Tensor,
+    streams: Sequence[str],
+    score: bool,
+    present: Tensor | None = None,
 ) -> Tensor:
-    """`build_input` of a batch given as planes [3, V, B, T, P]."""
-    present = _present(planes)
-    parts: list[Tensor] = []
-    for name in streams:
+    """`build_input` of a batch given as planes [3, V, B, P, T] (and, where known, which of
+    its joints are present, [V, B, P, T]), as a view of a [V, C, B, P, T] block."""
+    width = 3 if score else 2
+    joints, rest = planes.shape[1], planes.shape[2:]
+    out = planes.new_empty((joints, len(streams) * width, *rest))
+    if present is None:
+        present = _present(planes)
+    for i, name in enumerate(streams):
+        dest = out[:, i * width : (i + 1) * width].transpose(0, 1)  # [width, V, B, P, T]
         if name == "joint":
-            parts.extend(planes[: 3 if score else 2].unbind(0))
+            dest.copy_(planes[:width])
         elif name == "bone":
-            parts.extend(_bone(planes, present, score))
+            _bone(planes, present, dest)
         elif name == "motion":
-            parts.extend(_motion(planes, present, lengths, score))
+            _motion(planes, present, lengths, dest)
         else:  # bone_motion: each bone's change to the next frame
-            bones = torch.stack(_bone(planes, present, True))
-            parts.extend(_motion(bones, _present(bones), lengths, score))
-    # one interleaving copy into [B, T, P, V, C]
-    return torch.stack([part.permute(1, 2, 3, 0) for part in parts], dim=-1)
+            bones = torch.empty_like(planes)
+            _bone(planes, present, bones)
+            _motion(bones, _present(bones), lengths, dest)
+    return out.permute(2, 4, 3, 0, 1)
 
 
 def build_input(x: Tensor, lengths: Tensor, streams: Sequence[str], score: bool) -> Tensor:
     """The requested streams of `x` [B, T, P, V, 3], concatenated on the channel axis.
 
     Returns [B, T, P, V, in_channels(streams, score)], streams in the order given (their names
-    are params.Stream's, checked when params are loaded).
+    are params.Stream's, checked when params are loaded): a view, not necessarily contiguous.
     """
+    if list(streams) == ["joint"]:  # the input itself: no layout change needed
+        return x[..., : 3 if score else 2].contiguous()
     return streams_of_planes(to_planes(x), lengths, streams, score)
+
+
+def model_input(
+    x: Tensor,
+    lengths: Tensor,
+    streams: Sequence[str],
+    score: bool,
+    knobs: AugmentParams | None = None,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+) -> Tensor:
+    """`build_input` of `augment` of `x` [B, T, P, V, 3] (none without `knobs`), on `device`:
+    augmented where `x` is (with `generator`'s draws), the streams built on `device`."""
+    if knobs is None or _all_off(knobs):
+        return build_input(x.to(device), lengths.to(device), streams, score)
+    assert generator is not None, "augmentation draws from a generator"
+    planes, present = _augmented(x, lengths, knobs, generator)
+    planes, present = planes.to(device, non_blocking=True), present.to(device)
+    return streams_of_planes(planes, lengths.to(device), streams, score, present)
 
 
 def mirror(x: Tensor) -> Tensor:
@@ -112,9 +164,11 @@ def mirror(x: Tensor) -> Tensor:
 
 
 def _keep_where(values: Tensor, keep: Tensor) -> Tensor:
-    """torch.where(keep, values, 0.0) for float32, as a bit mask: +0.0 where not `keep`."""
+    """torch.where(keep, values, 0.0) for float32, in place, as a bit mask: +0.0 where not
+    `keep`."""
     mask = keep.to(torch.int32).neg_()  # all ones or all zeros
-    return (values.view(torch.int32) & mask).view(values.dtype)
+    values.view(torch.int32).bitwise_and_(mask)
+    return values
 
 
 def _all_off(knobs: AugmentParams) -> bool:
@@ -125,9 +179,17 @@ def _all_off(knobs: AugmentParams) -> bool:
 def augmented_planes(
     x: Tensor, lengths: Tensor, knobs: AugmentParams, generator: torch.Generator
 ) -> Tensor:
-    """`augment` of `x` [B, T, P, V, 3], returned as planes [3, V, B, T, P]."""
+    """`augment` of `x` [B, T, P, V, 3], returned as planes [3, V, B, P, T]."""
+    return _augmented(x, lengths, knobs, generator)[0]
+
+
+def _augmented(
+    x: Tensor, lengths: Tensor, knobs: AugmentParams, generator: torch.Generator
+) -> tuple[Tensor, Tensor]:
+    """`augmented_planes`, and which of its joints are present [V, B, P, T]."""
     if _all_off(knobs):
-        return to_planes(x)
+        planes = to_planes(x)
+        return planes, _present(planes)
     scale, rotate = float(knobs.scale), float(knobs.rotate)
     flip, temporal, drop = float(knobs.flip), float(knobs.temporal), float(knobs.drop)
     stretch = float(knobs.stretch)
@@ -142,26 +204,43 @@ def augmented_planes(
         x = _resample(x, lengths.to(x.device), temporal, u[:, 0], u[:, 1])
     planes = to_planes(x)
 
-    flipped = torch.nonzero(u[:, 2] < flip).flatten()
-    if len(flipped):
-        # Mirrored samples: joints swapped left for right, x negated. (Where a joint is
-        # missing the -0.0 this leaves is cleared with every other missing joint below.)
-        flip_index = torch.tensor(FLIP_INDEX, device=planes.device)
-        mirrored = planes[:, :, flipped].index_select(1, flip_index)
-        mirrored[0] = -mirrored[0]
-        planes = planes.index_copy(2, flipped, mirrored)
-    present = _present(planes) & ~hidden
+    flipped = u[:, 2] < flip
+    if bool(flipped.any()):
+        planes = _mirror_joints(planes, flipped)
+    kept = _present(planes)
+    if drop > 0:
+        kept &= ~hidden
 
     factor = 1.0 + scale * (2.0 * u[:, 3] - 1.0)
     angle = torch.deg2rad(rotate * (2.0 * u[:, 4] - 1.0))
     cos = torch.cos(angle)[:, None, None]
     sin = torch.sin(angle)[:, None, None]
-    fx = (factor * (1.0 + stretch * (2.0 * u[:, 5] - 1.0)))[:, None, None]
+    fx = factor * (1.0 + stretch * (2.0 * u[:, 5] - 1.0))
+    # A mirrored sample's x is negated through its factor: (-fx) * x is fx * (-x), bit for bit.
+    fx = torch.where(flipped, -fx, fx)[:, None, None]
     fy = (factor * (1.0 + stretch * (2.0 * u[:, 6] - 1.0)))[:, None, None]
     px, py = fx * planes[0], fy * planes[1]
-    out = torch.stack([cos * px - sin * py, sin * px + cos * py, planes[2]])
+    out = torch.empty_like(planes)
+    torch.sub(cos * px, sin * py, out=out[0])
+    torch.add(sin * px, cos * py, out=out[1])
+    out[2] = planes[2]
     # dropped joints read as missing ones do in the shards: all zero
-    return _keep_where(out, present)
+    out = _keep_where(out, kept)
+    # A kept joint with a non-zero score is still present; only one whose score is zero could
+    # have had its x and y round to zero, so only then is presence computed afresh.
+    if bool((kept & (planes[2] == 0)).any()):
+        return out, _present(out)
+    return out, kept
+
+
+def _mirror_joints(planes: Tensor, flipped: Tensor) -> Tensor:
+    """Planes [3, V, B, P, T] whose `flipped` samples read each joint from its mirror twin,
+    by one gather of whole (joint, sample) rows."""
+    joints, batch = planes.shape[1], planes.shape[2]
+    own = torch.arange(joints, device=planes.device)[:, None]
+    source = torch.where(flipped[None, :], _FLIP.to(planes.device)[:, None], own)  # [V, B]
+    rows = (source * batch + torch.arange(batch, device=planes.device)).flatten()
+    return planes.flatten(1, 2).index_select(1, rows).view(planes.shape)
 
 
 def augment(x: Tensor, lengths: Tensor, knobs: AugmentParams, generator: torch.Generator) -> Tensor:

@@ -84,17 +84,9 @@ def to_input(
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """A gathered batch as model input on `device`: optional augmentation, then the streams."""
-    xt = torch.from_numpy(x)
-    lt = torch.from_numpy(lengths)
-    # one layout change in, one out (features.py says why)
-    if augment is not None:
-        planes = features.augmented_planes(xt, lt, augment, generator)
-    else:
-        planes = features.to_planes(xt)
-    xt = features.streams_of_planes(
-        planes.to(device, non_blocking=True), lt.to(device), cfg.streams, cfg.score
-    )
-    return xt, lt.to(device)
+    xt, lt = torch.from_numpy(x), torch.from_numpy(lengths)
+    inputs = features.model_input(xt, lt, cfg.streams, cfg.score, augment, generator, device)
+    return inputs, lt.to(device)
 
 
 def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:

@@ -40,7 +40,9 @@ def fold_persons(x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     mask = torch.arange(frames, device=x.device)[None, :] < lengths.to(x.device)[:, None]
     x = x * mask[:, :, None, None, None]
     present = (x != 0).transpose(1, 2).flatten(2).any(-1)
-    folded = x.transpose(1, 2).reshape(batch * persons, frames, *x.shape[3:])
+    # Contiguous whatever the input's layout (build_input returns a view of its own layout), so
+    # that every later step computes the same bits as it would from a contiguous input.
+    folded = x.transpose(1, 2).reshape(batch * persons, frames, *x.shape[3:]).contiguous()
     return folded, mask.repeat_interleave(persons, dim=0), present
 
 

@@ -59,7 +59,7 @@ class SkeletonLSTM(nn.Module):
         self.fc = nn.Linear(hidden, num_classes)
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
-        seq = x.flatten(2)  # [B, T, P*V*C]
+        seq = x.flatten(2).contiguous()  # [B, T, P*V*C], whatever the layout of x
         if self.packed and self.traceable:
             # An LSTM reads frames in order, so the padding after a clip never reaches its
             # output at the clip's last frame: the same logits as packing, and traceable.
