@@ -102,18 +102,22 @@ def streams_of_planes(
     streams: Sequence[str],
     score: bool,
     present: Tensor | None = None,
+    out: Tensor | None = None,
 ) -> Tensor:
     """`build_input` of a batch given as planes [3, V, B, P, T] (and, where known, which of
-    its joints are present, [V, B, P, T]), as a view of a [V, C, B, P, T] block."""
+    its joints are present, [V, B, P, T]), as a view of a [V, C, B, P, T] block: `out`, if
+    given (where `planes` may already be its joint stream's slots)."""
     width = 3 if score else 2
     joints, rest = planes.shape[1], planes.shape[2:]
-    out = planes.new_empty((joints, len(streams) * width, *rest))
+    if out is None:
+        out = planes.new_empty((joints, len(streams) * width, *rest))
     if present is None:
         present = _present(planes)
     for i, name in enumerate(streams):
         dest = out[:, i * width : (i + 1) * width].transpose(0, 1)  # [width, V, B, P, T]
         if name == "joint":
-            dest.copy_(planes[:width])
+            if dest.data_ptr() != planes.data_ptr():
+                dest.copy_(planes[:width])
         elif name == "bone":
             _bone(planes, present, dest)
         elif name == "motion":
@@ -150,9 +154,16 @@ def model_input(
     if knobs is None or _all_off(knobs):
         return build_input(x.to(device), lengths.to(device), streams, score)
     assert generator is not None, "augmentation draws from a generator"
-    planes, present = _augmented(x, lengths, knobs, generator)
+    block = joint = None
+    if score and "joint" in streams and x.device == torch.device(device):
+        # the augmented planes are the joint stream: written straight into its slots
+        batch, frames, persons, joints = x.shape[:4]
+        block = x.new_empty((joints, 3 * len(streams), batch, persons, frames))
+        at = 3 * list(streams).index("joint")
+        joint = block[:, at : at + 3].transpose(0, 1)
+    planes, present = _augmented(x, lengths, knobs, generator, joint)
     planes, present = planes.to(device, non_blocking=True), present.to(device)
-    return streams_of_planes(planes, lengths.to(device), streams, score, present)
+    return streams_of_planes(planes, lengths.to(device), streams, score, present, block)
 
 
 def mirror(x: Tensor) -> Tensor:
@@ -161,14 +172,6 @@ def mirror(x: Tensor) -> Tensor:
     mirrored = x[..., list(FLIP_INDEX), :] * x.new_tensor([-1.0, 1.0, 1.0])
     present = (mirrored != 0).any(dim=-1, keepdim=True)
     return torch.where(present, mirrored, torch.zeros_like(mirrored))
-
-
-def _keep_where(values: Tensor, keep: Tensor) -> Tensor:
-    """torch.where(keep, values, 0.0) for float32, in place, as a bit mask: +0.0 where not
-    `keep`."""
-    mask = keep.to(torch.int32).neg_()  # all ones or all zeros
-    values.view(torch.int32).bitwise_and_(mask)
-    return values
 
 
 def _all_off(knobs: AugmentParams) -> bool:
@@ -184,9 +187,14 @@ def augmented_planes(
 
 
 def _augmented(
-    x: Tensor, lengths: Tensor, knobs: AugmentParams, generator: torch.Generator
+    x: Tensor,
+    lengths: Tensor,
+    knobs: AugmentParams,
+    generator: torch.Generator,
+    out: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """`augmented_planes`, and which of its joints are present [V, B, P, T]."""
+    """`augmented_planes`, written into `out` [3, V, B, P, T] where given (unless all knobs are
+    off), and which of its joints are present [V, B, P, T]."""
     if _all_off(knobs):
         planes = to_planes(x)
         return planes, _present(planes)
@@ -220,12 +228,14 @@ def _augmented(
     fx = torch.where(flipped, -fx, fx)[:, None, None]
     fy = (factor * (1.0 + stretch * (2.0 * u[:, 6] - 1.0)))[:, None, None]
     px, py = fx * planes[0], fy * planes[1]
-    out = torch.empty_like(planes)
-    torch.sub(cos * px, sin * py, out=out[0])
-    torch.add(sin * px, cos * py, out=out[1])
-    out[2] = planes[2]
+    out = torch.empty_like(planes) if out is None else out
+    a, b = cos * px, sin * py
+    torch.sub(a, b, out=out[0])
+    torch.add(torch.mul(sin, px, out=a), torch.mul(cos, py, out=b), out=out[1])
     # dropped joints read as missing ones do in the shards: all zero
-    out = _keep_where(out, kept)
+    mask = kept.to(torch.int32).neg_()  # all ones or all zeros: a bit mask, +0.0 where dropped
+    out[:2].view(torch.int32).bitwise_and_(mask)
+    torch.bitwise_and(planes[2].view(torch.int32), mask, out=out[2].view(torch.int32))
     # A kept joint with a non-zero score is still present; only one whose score is zero could
     # have had its x and y round to zero, so only then is presence computed afresh.
     if bool((kept & (planes[2] == 0)).any()):
