@@ -103,10 +103,11 @@ def streams_of_planes(
     score: bool,
     present: Tensor | None = None,
     out: Tensor | None = None,
+    joint_written: bool = False,
 ) -> Tensor:
     """`build_input` of a batch given as planes [3, V, B, P, T] (and, where known, which of
     its joints are present, [V, B, P, T]), as a view of a [V, C, B, P, T] block: `out`, if
-    given (where `planes` may already be its joint stream's slots)."""
+    given (with `joint_written`, `planes` are its joint stream's slots already)."""
     width = 3 if score else 2
     joints, rest = planes.shape[1], planes.shape[2:]
     if out is None:
@@ -116,7 +117,7 @@ def streams_of_planes(
     for i, name in enumerate(streams):
         dest = out[:, i * width : (i + 1) * width].transpose(0, 1)  # [width, V, B, P, T]
         if name == "joint":
-            if dest.data_ptr() != planes.data_ptr():
+            if not joint_written:
                 dest.copy_(planes[:width])
         elif name == "bone":
             _bone(planes, present, dest)
@@ -163,7 +164,9 @@ def model_input(
         joint = block[:, at : at + 3].transpose(0, 1)
     planes, present = _augmented(x, lengths, knobs, generator, joint)
     planes, present = planes.to(device, non_blocking=True), present.to(device)
-    return streams_of_planes(planes, lengths.to(device), streams, score, present, block)
+    return streams_of_planes(
+        planes, lengths.to(device), streams, score, present, block, block is not None
+    )
 
 
 def mirror(x: Tensor) -> Tensor:
