@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import classification_report
 
 from pipeline.core import params
 from pipeline.core.errors import cli, fail
@@ -20,7 +19,7 @@ from pipeline.core.paths import METRICS_DIR, SHARDS_DIR, metrics_path, model_pat
 from pipeline.dataset.shardset import ShardSet
 from pipeline.files.atomic import atomic_dir, prepare_outputs, write_json
 from pipeline.learning import checkpoint, inference, runtime
-from pipeline.learning.scoring import score
+from pipeline.learning.scoring import per_class, score
 
 
 def prediction_table(test: ShardSet, probs: np.ndarray, classes: list[str]) -> pd.DataFrame:
@@ -76,18 +75,11 @@ def evaluate(name: str) -> dict[str, Any]:
         "views": evaluation.clips * (2 if evaluation.flip else 1),
         "device": ckpt.device,
     }
-    report = classification_report(
-        test.targets,
-        probs.argmax(1),
-        labels=list(range(len(classes))),
-        target_names=classes,
-        output_dict=True,
-        zero_division=0,
-    )
-    per_class = pd.DataFrame(report).T.loc[classes].rename_axis("class").reset_index()
+    table = per_class(test.targets, probs.argmax(1), len(classes))
+    report = pd.DataFrame({"class": classes, **table})
     with atomic_dir(METRICS_DIR / name) as tmp:
         prediction_table(test, probs, classes).to_csv(tmp / "predictions.csv", index=False)
-        per_class.round(6).to_csv(tmp / "per_class.csv", index=False)
+        report.round(6).to_csv(tmp / "per_class.csv", index=False)
     write_json(metrics_path(name), metrics)
     return metrics
 

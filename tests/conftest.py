@@ -53,6 +53,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under xdist, each worker's torch gets its share of the cores: with a thread per core in
+    every worker, the workers' threads wait on each other spinning, which costs CPU time."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+
+
 def _weight(item: pytest.Item) -> int:
     """0 for end-to-end tests, 2 for slow ones, 3 for the rest; 1 for end-to-end tests that use
     the session's `made` but do not build it first: started before it is ready, they would hold

@@ -90,7 +90,13 @@ def test_folds_hold_out_every_train_subject_once(tmp_path: Path) -> None:
     )
     pkl = write_pkl(data, tmp_path / "mime5_2d.pkl")
     dest, out = tmp_path / "ws", tmp_path / "out"
-    tiny = ["model.epochs=1", "model.hidden=8", "shards.test_views=2", "model.eval.clips=2"]
+    tiny = [
+        "model.epochs=1",
+        "model.hidden=8",
+        "shards.test_views=2",
+        "train.threads=1",
+        "model.eval.clips=2",
+    ]
     accuracy.main(
         [
             "--pkl",
@@ -147,7 +153,13 @@ def five_subjects(folder: Path) -> Path:
 def test_the_backbones_table_runs_each_candidate_under_one_protocol(tmp_path: Path) -> None:
     pkl = five_subjects(tmp_path)
     out = tmp_path / "out"
-    tiny = ["model.epochs=1", "model.hidden=8", "shards.test_views=2", "model.eval.clips=2"]
+    tiny = [
+        "model.epochs=1",
+        "model.hidden=8",
+        "shards.test_views=2",
+        "train.threads=1",
+        "model.eval.clips=2",
+    ]
     only = ["stgcnpp", "tcn (improved)"]
     args = ["--pkl", str(pkl), "--dest", str(tmp_path / "ws"), "--out", str(out)]
     accuracy.main([*args, "--table", "backbones", "--only", *only, "--seeds", "0", "--set", *tiny])
@@ -167,6 +179,7 @@ def test_the_ensemble_row_is_each_folds_fuse_with_its_streams_alone_beside_it(
         "ensemble.epochs=1",
         "ensemble.hidden=8",
         "shards.test_views=2",
+        "train.threads=1",
         "ensemble.eval.clips=2",
     ]
     args = ["--pkl", str(pkl), "--dest", str(dest), "--out", str(out), "--table", "backbones"]

@@ -1,5 +1,6 @@
 """learning.scoring against sklearn.metrics, which it stands in for (to keep sklearn's import out
-of every training stage's start-up): the same accuracy, macro F1 and loss on any input."""
+of every model stage's start-up): the same accuracy, macro F1 and loss, per-class report and
+confusion matrix on any input."""
 
 from __future__ import annotations
 
@@ -7,9 +8,15 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sklearn.metrics import accuracy_score, f1_score, log_loss
+from sklearn.metrics import (
+    accuracy_score,
+    classification_report,
+    confusion_matrix,
+    f1_score,
+    log_loss,
+)
 
-from pipeline.learning.scoring import score
+from pipeline.learning.scoring import confusion, per_class, score
 
 
 def reference(targets: np.ndarray, probs: np.ndarray) -> tuple[float, float, float]:
@@ -44,6 +51,24 @@ def test_scores_equal_sklearns(case: tuple[np.ndarray, np.ndarray]) -> None:
     got = score(targets, probs)
     want = reference(targets, probs)
     assert (got.accuracy, got.macro_f1, got.loss) == pytest.approx(want, rel=1e-9, abs=1e-12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(predictions())
+def test_per_class_report_and_confusion_equal_sklearns(case: tuple[np.ndarray, np.ndarray]) -> None:
+    targets, probs = case
+    classes = probs.shape[1]
+    predicted = probs.argmax(1)
+    labels = list(range(classes))
+    want = classification_report(
+        targets, predicted, labels=labels, output_dict=True, zero_division=0
+    )
+    got = per_class(targets, predicted, classes)
+    for column in ("precision", "recall", "f1-score", "support"):
+        expected = [want[str(label)][column] for label in labels]
+        assert got[column].tolist() == pytest.approx(expected, rel=1e-12, abs=1e-15), column
+    counts = confusion(targets, predicted, classes)
+    assert counts.tolist() == confusion_matrix(targets, predicted, labels=labels).tolist()
 
 
 def test_a_class_never_predicted_counts_as_f1_zero() -> None:

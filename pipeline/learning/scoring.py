@@ -1,10 +1,13 @@
-"""How well predicted probabilities match the labels: one computation for the validation curves
-during training and the test metrics of the evaluate and fuse stages alike.
+"""How well predictions match the labels: one computation for the validation curves during
+training, the test metrics of the evaluate and fuse stages, evaluate's per-class table and the
+plots' confusion matrices.
 
 Written in numpy rather than by `sklearn.metrics`, on purpose: importing sklearn.metrics (it pulls
-in scipy) costs about 1.8 CPU s, 40 % of a training stage's start-up, and every stage process pays
-it (six training stages per `dvc repro`). tests/test_scoring.py checks these three figures
-against sklearn's accuracy_score, f1_score(average="macro", zero_division=0) and log_loss.
+in scipy) costs about 1.8 CPU s, 40 % of a training stage's start-up, and every stage process
+would pay it (six training, two evaluate stages and plots per `dvc repro`; evaluate and plots on
+every experiment). tests/test_scoring.py checks every figure against sklearn's accuracy_score,
+f1_score(average="macro", zero_division=0), log_loss, classification_report and
+confusion_matrix.
 """
 
 from __future__ import annotations
@@ -42,3 +45,30 @@ def score(targets: np.ndarray, probs: np.ndarray) -> Scores:
         macro_f1=float(f1.mean()),
         loss=float(-np.log(true_class).mean()),
     )
+
+
+def confusion(actual: np.ndarray, predicted: np.ndarray, classes: int) -> np.ndarray:
+    """Counts [classes, classes] of clips of actual class i predicted as j (labels in
+    range(classes)), as sklearn's confusion_matrix with labels=range(classes)."""
+    counts = np.zeros((classes, classes), dtype=np.int64)
+    np.add.at(counts, (np.asarray(actual, np.int64), np.asarray(predicted, np.int64)), 1)
+    return counts
+
+
+def per_class(targets: np.ndarray, predicted: np.ndarray, classes: int) -> dict[str, np.ndarray]:
+    """Each class's precision, recall, F1 and support (0 where undefined), the columns of
+    sklearn's classification_report(labels=range(classes), zero_division=0)."""
+    counts = confusion(targets, predicted, classes)
+    hits = np.diag(counts).astype(np.float64)
+    actual, chosen = counts.sum(1).astype(np.float64), counts.sum(0).astype(np.float64)
+
+    def ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.divide(a, b, out=np.zeros(classes), where=b > 0)
+
+    precision, recall = ratio(hits, chosen), ratio(hits, actual)
+    return {
+        "precision": precision,
+        "recall": recall,
+        "f1-score": ratio(2 * hits, actual + chosen),
+        "support": actual,
+    }

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import confusion_matrix
 
 from pipeline.core.paths import METRICS_DIR, curves_path
 from pipeline.files.readers import damaged, read_csv
+from pipeline.learning.scoring import confusion
 
 PREDICTIONS = {"frame_dir": str, "actual": str, "predicted": str, "confidence": float}
 PER_CLASS = {"class": str, "recall": float, "f1-score": float, "support": float}
@@ -48,7 +48,10 @@ def square_confusion(predictions: pd.DataFrame, classes: list[str], name: str) -
                 "shards' manifest"
             )
             raise damaged(predictions_path(name), f"evaluate@{name}", problem)
-    counts = confusion_matrix(predictions["actual"], predictions["predicted"], labels=classes)
+    index = {label: i for i, label in enumerate(classes)}
+    counts = confusion(
+        predictions["actual"].map(index), predictions["predicted"].map(index), len(classes)
+    )
     totals = counts.sum(axis=1, keepdims=True)
     shares = np.divide(counts, totals, out=np.zeros(counts.shape), where=totals > 0)
     actual, predicted = np.meshgrid(classes, classes, indexing="ij")
