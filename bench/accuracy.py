@@ -7,6 +7,7 @@ metrics/accuracy/summary.md (mean ± std per setup), the table the README quotes
 Usage: python -m bench.accuracy [--pkl PATH] [--seeds 0 1 2] [--table ablations|backbones]
                                 [--only NAME ...] [--dest DIR] [--set KEY=VALUE ...]
                                 [--folds K] [--out DIR]
+       python -m bench.accuracy --merge DIR [DIR ...] [--out DIR]
 
 `--table backbones` runs the candidate backbones instead of the ablations: the improved model
 with only `model.arch` changed (`make accuracy ACCURACY_ARGS="--table backbones --folds 5
@@ -32,7 +33,15 @@ subjects held out for validation in run k (`data.folds`, `data.fold`), and the t
 accuracy is pooled over the K folds, so every train subject is judged once by a model that never
 saw them. On mime5 that is 27 subjects instead of the 6 of the test split, a way to compare ideas
 without looking at the test set. The selected epoch's val accuracy is optimistic (the epoch was
-picked on it); `--set model.select=last` removes that bias.
+picked on it); `--set model.select=last` removes that bias. With several seeds, two more
+columns give the spread between seeds: each seed's pooled val accuracy and its fold models' mean
+test accuracy, as mean ± std over the seeds.
+
+`--merge DIR ...` runs nothing: it summarizes the runs of earlier `--out` folders together (more
+seeds of one protocol, run at different times) into `--out`, e.g. `python -m bench.accuracy
+--merge metrics/accuracy/a metrics/accuracy/b --out metrics/accuracy/ab`. Their summary.md
+headers must name one protocol (everything but the seeds and the count of runs), and no setup,
+seed and fold may be in two of them.
 """
 
 from __future__ import annotations
@@ -40,6 +49,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import re
 import resource
 import subprocess
 import sys
@@ -51,7 +61,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from pipeline.core.errors import cli
+from pipeline.core.errors import cli, fail
 from pipeline.core.params import NO_AUGMENT, STREAM_MODEL, STREAMS, plain
 from pipeline.core.paths import SHARDS_DIR, SUBSET_DIR, curves_path, metrics_path
 from pipeline.files.atomic import write_text
@@ -228,17 +238,24 @@ def measure_ensemble(repo: Path, seed: int) -> dict[str | None, dict[str, Any]]:
     return rows
 
 
+def _pooled(runs: pd.DataFrame) -> float:
+    """The val accuracy over all the runs' validation clips (every train clip once a seed)."""
+    return (runs["val_accuracy"] * runs["val_clips"]).sum() / runs["val_clips"].sum()
+
+
+def _mean_std(values: pd.Series) -> str:
+    return f"{values.mean():.3f} ± {values.std(ddof=0):.3f}"
+
+
 def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     order = list(dict.fromkeys(runs["setup"]))
     grouped = runs.groupby("setup", sort=False)
     table = pd.DataFrame(
         {
-            "test accuracy": grouped["test_accuracy"].agg(
-                lambda s: f"{s.mean():.3f} ± {s.std(ddof=0):.3f}"
-            ),
+            "test accuracy": grouped["test_accuracy"].agg(_mean_std),
             # pooled over the runs' validation clips: with --folds, every train clip once per seed
             "val accuracy": grouped[["val_accuracy", "val_clips"]].apply(
-                lambda g: f"{(g['val_accuracy'] * g['val_clips']).sum() / g['val_clips'].sum():.3f}"
+                lambda g: f"{_pooled(g):.3f}"
             ),
             "macro F1": grouped["macro_f1"].agg(lambda s: f"{s.mean():.3f}"),
             "best epoch": grouped["best_epoch"].agg(lambda s: f"{s.mean():.0f}"),
@@ -247,9 +264,70 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
             "seeds": grouped["seed"].nunique(),
         }
     )
-    if runs["fold"].notna().any():
+    folded = runs["fold"].notna().any()
+    if folded and runs["seed"].nunique() > 1:
+        # the spread between seeds, each seed's cross-validation taken whole
+        by_seed = {
+            "val accuracy by seed": lambda g: _mean_std(g.groupby("seed").apply(_pooled)),
+            "test accuracy by seed": lambda g: _mean_std(g.groupby("seed")["test_accuracy"].mean()),
+        }
+        for position, (column, spread) in enumerate(by_seed.items(), start=2):
+            columns = ["seed", "val_accuracy", "val_clips", "test_accuracy"]
+            table.insert(position, column, grouped[columns].apply(spread))
+    if folded:
         table["folds"] = grouped["fold"].nunique()
     return table.loc[order]
+
+
+HEADER = re.compile(r"mime5 test accuracy, mean ± std over seeds \[(.*)\] \((\d+) runs, (.*)\)")
+BY_SEED_NOTE = (
+    "By seed: mean ± std over the seeds of each seed's val accuracy (pooled over its folds) "
+    "and of its fold models' mean test accuracy.\n\n"
+)
+
+
+def header(seeds: list[int], runs: int, protocol: str) -> str:
+    """summary.md's first line: what the table averages and under which protocol."""
+    return f"mime5 test accuracy, mean ± std over seeds {seeds} ({runs} runs, {protocol})"
+
+
+def write_results(out: Path, runs: pd.DataFrame, wrong: pd.DataFrame, protocol: str) -> str:
+    """results.csv, errors.csv and summary.md in `out`; returns the summary's text."""
+    table = summarize(runs)
+    seeds = sorted(dict.fromkeys(runs["seed"].astype(int).tolist()))
+    note = BY_SEED_NOTE if "val accuracy by seed" in table.columns else ""
+    text = header(seeds, len(runs), protocol) + "\n\n" + note + table.to_markdown() + "\n"
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / "results.csv", runs.to_csv(index=False))
+    write_text(out / "errors.csv", wrong.to_csv(index=False))
+    write_text(out / "summary.md", text)
+    return text
+
+
+def merge(sources: list[Path], out: Path) -> str:
+    """Summarize the runs of earlier --out folders together into `out` (see the module doc)."""
+    protocols = []
+    for source in sources:
+        path = source / "summary.md"
+        first = path.read_text().splitlines()[0] if path.is_file() else ""
+        found = HEADER.fullmatch(first)
+        if not found:
+            raise fail(str(path), f"first line: expected {HEADER.pattern!r}, found {first!r}")
+        protocols.append(found.group(3))
+        if found.group(3) != protocols[0]:
+            raise fail(str(path), f"protocol: expected {protocols[0]!r}, found {found.group(3)!r}")
+    runs = pd.concat([pd.read_csv(source / "results.csv") for source in sources])
+    twice = runs.duplicated(["setup", "seed", "fold"], keep=False)
+    if twice.any():
+        first = runs.loc[twice].iloc[0]
+        raise fail(
+            ", ".join(str(source / "results.csv") for source in sources),
+            f"runs: expected each setup, seed and fold once, found {first['setup']!r} seed "
+            f"{first['seed']} fold {first['fold']} twice",
+        )
+    wrong = pd.concat([pd.read_csv(source / "errors.csv") for source in sources])
+    merged = f"{protocols[0]}; merged from {', '.join(str(source) for source in sources)}"
+    return write_results(out, runs.reset_index(drop=True), wrong, merged)
 
 
 @cli
@@ -280,7 +358,17 @@ def main(argv: list[str] | None = None) -> None:
         help="cross-validate by subject: K runs per setup and seed, one per fold",
     )
     parser.add_argument("--out", type=Path, default=OUT_DIR, help="where the results go")
+    parser.add_argument(
+        "--merge",
+        type=Path,
+        nargs="+",
+        metavar="DIR",
+        help="run nothing: summarize the runs of these earlier --out folders together",
+    )
     args = parser.parse_args(argv)
+    if args.merge:
+        print(merge(args.merge, args.out), end="")
+        return
     extra = workspace.parse_overrides(args.set)
     # a misspelt key fails now, not after the workspace is built
     workspace.apply_overrides(yaml.safe_load((ROOT / "params.yaml").read_text()), extra)
@@ -321,23 +409,15 @@ def main(argv: list[str] | None = None) -> None:
                 )
             predictions = pd.read_csv(repo / "metrics" / stage / "predictions.csv")
             wrong.append(errors(predictions, groups).assign(setup=name, seed=seed, fold=fold))
-    runs = pd.DataFrame(rows)
-    table = summarize(runs)
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_text(args.out / "results.csv", runs.to_csv(index=False))
-    write_text(args.out / "errors.csv", pd.concat(wrong).to_csv(index=False))
     extras = f", with {' '.join(args.set)}" if args.set else ""
     if args.folds:
         extras += (
             f", {args.folds}-fold cross-validation by subject (val accuracy pooled over the folds)"
         )
-    header = (
-        f"mime5 test accuracy, mean ± std over seeds {args.seeds} "
-        f"({len(runs)} runs, stage commands of this pipeline, CPU{extras})\n\n"
-    )
-    write_text(args.out / "summary.md", header + table.to_markdown() + "\n")
+    protocol = f"stage commands of this pipeline, CPU{extras}"
+    text = write_results(args.out, pd.DataFrame(rows), pd.concat(wrong), protocol)
     print()
-    print(header + table.to_markdown())
+    print(text, end="")
 
 
 if __name__ == "__main__":

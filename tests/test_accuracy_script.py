@@ -213,3 +213,82 @@ def test_the_ensemble_row_is_each_folds_fuse_with_its_streams_alone_beside_it(
     assert table.index.tolist() == ["tcn ensemble", *streams]
     summary = (out / "summary.md").read_text()
     assert all(f"| {setup} " in summary for setup in table.index)
+
+
+def cv_runs(seeds: tuple[int, ...], folds: int = 2) -> pd.DataFrame:
+    """results.csv rows of `folds`-fold runs of one setup: fold k validates 10 + k clips, of
+    which seed s gets 8 + s right; its test accuracy is 0.9 + s / 100 + k / 300."""
+    return pd.DataFrame(
+        {
+            "setup": "tcn (improved)",
+            "fold": fold,
+            "seed": seed,
+            "val_clips": 10 + fold,
+            "test_accuracy": 0.9 + seed / 100 + fold / 300,
+            "val_accuracy": (8 + seed) / (10 + fold),
+            "macro_f1": 0.9,
+            "best_epoch": 20,
+            "epochs": 30,
+            "train_cpu_s": 100.0 + seed,
+            "train_wall_s": 150.0,
+        }
+        for seed in seeds
+        for fold in range(folds)
+    )
+
+
+PROTOCOL = "stage commands of this pipeline, CPU, with train.threads=1, 2-fold cross-validation"
+
+
+def measured(folder: Path, runs: pd.DataFrame, protocol: str = PROTOCOL) -> Path:
+    """An --out folder as a run of bench.accuracy leaves it."""
+    accuracy.write_results(folder, runs, pd.DataFrame({"frame_dir": ["p1_drums_01"]}), protocol)
+    return folder
+
+
+def test_merge_summarizes_earlier_runs_together_with_the_spread_between_seeds(
+    tmp_path: Path,
+) -> None:
+    first = measured(tmp_path / "seed0", cv_runs((0,)))
+    more = measured(tmp_path / "seeds12", cv_runs((1, 2)))
+    assert "by seed" in (more / "summary.md").read_text()  # a run of 2 seeds has the columns
+    assert "by seed" not in (first / "summary.md").read_text()
+    out = tmp_path / "all"
+    accuracy.main(["--merge", str(first), str(more), "--out", str(out)])
+    runs = pd.read_csv(out / "results.csv")
+    assert runs["seed"].tolist() == [0, 0, 1, 1, 2, 2]
+    assert len(pd.read_csv(out / "errors.csv")) == 2
+    summary = (out / "summary.md").read_text()
+    assert summary.splitlines()[0] == (
+        f"mime5 test accuracy, mean ± std over seeds [0, 1, 2] (6 runs, {PROTOCOL}; "
+        f"merged from {first}, {more})"
+    )
+    row = accuracy.summarize(runs).loc["tcn (improved)"]
+    # per seed: val pooled over 21 clips, 16/21, 18/21, 20/21
+    assert row["val accuracy"] == f"{18 / 21:.3f}"
+    spread = pd.Series([16 / 21, 18 / 21, 20 / 21]).std(ddof=0)
+    assert row["val accuracy by seed"] == f"{18 / 21:.3f} ± {spread:.3f}"
+    assert row["test accuracy by seed"] == "0.912 ± 0.008"  # 0.902, 0.912, 0.922 (1/600 each)
+    assert (row["seeds"], row["folds"]) == (3, 2)
+    assert f"| tcn (improved) | {row['test accuracy']} " in summary
+
+
+@pytest.mark.parametrize(
+    ("second", "expected"),
+    [
+        (lambda d: measured(d, cv_runs((1,)), PROTOCOL + ", with model.lr=0.004"), "protocol"),
+        (lambda d: measured(d, cv_runs((0, 1))), "found 'tcn (improved)' seed 0 fold 0 twice"),
+    ],
+)
+def test_merge_refuses_other_protocols_and_runs_counted_twice(
+    second, expected: str, tmp_path: Path, capsys
+) -> None:
+    first = measured(tmp_path / "a", cv_runs((0,)))
+    other = second(tmp_path / "b")
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exc:
+        accuracy.main(["--merge", str(first), str(other), "--out", str(out)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and expected in err and err.startswith("error: ")
+    assert not out.exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 import pytest
@@ -323,3 +324,22 @@ def test_the_streams_view_gives_the_bits_of_a_contiguous_input(arch, persons):
         grads = [p.grad.numpy().tobytes() for p in model.parameters() if p.grad is not None]
         results.append((logits.detach().numpy().tobytes(), grads))
     assert results[0] == results[1]
+
+
+# Each backbone's state-dict keys and shapes (hidden 8, 3 layers, 9 channels, 5 classes) as the
+# model files trained so far hold them, by sha256: a refactor that renames, reorders or reshapes
+# one (the graph nets' shared GraphBlock, say) fails here rather than on a user's old file.
+KEYS_DIGEST = {
+    "lstm": (14, "21b323046bc3027a"),
+    "tcn": (27, "63863a32483f021d"),
+    "stgcn": (70, "8b8902b13f639b73"),
+    "stgcnpp": (229, "bdeaf583b45b19c5"),
+    "ctrgcn": (250, "e63c5cb6e3c673c3"),
+}
+
+
+@pytest.mark.parametrize("arch", list(KEYS_DIGEST))
+def test_state_dict_keys_stay_those_of_the_model_files_trained_so_far(arch):
+    state = build_model(config(arch, hidden=8, layers=3), 9, 2, 5).state_dict()
+    text = "\n".join(f"{key} {tuple(value.shape)}" for key, value in state.items())
+    assert (len(state), hashlib.sha256(text.encode()).hexdigest()[:16]) == KEYS_DIGEST[arch]

@@ -159,15 +159,50 @@ class MultiScaleTCN(nn.Module):
         return self.mix(torch.cat(outs, dim=1))
 
 
+class GraphBlock(nn.Module):
+    """One block of a graph net: a graph conv, then a multi-scale temporal conv, each residual.
+
+    `gcn` is the backbone's own graph conv, built by the caller before this block's other
+    layers (the order their weights are drawn in) and called as gcn(h, mask); the frames off
+    the mask are zeroed between the two convs."""
+
+    def __init__(
+        self,
+        gcn: nn.Module,
+        cin: int,
+        cout: int,
+        stride: int,
+        dropout: float,
+        kernel: int,
+        dilations: tuple[int, ...],
+    ) -> None:
+        super().__init__()
+        self.stride = stride
+        self.gcn = gcn
+        self.tcn = MultiScaleTCN(cout, cout, stride, kernel, dilations, dropout)
+        self.res: nn.Module = nn.Identity()
+        if cin != cout or stride != 1:
+            self.res = nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride=(stride, 1)), nn.BatchNorm2d(cout)
+            )
+
+    def forward(self, h: Tensor, mask: Tensor) -> Tensor:
+        y = self.gcn(h, mask) * mask[:, None, :, None]
+        return torch.relu(self.tcn(y, mask) + self.res(h))
+
+
 class GraphNet(nn.Module):
-    """Blocks of `block` (a graph conv and a multi-scale temporal conv, each residual) on the
-    COCO-17 graph, then the pooled head. `hidden` is the first blocks' width: it doubles, and
-    the frame rate halves, twice (`stages`); the output is re-masked after every block. A graph
-    backbone names its `arch` and its `block` (built as block(cin, cout, stride, dropout, graph))
-    and inherits the rest, so the nets differ only where their papers do."""
+    """Blocks of `GraphBlock` (a graph conv and a multi-scale temporal conv, each residual) on
+    the COCO-17 graph, then the pooled head. `hidden` is the first blocks' width: it doubles,
+    and the frame rate halves, twice (`stages`); the output is re-masked after every block. A
+    graph backbone names its `arch`, its `graph_conv` (built as graph_conv(cin, cout, graph),
+    called as (h, mask)) and its temporal convs' `kernel` and `dilations`, and inherits the
+    rest, so the nets differ only where their papers do."""
 
     arch: str
-    block: type[nn.Module]
+    graph_conv: type[nn.Module]
+    kernel: int
+    dilations: tuple[int, ...]
 
     @classmethod
     def build(
@@ -191,7 +226,16 @@ class GraphNet(nn.Module):
         self.data_bn = nn.BatchNorm1d(NUM_JOINTS * channels)
         plan = stages(channels, hidden, layers)
         self.blocks = nn.ModuleList(
-            self.block(cin, cout, stride, dropout, graph) for cin, cout, stride in plan
+            GraphBlock(
+                self.graph_conv(cin, cout, graph),
+                cin,
+                cout,
+                stride,
+                dropout,
+                self.kernel,
+                self.dilations,
+            )
+            for cin, cout, stride in plan
         )
         self.head = PooledClassifier(plan[-1][1], num_classes, with_max)
 

@@ -13,15 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from pipeline.models.common import (
-    FramePoolSettings,
-    GraphNet,
-    MultiScaleTCN,
-)
+from pipeline.models.common import FramePoolSettings, GraphNet
 from pipeline.models.registry import register
-
-# Temporal branches: kernel 5 at dilations 1 and 2, a max-pool and a 1x1, as CTR-GCN has them.
-KERNEL, DILATIONS = 5, (1, 2)
 
 
 @dataclass(frozen=True)
@@ -68,23 +61,6 @@ class _CTRGC(nn.Module):
         return torch.relu(self.bn(y) + self.res(h))
 
 
-class _Block(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int, dropout: float, graph: Tensor) -> None:
-        super().__init__()
-        self.stride = stride
-        self.gcn = _CTRGC(cin, cout, graph)
-        self.tcn = MultiScaleTCN(cout, cout, stride, KERNEL, DILATIONS, dropout)
-        self.res: nn.Module = nn.Identity()
-        if cin != cout or stride != 1:
-            self.res = nn.Sequential(
-                nn.Conv2d(cin, cout, 1, stride=(stride, 1)), nn.BatchNorm2d(cout)
-            )
-
-    def forward(self, h: Tensor, mask: Tensor) -> Tensor:
-        y = self.gcn(h, mask) * mask[:, None, :, None]
-        return torch.relu(self.tcn(y, mask) + self.res(h))
-
-
 @register("ctrgcn", CTRGCNSettings, "CTR-GCN-style: channel-wise topology refinement")
 class CTRGCN(GraphNet):
     """Blocks of a topology-refining graph conv and a multi-scale temporal conv, each residual,
@@ -93,4 +69,6 @@ class CTRGCN(GraphNet):
     """
 
     arch = "ctrgcn"
-    block = _Block
+    graph_conv = _CTRGC
+    # temporal branches: kernel 5 at dilations 1 and 2, a max-pool and a 1x1 (as in CTR-GCN)
+    kernel, dilations = 5, (1, 2)

@@ -8,15 +8,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from pipeline.models.common import (
-    FramePoolSettings,
-    GraphNet,
-    MultiScaleTCN,
-)
+from pipeline.models.common import FramePoolSettings, GraphNet
 from pipeline.models.registry import register
-
-# Temporal branches: kernel 3 at dilations 1-4, a max-pool and a 1x1, as ST-GCN++ has them.
-KERNEL, DILATIONS = 3, (1, 2, 3, 4)
 
 
 @dataclass(frozen=True)
@@ -38,29 +31,13 @@ class _AdaptiveGraphConv(nn.Module):
         if cin != cout:
             self.res = nn.Sequential(nn.Conv2d(cin, cout, 1), nn.BatchNorm2d(cout))
 
-    def forward(self, h: Tensor) -> Tensor:
+    def forward(self, h: Tensor, mask: Tensor) -> Tensor:
+        # `mask` unused: one adjacency for every frame (GraphBlock calls every graph conv so)
         n, _, frames, joints = h.shape
         # Neighbours first, then the 1x1 conv: it mixes subsets x in channels, fewer than
         # subsets x out in every block.
         y = torch.einsum("nctv,kvw->nkctw", h, self.adjacency).reshape(n, -1, frames, joints)
         return torch.relu(self.bn(self.conv(y)) + self.res(h))
-
-
-class _Block(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int, dropout: float, graph: Tensor) -> None:
-        super().__init__()
-        self.stride = stride
-        self.gcn = _AdaptiveGraphConv(cin, cout, graph)
-        self.tcn = MultiScaleTCN(cout, cout, stride, KERNEL, DILATIONS, dropout)
-        self.res: nn.Module = nn.Identity()
-        if cin != cout or stride != 1:
-            self.res = nn.Sequential(
-                nn.Conv2d(cin, cout, 1, stride=(stride, 1)), nn.BatchNorm2d(cout)
-            )
-
-    def forward(self, h: Tensor, mask: Tensor) -> Tensor:
-        y = self.gcn(h) * mask[:, None, :, None]
-        return torch.relu(self.tcn(y, mask) + self.res(h))
 
 
 @register(
@@ -73,4 +50,6 @@ class STGCNPP(GraphNet):
     """
 
     arch = "stgcnpp"
-    block = _Block
+    graph_conv = _AdaptiveGraphConv
+    # temporal branches: kernel 3 at dilations 1-4, a max-pool and a 1x1 (as in ST-GCN++)
+    kernel, dilations = 3, (1, 2, 3, 4)
