@@ -18,6 +18,15 @@ from bench import accuracy
 
 pytestmark = pytest.mark.slow  # stages in subprocesses or trained workspaces
 
+# One epoch of a small improved model, one thread per run (the suite runs two tests at a time).
+TINY = [
+    "model.epochs=1",
+    "model.hidden=8",
+    "shards.test_views=2",
+    "train.threads=1",
+    "model.eval.clips=2",
+]
+
 
 def test_errors_keeps_only_misclassified_clips_with_the_group_extract_recorded() -> None:
     predictions = pd.DataFrame(
@@ -90,13 +99,6 @@ def test_folds_hold_out_every_train_subject_once(tmp_path: Path) -> None:
     )
     pkl = write_pkl(data, tmp_path / "mime5_2d.pkl")
     dest, out = tmp_path / "ws", tmp_path / "out"
-    tiny = [
-        "model.epochs=1",
-        "model.hidden=8",
-        "shards.test_views=2",
-        "train.threads=1",
-        "model.eval.clips=2",
-    ]
     accuracy.main(
         [
             "--pkl",
@@ -112,7 +114,7 @@ def test_folds_hold_out_every_train_subject_once(tmp_path: Path) -> None:
             "--folds",
             "2",
             "--set",
-            *tiny,
+            *TINY,
         ]
     )
     runs = pd.read_csv(out / "results.csv")
@@ -153,16 +155,9 @@ def five_subjects(folder: Path) -> Path:
 def test_the_backbones_table_runs_each_candidate_under_one_protocol(tmp_path: Path) -> None:
     pkl = five_subjects(tmp_path)
     out = tmp_path / "out"
-    tiny = [
-        "model.epochs=1",
-        "model.hidden=8",
-        "shards.test_views=2",
-        "train.threads=1",
-        "model.eval.clips=2",
-    ]
     only = ["stgcnpp", "tcn (improved)"]
     args = ["--pkl", str(pkl), "--dest", str(tmp_path / "ws"), "--out", str(out)]
-    accuracy.main([*args, "--table", "backbones", "--only", *only, "--seeds", "0", "--set", *tiny])
+    accuracy.main([*args, "--table", "backbones", "--only", *only, "--seeds", "0", "--set", *TINY])
     runs = pd.read_csv(out / "results.csv")
     assert runs["setup"].tolist() == only
     assert (runs["train_wall_s"] > 0).all() and runs["test_accuracy"].between(0, 1).all()
