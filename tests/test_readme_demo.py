@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import readme
+from conftest import REPO
 from PIL import Image
 from usershell import (
     ALL_STAGES,
@@ -142,6 +143,22 @@ def test_everyday_dvc_commands_in_the_demo(demo: Path) -> None:
     assert next(commands, None) is None, "a command of the block that this test does not run"
     assert md5(demo / "models" / "baseline.pt") == baseline_model
     assert md5(pkl) == before
+
+
+def test_a_threads_sweep_retrains_every_model_as_the_readme_warns(demo: Path) -> None:
+    """The README: with `-S train.threads=1` in a sweep, "since every model reads `train`, such
+    a sweep retrains the baseline and the stream models in every experiment too". (`dvc status`
+    after the change names the stages an experiment would run from; the demo here already has 1
+    thread, so 2 stands in for the change.)"""
+    assert "such a sweep retrains the baseline and the stream models" in " ".join(
+        (REPO / "README.md").read_text().split()
+    )
+    workspace.override_file(demo / "params.yaml", {"train.threads": 2})
+    changed = set(json.loads(sh("dvc status --json", demo).stdout))
+    models = {"train@baseline", "train@improved", "fuse"} | {
+        f"stream@{s}" for s in ("joint", "bone", "motion", "bone_motion")
+    }
+    assert changed == {"check", "evaluate@baseline", "evaluate@improved"} | models, changed
 
 
 def test_backbones_and_late_fusion_in_the_demo(demo: Path) -> None:
