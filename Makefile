@@ -25,11 +25,12 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # One test process per core (pytest-xdist), each module's tests in one of them, so a module's
-# prepared workspace is built once.
+# prepared workspace is built once. Modules are handed out in the order conftest.py sorts them
+# (longest first); xdist's default would reorder them by their number of tests.
 TEST_WORKERS ?= auto
 
 test: $(STAMP)
-	$(RUN) python -m pytest -n $(TEST_WORKERS) --dist loadfile
+	$(RUN) python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # Between edits (under a minute): the unit tests, no DVC runs and no trained workspaces.
 test-fast: $(STAMP)

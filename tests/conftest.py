@@ -34,6 +34,10 @@ import numpy as np
 import pytest
 import yaml
 
+# DVC reports each command's use from a detached process started for it (a DVC start-up, and a
+# temporary file left behind when it cannot reach the internet): tests never phone home.
+os.environ["DVC_NO_ANALYTICS"] = "1"
+
 REPO = Path(__file__).resolve().parents[1]
 PARAMS_YAML = REPO / "params.yaml"
 REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"

@@ -157,15 +157,13 @@ def create(
         "made by pipeline.project.workspace: `make demo` may reuse this folder\n"
     )
     git(dest, "init", "-q")
-    subprocess.run(
-        [sys.executable, "-m", "dvc", "init", "-q"], cwd=dest, check=True, capture_output=True
-    )
+    # Not even these commands report their use: the workspace's config turns it off for the rest.
+    quiet = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    dvc = [sys.executable, "-m", "dvc"]
+    subprocess.run([*dvc, "init", "-q"], cwd=dest, env=quiet, check=True, capture_output=True)
     for key, value in (("core.analytics", "false"), ("core.autostage", "true")):
         subprocess.run(
-            [sys.executable, "-m", "dvc", "config", key, value],
-            cwd=dest,
-            check=True,
-            capture_output=True,
+            [*dvc, "config", key, value], cwd=dest, env=quiet, check=True, capture_output=True
         )
     copy_code(dest)  # after `dvc init`, which refuses a folder that holds .dvc/ already
     run_tool(dest, "pipeline.fetch")
