@@ -23,7 +23,8 @@ from usershell import TINY, md5, ran, sh
 
 from pipeline.core import params
 from pipeline.core.errors import PipelineError
-from pipeline.learning import fusion
+from pipeline.core.paths import model_path
+from pipeline.learning import checkpoint, fusion
 from pipeline.project import workspace
 
 pytestmark = pytest.mark.usefixtures("torch_state_kept")
@@ -108,9 +109,6 @@ def test_the_check_stage_refuses_an_unknown_or_repeated_stream(tmp_path, streams
 
 
 def test_a_stream_models_file_and_retrain_hint_name_its_stage():
-    from pipeline.core.paths import model_path
-    from pipeline.learning import checkpoint
-
     assert model_path("stream-bone_motion") == Path("models/streams/bone_motion.pt")
     assert model_path("improved") == Path("models/improved.pt")
     hint = checkpoint.retrain(Path("/work/x") / model_path("stream-bone_motion"))
