@@ -58,8 +58,9 @@ SEED = integer(0, 2**32 - 1)
 
 Stream = Literal["joint", "bone", "motion", "bone_motion"]
 STREAMS: tuple[str, ...] = get_args(Stream)
-# The fusion's stream models are named `stream-<stream>` (STREAM_MODEL; models/streams/joint.pt
-# ...): the `ensemble` section, its streams set to that one, with the stream's own overrides.
+# The fusion's stream models are named `stream-<stream>` (STREAM_MODEL, from core.paths: in
+# models/streams/): the `ensemble` section, its streams set to that one, with the stream's own
+# overrides, for each stream that fusion.streams lists.
 
 
 def rule(check: Check) -> Any:
