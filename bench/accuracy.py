@@ -14,12 +14,12 @@ with only `model.arch` changed (`make accuracy ACCURACY_ARGS="--table backbones 
 --out metrics/accuracy/backbones"`). With `--folds` each run is also scored on the test split,
 so one table holds both: the val accuracy cross-validated by subject, which chooses, and the
 test accuracy, which is only reported. Its `tcn ensemble` row is the late fusion of dvc.yaml
-(params sections `ensemble` and `fusion`): the four stream models trained by the stage commands
-(`pipeline.train stream-<stream>`), then `pipeline.fuse`, which chooses the streams' weights on
-the run's own validation (in fold k, fold k's). Each stream alone gets a row of its own
-(`tcn ensemble: joint alone`, ...), scored by the fuse stage on the same clips, so the table shows
-whether the fusion beats its best single stream; the ensemble row's train CPU and wall seconds
-are the four trainings together.
+(params sections `ensemble` and `fusion`): the stream models of `fusion.streams` (all four by
+default) trained by the stage commands (`pipeline.train stream-<stream>`), then `pipeline.fuse`,
+which chooses the streams' weights on the run's own validation (in fold k, fold k's). Each
+stream alone gets a row of its own (`tcn ensemble: joint alone`, ...), scored by the fuse stage
+on the same clips, so the table shows whether the fusion beats its best single stream; the
+ensemble row's train CPU and wall seconds are the streams' trainings together.
 
 `--set` tries an idea under the same protocol: its overrides go into the base params of every
 setup, data.* included (each ablation still turns its own ingredient off on top), e.g.
@@ -62,7 +62,7 @@ import pandas as pd
 import yaml
 
 from pipeline.core.errors import cli, fail
-from pipeline.core.params import NO_AUGMENT, STREAM_MODEL, STREAMS, plain
+from pipeline.core.params import NO_AUGMENT, STREAM_MODEL, load, plain
 from pipeline.core.paths import SHARDS_DIR, SUBSET_DIR, curves_path, metrics_path
 from pipeline.files.atomic import write_text
 from pipeline.project import workspace
@@ -199,7 +199,8 @@ def measure_ensemble(repo: Path, seed: int) -> dict[str | None, dict[str, Any]]:
     run's row (key None) and each stream's alone (key: the stream), as the fuse stage scored
     them on the same validation and test clips."""
     streams = {}
-    for stream in STREAMS:
+    listed = load("fusion", path=repo / "params.yaml")["fusion"].streams
+    for stream in listed:
         cpu, wall = train(repo, STREAM_MODEL + stream)
         summary = json.loads(
             (repo / curves_path(STREAM_MODEL + stream) / "metrics.json").read_text()
@@ -224,7 +225,7 @@ def measure_ensemble(repo: Path, seed: int) -> dict[str | None, dict[str, Any]]:
                 "epochs": max(s["epochs"] for s in streams.values()),
                 "train_cpu_s": round(sum(s["train_cpu_s"] for s in streams.values()), 1),
                 "train_wall_s": round(sum(s["train_wall_s"] for s in streams.values()), 1),
-                **{f"weight_{s}": fused[f"weight_{s}"] for s in STREAMS},
+                **{f"weight_{s}": fused[f"weight_{s}"] for s in listed},
             },
         )
     }

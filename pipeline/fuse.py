@@ -1,10 +1,11 @@
-"""Stage `fuse`: late fusion of the stream models (`stream@joint`, `@bone`, `@motion`,
-`@bone_motion`, each the `ensemble` section's model on one input stream).
+"""Stage `fuse`: late fusion of the stream models of the streams `fusion.streams` lists
+(`stream@joint`, `@bone`, ...: each the `ensemble` section's model on one input stream, in
+models/streams/<stream>.pt; a file there of a stream no longer listed is not read).
 
 Each model's probabilities on the validation and test clips (test-time views and flips as
 `ensemble.eval` says); the weights, from a grid of step `fusion.step`, with the lowest validation
 cross-entropy; the test split scored with them. Writes metrics/ensemble.json (accuracy, macro F1,
-loss, the weights, and each stream alone) and metrics/ensemble/predictions.csv.
+loss, the weight of each listed stream, and each alone) and metrics/ensemble/predictions.csv.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ NAME = "ensemble"
 
 def fuse() -> dict[str, Any]:
     loaded = params.load("train", "ensemble", "fusion")
-    train_cfg, evaluation, step = loaded["train"], loaded["ensemble"].eval, loaded["fusion"].step
+    train_cfg, evaluation, late = loaded["train"], loaded["ensemble"].eval, loaded["fusion"]
+    streams = late.streams
     prepare_outputs(files=[metrics_path(NAME)], folders=[METRICS_DIR / NAME])
     device = runtime.setup(train_cfg)
     val, test = ShardSet(SHARDS_DIR, "val"), ShardSet(SHARDS_DIR, "test")
@@ -37,7 +39,7 @@ def fuse() -> dict[str, Any]:
             f"shards.test_views), found {evaluation.clips}",
         )
     probs: dict[str, dict[str, np.ndarray]] = {"val": {}, "test": {}}
-    for stream in params.STREAMS:
+    for stream in streams:
         path = model_path(params.STREAM_MODEL + stream)
         ckpt = checkpoint.load(path, "ensemble")
         ckpt.check_against(test.manifest, SHARDS_DIR / "manifest.json")
@@ -62,7 +64,7 @@ def fuse() -> dict[str, Any]:
                 )
             probs[split][stream] = p
     stacked = {split: np.stack(list(p.values())) for split, p in probs.items()}
-    weights = fusion.choose(stacked["val"], val.targets, step)
+    weights = fusion.choose(stacked["val"], val.targets, late.step)
     on_test = fusion.fused(weights, stacked["test"])
     on_val = score(val.targets, fusion.fused(weights, stacked["val"]))
     scores = score(test.targets, on_test)
@@ -74,9 +76,9 @@ def fuse() -> dict[str, Any]:
         "val_accuracy": round(on_val.accuracy, 6),
         "val_loss": round(on_val.loss, 6),
     }
-    for stream, weight in zip(params.STREAMS, weights, strict=True):
+    for stream, weight in zip(streams, weights, strict=True):
         metrics[f"weight_{stream}"] = round(float(weight), 6)
-    for stream in params.STREAMS:  # each stream alone, for comparison
+    for stream in streams:  # each stream alone, for comparison
         metrics[f"accuracy_{stream}"] = round(
             score(test.targets, probs["test"][stream]).accuracy, 6
         )
@@ -94,8 +96,9 @@ def fuse() -> dict[str, Any]:
 @cli
 def main() -> None:
     m = fuse()
-    weights = ", ".join(f"{s} {m[f'weight_{s}']:.2f}" for s in params.STREAMS)
-    best = max(m[f"accuracy_{s}"] for s in params.STREAMS)
+    streams = [key.removeprefix("weight_") for key in m if key.startswith("weight_")]
+    weights = ", ".join(f"{s} {m[f'weight_{s}']:.2f}" for s in streams)
+    best = max(m[f"accuracy_{s}"] for s in streams)
     print(
         f"fuse: accuracy {m['accuracy']:.4f} (best stream alone {best:.4f}), macro F1 "
         f"{m['macro_f1']:.4f} on {m['test_clips']} test clips; weights {weights}"

@@ -4,9 +4,10 @@ fusion's `stream-<stream>`) on the shards.
 Reads params `train` and the model's own section (`baseline`, `model` for improved, or for a
 stream model `ensemble` with its stream and the overrides of `fusion.<stream>`); writes
 the selected weights, with all that using them needs (pipeline.learning.checkpoint), to
-models/<name>.pt and per-epoch curves with dvclive to metrics/train/<name>/. The curves are
-written when the run is done, from its history, and published with the model: a killed or
-failed run leaves the old model with its own curves.
+models/<name>.pt (a stream model's to models/streams/<stream>.pt; only a stream that
+`fusion.streams` lists is trained) and per-epoch curves with dvclive to metrics/train/<name>/.
+The curves are written when the run is done, from its history, and published with the model: a
+killed or failed run leaves the old model with its own curves.
 
 With `train.nproc` N > 1 it trains in N processes with DistributedDataParallel
 (pipeline.learning.distributed), `train.batch_size` being their global batch; under torchrun it

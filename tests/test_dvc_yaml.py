@@ -40,14 +40,26 @@ UNDECLARED_READS = {
 EXAMPLE_ITEMS = {"${pose.videos}": {"my_videos": "data/videos"}}
 
 
+def params_value(reference: str) -> object:
+    """The value of `${section.key}` in params.yaml."""
+    node: object = PARAMS
+    for key in reference.removeprefix("${").removesuffix("}").split("."):
+        assert isinstance(node, dict), reference
+        node = node[key]
+    return node
+
+
 def expand(stage: str, body: dict) -> dict[str, dict]:
-    """A stage's definitions by name, `foreach` expanded the way DVC does for a dict."""
+    """A stage's definitions by name, `foreach` expanded the way DVC does: a dict's keys, or a
+    list of names' names, are the stages' suffixes."""
     if "foreach" not in body:
         return {stage: body}
     text = yaml.safe_dump(body["do"])
     items = body["foreach"]
     if isinstance(items, str):  # ${section.key} of params.yaml
-        items = EXAMPLE_ITEMS[items]
+        items = EXAMPLE_ITEMS.get(items) or params_value(items)
+    if isinstance(items, list):
+        items = {item: item for item in items}
     return {
         f"{stage}@{key}": yaml.safe_load(text.replace("${key}", key).replace("${item}", item))
         for key, item in items.items()

@@ -4,16 +4,28 @@ weights chosen on validation (`fuse`), and the params that shape each stream's m
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
-from conftest import PARAMS_YAML, call_stage, make_dataset, run_stages, write_params, write_pkl
+from conftest import (
+    PARAMS_YAML,
+    call_stage,
+    error_line,
+    make_dataset,
+    run_stages,
+    write_params,
+    write_pkl,
+)
+from usershell import TINY, md5, ran, sh
 
 from pipeline.core import params
 from pipeline.core.errors import PipelineError
-from pipeline.learning import fusion
+from pipeline.core.paths import model_path
+from pipeline.learning import checkpoint, fusion
+from pipeline.project import workspace
 
 pytestmark = pytest.mark.usefixtures("torch_state_kept")
 
@@ -71,38 +83,84 @@ def test_fusion_step_must_divide_one(tmp_path):
         params.load("fusion", path=tmp_path / "params.yaml")
 
 
+def test_a_stream_not_listed_in_fusion_streams_is_not_trained(tmp_path):
+    """No stage owns the model file of a stream that fusion.streams does not list, and fuse
+    would never read it: training one stops before any work, naming the list."""
+    write_params(tmp_path, {"fusion.streams": ["joint", "bone"]})
+    assert error_line(call_stage("train", tmp_path, "stream-motion")) == (
+        "error: params.yaml: fusion.streams: expected a list naming motion (only the listed "
+        "streams' models are trained and fused), found ['joint', 'bone']"
+    )
+    assert not (tmp_path / "models").exists()
+
+
+@pytest.mark.parametrize(
+    "streams",
+    [["joint", "hand"], ["bone", "bone"], [], "joint"],
+    ids=["unknown", "repeated", "empty", "not-a-list"],
+)
+def test_the_check_stage_refuses_an_unknown_or_repeated_stream(tmp_path, streams):
+    """dvc.yaml makes a stage of each listed stream: `check` stops a bad list in one line."""
+    write_params(tmp_path, {"fusion.streams": streams})
+    assert error_line(call_stage("check", tmp_path)) == (
+        "error: params.yaml: fusion.streams: expected a non-empty list of distinct values from "
+        f"['bone', 'bone_motion', 'joint', 'motion'], found {streams!r}"
+    )
+
+
+def test_a_stream_models_file_and_retrain_hint_name_its_stage():
+    assert model_path("stream-bone_motion") == Path("models/streams/bone_motion.pt")
+    assert model_path("improved") == Path("models/improved.pt")
+    hint = checkpoint.retrain(Path("/work/x") / model_path("stream-bone_motion"))
+    assert hint == "retrain it with `dvc repro stream@bone_motion`"
+    assert checkpoint.retrain("models/improved.pt") == "retrain it with `dvc repro train@improved`"
+
+
 @pytest.mark.slow
-def test_stream_models_train_and_fuse_into_the_ensembles_metrics(tmp_path: Path):
+def test_fuse_reads_the_listed_stream_models_in_the_lists_order(tmp_path: Path):
     write_pkl(
         make_dataset(labels=(0, 1, 2), groups=range(1, 9)), tmp_path / "data/raw/ucf101_2d.pkl"
     )
-    write_params(
-        tmp_path,
-        {
-            "data.classes": [0, 1, 2],
-            "shards.frames": 8,
-            "shards.test_views": 2,
-            "shards.workers": 1,
-            "train.threads": 1,
-            "ensemble.epochs": 2,
-            "ensemble.hidden": 8,
-            "ensemble.eval": {"clips": 2, "flip": True},
-            "fusion.step": 0.25,
-        },
-    )
-    run_stages(tmp_path, "extract", "shards", *(("train", f"stream-{s}") for s in params.STREAMS))
+    tiny = {
+        "data.classes": [0, 1, 2],
+        "shards.frames": 8,
+        "shards.test_views": 2,
+        "shards.workers": 1,
+        "train.threads": 1,
+        "ensemble.epochs": 2,
+        "ensemble.hidden": 8,
+        "ensemble.eval": {"clips": 2, "flip": True},
+        "fusion.step": 0.25,
+    }
+    write_params(tmp_path, {**tiny, "fusion.streams": ["joint", "bone"]})
+    run_stages(tmp_path, "extract", "shards", ("train", "stream-joint"), ("train", "stream-bone"))
+    models = tmp_path / "models" / "streams"
+    assert sorted(p.name for p in models.iterdir()) == ["bone.pt", "joint.pt"]
+    (models / "motion.pt").write_bytes(b"a stale model of a stream no longer listed")
+    write_params(tmp_path, {**tiny, "fusion.streams": ["bone", "joint"]})
     done = call_stage("fuse", tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("fuse: accuracy ")
+    assert done.stdout.rstrip().endswith(
+        tuple(f"weights bone {b:.2f}, joint {1 - b:.2f}" for b in (0, 0.25, 0.5, 0.75, 1))
+    ), done.stdout
     metrics = json.loads((tmp_path / "metrics/ensemble.json").read_text())
-    weights = [metrics[f"weight_{s}"] for s in params.STREAMS]
-    assert sum(weights) == pytest.approx(1.0) and all(w in (0, 0.25, 0.5, 0.75, 1) for w in weights)
+    weights = {k: v for k, v in metrics.items() if k.startswith("weight_")}
+    assert list(weights) == ["weight_bone", "weight_joint"]  # the listed ones, in list order
+    assert sum(weights.values()) == pytest.approx(1.0)
+    assert all(w in (0, 0.25, 0.5, 0.75, 1) for w in weights.values())
+    alone = [k for k in metrics if k.startswith("accuracy_")]
+    assert alone == ["accuracy_bone", "accuracy_joint"]
     assert metrics["test_clips"] > 0 and 0 <= metrics["accuracy"] <= 1
     table = (tmp_path / "metrics/ensemble/predictions.csv").read_text().splitlines()
     assert len(table) == metrics["test_clips"] + 1
-    for stream in params.STREAMS:  # each stream model was trained on its own stream alone
-        cfg = json.loads((tmp_path / f"metrics/train/stream-{stream}/metrics.json").read_text())
-        assert cfg  # dvclive summary written
+    for stream in ("joint", "bone"):  # each stream model's curves, where dvc.yaml says
+        assert json.loads((tmp_path / f"metrics/train/stream-{stream}/metrics.json").read_text())
+    # a listed stream's model is read: missing, it is named
+    write_params(tmp_path, {**tiny, "fusion.streams": ["bone", "motion"]})
+    (models / "motion.pt").unlink()
+    line = error_line(call_stage("fuse", tmp_path))
+    assert line.startswith("error: models/streams/motion.pt: model not found"), line
 
 
 def test_bone_motion_is_each_bones_change_to_the_next_frame():
@@ -123,3 +181,26 @@ def test_bone_motion_is_each_bones_change_to_the_next_frame():
     assert moved[1, 3:].abs().sum() == 0  # nor has clip 1's, and its padding stays zero
     assert moved[..., root, :].abs().sum() == 0
     assert features.in_channels(["bone_motion"], True) == 3
+
+
+@pytest.mark.e2e
+def test_a_stream_added_to_the_list_is_trained_alone_and_fused(made: dict, tmp_path: Path):
+    """`fusion.streams` is dvc.yaml's `foreach`: adding a stream makes one new stage, and reruns
+    fuse (which reads the list and the folder of models) and check (the whole params.yaml) but
+    no stream already trained. In a copy of the demo, which `make demo` ran on TINY's streams."""
+    demo = Path(shutil.copytree(made["clone"] / ".demo", tmp_path / "demo", symlinks=True))
+    listed = TINY["fusion.streams"]
+    assert "motion" not in listed
+    models = demo / "models" / "streams"
+    assert sorted(p.name for p in models.glob("*.pt")) == sorted(f"{s}.pt" for s in listed)
+    kept = {s: md5(models / f"{s}.pt") for s in listed}
+    workspace.override_file(demo / "params.yaml", {"fusion.streams": [*listed, "motion"]})
+    expected = {"check", "stream@motion", "fuse"}
+    assert set(json.loads(sh("dvc status --json", demo).stdout)) == expected
+    assert ran(sh("dvc repro", demo).stdout) == expected
+    assert {s: md5(models / f"{s}.pt") for s in listed} == kept
+    assert (models / "motion.pt").is_file()
+    metrics = json.loads((demo / "metrics" / "ensemble.json").read_text())
+    weights = [k.removeprefix("weight_") for k in metrics if k.startswith("weight_")]
+    assert weights == [*listed, "motion"] and "accuracy_motion" in metrics
+    assert sh("dvc status", demo).stdout.strip() == "Data and pipelines are up to date."

@@ -123,9 +123,9 @@ def test_load_returns_only_the_sections_asked_for():
         ("synthetic.clips_per_group", [0, 3], r"\[min, max\]"),
         ("synthetic.frames", [40], r"\[min, max\]"),
         # streams
-        ("model.streams", [], "a non-empty list drawn from"),
-        ("model.streams", ["joint", "joint"], "a non-empty list drawn from"),
-        ("baseline.streams", ["rgb"], r"drawn from \['bone', 'bone_motion', 'joint', 'motion'\]"),
+        ("model.streams", [], "a non-empty list of distinct values from"),
+        ("model.streams", ["joint", "joint"], "a non-empty list of distinct values from"),
+        ("baseline.streams", ["rgb"], r"values from \['bone', 'bone_motion', 'joint', 'motion'\]"),
         # split names
         ("data.train_split", "", "null or a split name"),
         ("data.test_split", 1, "null or a split name"),

@@ -22,6 +22,7 @@ from usershell import (
     ALL_STAGES,
     EVAL_ONLY,
     IMPROVED,
+    TINY,
     md5,
     queue_names,
     ran,
@@ -156,7 +157,7 @@ def test_a_threads_sweep_retrains_every_model_as_the_readme_warns(demo: Path) ->
     workspace.override_file(demo / "params.yaml", {"train.threads": 2})
     changed = set(json.loads(sh("dvc status --json", demo).stdout))
     models = {"train@baseline", "train@improved", "fuse"} | {
-        f"stream@{s}" for s in ("joint", "bone", "motion", "bone_motion")
+        f"stream@{s}" for s in TINY["fusion.streams"]
     }
     assert changed == {"check", "evaluate@baseline", "evaluate@improved"} | models, changed
 
@@ -164,16 +165,16 @@ def test_a_threads_sweep_retrains_every_model_as_the_readme_warns(demo: Path) ->
 def test_backbones_and_late_fusion_in_the_demo(demo: Path) -> None:
     arch, bone, diff = readme.block("Backbones and late fusion")
     assert ran(sh(arch, demo).stdout) == IMPROVED  # the ensemble does not read `model`
-    joint = md5(demo / "models" / "stream-joint.pt")
+    joint = md5(demo / "models" / "streams" / "joint.pt")
     assert ran(sh(bone, demo).stdout) == {"check", "stream@bone", "fuse"}  # one stream
-    assert md5(demo / "models" / "stream-joint.pt") == joint
+    assert md5(demo / "models" / "streams" / "joint.pt") == joint
     shown = sh(diff, demo).stdout
     assert "metrics/ensemble.json" in shown and "metrics/improved.json" in shown
     assert "metrics/baseline.json" not in shown
     ensemble = json.loads((demo / "metrics" / "ensemble.json").read_text())
-    assert sum(ensemble[f"weight_{s}"] for s in ("joint", "bone", "motion", "bone_motion")) == (
-        pytest.approx(1.0)
-    )
+    weights = {k.removeprefix("weight_"): v for k, v in ensemble.items() if k.startswith("weight_")}
+    assert list(weights) == TINY["fusion.streams"]  # the listed streams, in their order
+    assert sum(weights.values()) == pytest.approx(1.0)
 
 
 def test_a_typo_added_with_plus_stops_the_run(demo: Path) -> None:

@@ -42,6 +42,7 @@ TINY = {
     "ensemble.epochs": 2,
     "ensemble.hidden": 8,
     "ensemble.eval.clips": 2,
+    "fusion.streams": ["joint", "bone"],  # two stream models, not four, in every pipeline run
 }
 DEMO_PARAMS = " ".join(
     ["data.source=synthetic", "data.pkl=data/raw/synthetic_2d.pkl"]
@@ -55,10 +56,7 @@ ALL_STAGES = {
     "train@improved",
     "evaluate@baseline",
     "evaluate@improved",
-    "stream@joint",
-    "stream@bone",
-    "stream@motion",
-    "stream@bone_motion",
+    *(f"stream@{stream}" for stream in TINY["fusion.streams"]),
     "fuse",
     "summary",
     "plots",
@@ -108,7 +106,7 @@ def md5(path: Path) -> str:
 
 def yours(clone: Path) -> dict[str, str]:
     """What `make demo` must leave alone in a clone: its params.yaml and results, hashed."""
-    files = [clone / "params.yaml", *(clone / "metrics").rglob("*"), *clone.glob("models/*")]
+    files = [clone / "params.yaml", *(clone / "metrics").rglob("*"), *(clone / "models").rglob("*")]
     return {str(path): md5(path) for path in files if path.is_file()}
 
 

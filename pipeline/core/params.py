@@ -23,6 +23,7 @@ from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 import yaml
 
 from pipeline.core.errors import PipelineError, fail, opening
+from pipeline.core.paths import STREAM_MODEL
 from pipeline.core.rules import (
     Check,
     boolean,
@@ -57,9 +58,9 @@ SEED = integer(0, 2**32 - 1)
 
 Stream = Literal["joint", "bone", "motion", "bone_motion"]
 STREAMS: tuple[str, ...] = get_args(Stream)
-# The fusion's stream models are named `stream-<stream>` (models/stream-joint.pt ...): the
-# `ensemble` section, its streams set to that one, with the stream's own overrides.
-STREAM_MODEL = "stream-"
+# The fusion's stream models are named `stream-<stream>` (STREAM_MODEL, from core.paths: in
+# models/streams/): the `ensemble` section, its streams set to that one, with the stream's own
+# overrides, for each stream that fusion.streams lists.
 
 
 def rule(check: Check) -> Any:
@@ -250,9 +251,12 @@ def overrides(v: Any) -> str | None:
 @dataclass(frozen=True)
 class FusionParams(Section):
     """Late fusion: one model per input stream, their probabilities averaged with weights
-    chosen on validation. Each stream's mapping overrides the `ensemble` section's keys for
-    that stream's model alone (its `streams` is the stream itself)."""
+    chosen on validation. `streams` lists the streams trained and fused, in the order fuse
+    weighs them (dvc.yaml's `foreach` makes a stage of each). Each stream's mapping overrides
+    the `ensemble` section's keys for that stream's model alone (its `streams` is the stream
+    itself); every stream keeps its mapping, listed or not, as dvc.yaml names `fusion.<stream>`."""
 
+    streams: list[Stream] = rule(distinct_choices(STREAMS))
     joint: dict[str, Any] = rule(overrides)
     bone: dict[str, Any] = rule(overrides)
     motion: dict[str, Any] = rule(overrides)
@@ -491,8 +495,15 @@ def load_model(name: str, path: str | Path = PARAMS_FILE) -> tuple[TrainParams, 
         loaded = load("train", section, path=path)
         return loaded["train"], loaded[section]
     loaded = load("train", "ensemble", "fusion", path=path)
+    stream, listed = name.removeprefix(STREAM_MODEL), loaded["fusion"].streams
+    if stream not in listed:  # fuse would never read it, and no stage owns its file
+        raise fail(
+            str(path),
+            f"fusion.streams: expected a list naming {stream} (only the listed streams' models "
+            f"are trained and fused), found {show(listed)}",
+        )
     base = read(path)["ensemble"]
-    return loaded["train"], stream_config(base, loaded["fusion"], name.removeprefix(STREAM_MODEL))
+    return loaded["train"], stream_config(base, loaded["fusion"], stream)
 
 
 def unknown_key(data: Mapping[Any, Any]) -> str | None:

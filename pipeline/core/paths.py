@@ -8,13 +8,23 @@ SUBSET_DIR = Path("data/subset")
 SHARDS_DIR = Path("data/shards")
 MODELS_DIR = Path("models")
 METRICS_DIR = Path("metrics")
+# The fusion's stream models, one file per stream: `fuse` depends on the folder (dvc.yaml), so
+# adding a stream to fusion.streams reruns it; it reads only the listed streams' files.
+STREAMS_DIR = MODELS_DIR / "streams"
+# A stream model's name, the train stage's argument: `stream-<stream>` (models/streams/<stream>.pt).
+STREAM_MODEL = "stream-"
 
 
 def model_path(name: str) -> Path:
+    """models/<name>.pt, or for a stream model `stream-<stream>` models/streams/<stream>.pt."""
+    if name.startswith(STREAM_MODEL):
+        return STREAMS_DIR / f"{name.removeprefix(STREAM_MODEL)}.pt"
     return MODELS_DIR / f"{name}.pt"
 
 
 def resume_path(name: str) -> Path:
+    """models/<name>.resume.pt, for stream models too: outside models/streams, so a killed
+    run's state does not change the folder `fuse` depends on."""
     return MODELS_DIR / f"{name}.resume.pt"
 
 

@@ -135,7 +135,7 @@ def distinct_choices(allowed: Sequence[str]) -> Check:
     def check(v: Any) -> str | None:
         ok = isinstance(v, list) and v and all(isinstance(x, str) for x in v)
         ok = ok and set(v) <= set(allowed) and len(set(v)) == len(v)
-        return None if ok else f"a non-empty list drawn from {sorted(allowed)}"
+        return None if ok else f"a non-empty list of distinct values from {sorted(allowed)}"
 
     return check
 

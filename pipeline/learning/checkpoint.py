@@ -26,6 +26,7 @@ from torch import nn
 from pipeline.core import params, skeleton
 from pipeline.core.errors import PipelineError, fail
 from pipeline.core.params import ModelParams, ShardsParams, TrainParams
+from pipeline.core.paths import STREAMS_DIR
 from pipeline.core.rules import show
 from pipeline.dataset import preprocess
 from pipeline.dataset.manifest import Manifest
@@ -184,10 +185,10 @@ def save_atomic(obj: Any, path: Path) -> None:
 
 def retrain(path: Any) -> str:
     """What to run for a model file that cannot be used."""
-    name = Path(path).stem
-    if name.startswith(params.STREAM_MODEL):
-        return f"retrain it with `dvc repro stream@{name.removeprefix(params.STREAM_MODEL)}`"
-    return f"retrain it with `dvc repro train@{name}`"
+    path = Path(path)
+    if path.parent.parts[-2:] == STREAMS_DIR.parts:  # models/streams/<stream>.pt: stream@<stream>
+        return f"retrain it with `dvc repro stream@{path.stem}`"
+    return f"retrain it with `dvc repro train@{path.stem}`"
 
 
 def load(path: Any, section: str = "model") -> Checkpoint:
