@@ -419,7 +419,7 @@ def shared_tmp(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path
 def made(shared_tmp: Path) -> dict[str, Any]:
     """A fresh clone where the README's `make demo` ran: built once per test run by the first
     worker that asks (the others wait on the lock, then read what it saved). Read-only: a test
-    that runs anything in it works on a copy (`clone`, `demo` in test_readme_demo), so tests
+    that runs anything in it works on a copy (`demo` below, `clone` in test_readme_demo), so tests
     pass alone, in any order and on any worker. `before`/`after`: what `make demo` must leave
     alone in the clone (its params.yaml and results), hashed before and after it ran."""
     from filelock import FileLock
@@ -437,3 +437,9 @@ def made(shared_tmp: Path) -> dict[str, Any]:
             saved.write_text(json.dumps(facts))
     facts = json.loads(saved.read_text())
     return {**facts, "clone": Path(facts["clone"])}
+
+
+@pytest.fixture
+def demo(made: dict[str, Any], tmp_path: Path) -> Path:
+    """A copy of the demo's workspace as `make demo` left it (a git + DVC repo of its own)."""
+    return Path(shutil.copytree(made["clone"] / ".demo", tmp_path / "demo", symlinks=True))

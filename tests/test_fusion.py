@@ -4,7 +4,6 @@ weights chosen on validation (`fuse`), and the params that shape each stream's m
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -19,13 +18,11 @@ from conftest import (
     write_params,
     write_pkl,
 )
-from usershell import TINY, md5, ran, sh
 
 from pipeline.core import params
 from pipeline.core.errors import PipelineError
 from pipeline.core.paths import model_path
 from pipeline.learning import checkpoint, fusion
-from pipeline.project import workspace
 
 pytestmark = pytest.mark.usefixtures("torch_state_kept")
 
@@ -181,26 +178,3 @@ def test_bone_motion_is_each_bones_change_to_the_next_frame():
     assert moved[1, 3:].abs().sum() == 0  # nor has clip 1's, and its padding stays zero
     assert moved[..., root, :].abs().sum() == 0
     assert features.in_channels(["bone_motion"], True) == 3
-
-
-@pytest.mark.e2e
-def test_a_stream_added_to_the_list_is_trained_alone_and_fused(made: dict, tmp_path: Path):
-    """`fusion.streams` is dvc.yaml's `foreach`: adding a stream makes one new stage, and reruns
-    fuse (which reads the list and the folder of models) and check (the whole params.yaml) but
-    no stream already trained. In a copy of the demo, which `make demo` ran on TINY's streams."""
-    demo = Path(shutil.copytree(made["clone"] / ".demo", tmp_path / "demo", symlinks=True))
-    listed = TINY["fusion.streams"]
-    assert "motion" not in listed
-    models = demo / "models" / "streams"
-    assert sorted(p.name for p in models.glob("*.pt")) == sorted(f"{s}.pt" for s in listed)
-    kept = {s: md5(models / f"{s}.pt") for s in listed}
-    workspace.override_file(demo / "params.yaml", {"fusion.streams": [*listed, "motion"]})
-    expected = {"check", "stream@motion", "fuse"}
-    assert set(json.loads(sh("dvc status --json", demo).stdout)) == expected
-    assert ran(sh("dvc repro", demo).stdout) == expected
-    assert {s: md5(models / f"{s}.pt") for s in listed} == kept
-    assert (models / "motion.pt").is_file()
-    metrics = json.loads((demo / "metrics" / "ensemble.json").read_text())
-    weights = [k.removeprefix("weight_") for k in metrics if k.startswith("weight_")]
-    assert weights == [*listed, "motion"] and "accuracy_motion" in metrics
-    assert sh("dvc status", demo).stdout.strip() == "Data and pipelines are up to date."

@@ -1,8 +1,9 @@
 """The README's commands, run as a user runs them: exactly as written, with the real `make`, `git`
 and `dvc`, on tiny data, in fresh clones of this checkout (tests/usershell.py makes them). Each
 test builds or copies the workspace it needs by a fixture, so it passes alone and in any order
-(`pytest --shuffle SEED`). The demo's journeys are in test_readme_demo.py, your own pickle's in
-test_readme_own.py: three files, so `make test`'s workers run them side by side.
+(`pytest --shuffle SEED`). The demo's journeys are in test_readme_demo.py and
+test_readme_models.py, your own pickle's in test_readme_own.py, your own videos' in
+test_videos_readme.py: separate files, so `make test`'s workers run them side by side.
 """
 
 from __future__ import annotations
@@ -36,12 +37,12 @@ COVERED = {
     "Your own PYSKL pickle": "test_readme_own.py: test_your_own_pickle_*",
     "Your own videos": "test_videos_readme.py (real footage, the real estimator)",
     "Everyday DVC commands": "test_readme_demo.py::test_everyday_dvc_commands_in_the_demo",
-    "Backbones and late fusion": "test_readme_demo.py::test_backbones_and_late_fusion_in_the_demo",
-    "See what the model does": "test_readme_demo.py::test_see_what_the_model_does_in_the_demo",
+    "Backbones and late fusion": "test_readme_models.py::test_backbones_and_late_fusion_*",
+    "See what the model does": "test_readme_models.py::test_see_what_the_model_does_in_the_demo",
     "Training on several GPUs / machines": "test_ddp.py::test_torchrun_* (in its own workspace)",
-    "The notebook's protocol": "test_readme_demo.py::test_the_notebooks_protocol_in_the_demo",
+    "The notebook's protocol": "test_readme_models.py::test_the_notebooks_protocol_in_the_demo",
     "Working with a team": "test_team.py: test_a_teammate_*",
-    "Use the model": "test_readme_demo.py::test_use_the_model_in_the_demo (its python block too)",
+    "Use the model": "test_readme_models.py::test_use_the_model_in_the_demo (its python block too)",
 }
 
 

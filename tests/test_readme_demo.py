@@ -1,23 +1,18 @@
-"""The README's demo journeys (`make demo`, then the everyday DVC commands, the backbones, the
-plots, the notebook's protocol and the model's use), as a user runs them. `make demo` runs once
-per test run in a fresh clone (conftest's session-wide `made`, shared with test_team); each test
-that changes the demo works on a copy of it, so the tests pass alone and in any order."""
+"""The README's demo journeys that start from `make demo` (the command itself, then the everyday
+DVC commands), as a user runs them. `make demo` runs once per test run in a fresh clone
+(conftest's session-wide `made`, shared with test_readme_models and test_team); each test that
+changes the demo works on a copy of it, so the tests pass alone and in any order. The model's
+journeys are in test_readme_models.py: two modules, so `make test`'s workers share them."""
 
 from __future__ import annotations
 
-import ast
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
 import readme
 from conftest import REPO
-from PIL import Image
 from usershell import (
     ALL_STAGES,
     EVAL_ONLY,
@@ -27,11 +22,9 @@ from usershell import (
     queue_names,
     ran,
     sh,
-    user_env,
     wait_for_queue,
 )
 
-from pipeline.files import pklio
 from pipeline.project import workspace
 
 pytestmark = pytest.mark.e2e
@@ -41,12 +34,6 @@ pytestmark = pytest.mark.e2e
 def clone(made: dict, tmp_path: Path) -> Path:
     """A copy of the clone with its demo, for a test that changes either."""
     return Path(shutil.copytree(made["clone"], tmp_path / "clone", symlinks=True))
-
-
-@pytest.fixture
-def demo(made: dict, tmp_path: Path) -> Path:
-    """A copy of the demo's workspace as `make demo` left it (a git + DVC repo of its own)."""
-    return Path(shutil.copytree(made["clone"] / ".demo", tmp_path / "demo", symlinks=True))
 
 
 def test_make_demo_runs_and_commits_the_pipeline(made: dict, clone: Path) -> None:
@@ -162,21 +149,6 @@ def test_a_threads_sweep_retrains_every_model_as_the_readme_warns(demo: Path) ->
     assert changed == {"check", "evaluate@baseline", "evaluate@improved"} | models, changed
 
 
-def test_backbones_and_late_fusion_in_the_demo(demo: Path) -> None:
-    arch, bone, diff = readme.block("Backbones and late fusion")
-    assert ran(sh(arch, demo).stdout) == IMPROVED  # the ensemble does not read `model`
-    joint = md5(demo / "models" / "streams" / "joint.pt")
-    assert ran(sh(bone, demo).stdout) == {"check", "stream@bone", "fuse"}  # one stream
-    assert md5(demo / "models" / "streams" / "joint.pt") == joint
-    shown = sh(diff, demo).stdout
-    assert "metrics/ensemble.json" in shown and "metrics/improved.json" in shown
-    assert "metrics/baseline.json" not in shown
-    ensemble = json.loads((demo / "metrics" / "ensemble.json").read_text())
-    weights = {k.removeprefix("weight_"): v for k, v in ensemble.items() if k.startswith("weight_")}
-    assert list(weights) == TINY["fusion.streams"]  # the listed streams, in their order
-    assert sum(weights.values()) == pytest.approx(1.0)
-
-
 def test_a_typo_added_with_plus_stops_the_run(demo: Path) -> None:
     """`+` adds a key that no stage reads: the check stage names the nearest known one, and no
     experiment is recorded."""
@@ -186,67 +158,3 @@ def test_a_typo_added_with_plus_stops_the_run(demo: Path) -> None:
     line = "error: params.yaml: model: unknown key 'hiden' (did you mean 'hidden'?)"
     assert line in (done.stdout + done.stderr).splitlines()
     assert sh("dvc exp list --name-only", demo).stdout == before
-
-
-def test_see_what_the_model_does_in_the_demo(demo: Path) -> None:
-    errors, one_clip = readme.block("See what the model does")
-    predictions = pd.read_csv(demo / "metrics" / "improved" / "predictions.csv")
-    wrong = predictions[predictions["actual"] != predictions["predicted"]]
-    top = wrong.sort_values("confidence", ascending=False, kind="stable").head(4)
-    sh(errors, demo)
-    assert sorted(p.name for p in (demo / "renders").iterdir()) == sorted(
-        f"{clip}.gif" for clip in top["frame_dir"]
-    )
-    sh(one_clip, demo)
-    frames = pd.read_csv(demo / "data" / "subset" / "index.csv").set_index("frame_dir")["frames"]
-    with Image.open(demo / "renders" / "v_ApplyEyeMakeup_g01_c01.gif") as gif:
-        assert gif.n_frames == min(32, frames["v_ApplyEyeMakeup_g01_c01"])
-
-
-def test_the_notebooks_protocol_in_the_demo(demo: Path) -> None:
-    (command,) = readme.block("The notebook's protocol")
-    assert command.count("-S ") >= 20 and "model.lstm.pool=padded" in command
-    out = sh(command, demo).stdout
-    assert ran(out) == ALL_STAGES  # data.val_by=clip: a new validation split, so from extract
-    manifest = json.loads((demo / "data" / "shards" / "manifest.json").read_text())
-    assert manifest["shape"][1] == 1  # one person, as the notebook
-    improved = json.loads((demo / "metrics" / "improved.json").read_text())
-    assert improved["epochs_run"] == 15 and improved["views"] == 1
-
-
-def test_use_the_model_in_the_demo(demo: Path) -> None:
-    """After an eval-only experiment: the model file stores the eval params it was trained with,
-    evaluate used the experiment's, and so must predict, for p.csv to equal predictions.csv."""
-    eval_only = sh("dvc exp run -S model.eval.flip=true", demo).stdout
-    assert ran(eval_only) == EVAL_ONLY
-    want = pd.read_csv(demo / "metrics" / "improved" / "predictions.csv")
-    data = pklio.load_pickle(demo / "data" / "raw" / "synthetic_2d.pkl")
-    ann = next(a for a in data["annotations"] if a["frame_dir"] == want["frame_dir"][0])
-    np.savez(
-        demo / "my_clip.npz",
-        keypoint=ann["keypoint"],
-        keypoint_score=ann["keypoint_score"],
-        img_shape=ann["img_shape"],
-    )
-    on_pickle, on_clip, export = readme.block("Use the model")
-
-    sh(on_pickle, demo)
-    got = pd.read_csv(demo / "p.csv")
-    assert got["frame_dir"].tolist() == want["frame_dir"].tolist()
-    assert got["predicted"].tolist() == want["predicted"].tolist()
-    assert (got["confidence"] - want["confidence"]).abs().max() <= 1e-6
-    table = sh(on_clip, demo).stdout.splitlines()
-    assert table[1].split()[:2] == ["my_clip", want["predicted"][0]], table
-    assert sh(export, demo).stdout.startswith("export: models/improved.pt -> improved.onnx")
-
-    done = subprocess.run(
-        [sys.executable, "-c", readme.python_block("Use the model")],
-        cwd=demo,
-        env=user_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    printed = ast.literal_eval(done.stdout.strip())
-    assert printed == want["predicted"].tolist()
