@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_dvc_yaml import STAGES
+from usershell import ALL_STAGES
 
 from bench import context, demo, measure, report
 from bench.__main__ import BENCHMARKS, main
@@ -140,9 +140,10 @@ def test_demo_and_noop_repro_rows(made: dict, tmp_path: Path, monkeypatch) -> No
         *demo.QUICK,
     ]
     assert calls[1] == ["dvc", "repro"]
-    # every stage of dvc.yaml, foreach expanded, but pose@ (the demo names no videos)
-    stages = [name for name in STAGES if not name.startswith("pose@")]
-    assert rows["make demo"].note.startswith(f"{len(stages)} stages; python -m pipeline.demo DIR")
+    # every stage the session's demo ran: dvc.yaml's, foreach expanded on the clone's params
+    # (TINY's streams; no pose@, as the demo names no videos)
+    ran = len(ALL_STAGES)
+    assert rows["make demo"].note.startswith(f"{ran} stages; python -m pipeline.demo DIR")
     noop = rows["no-op dvc repro"]
     assert positive(noop.wall_s) and positive(noop.rss_bytes)
     rerun = next(c for c in noop.checks if c.label == "stages rerun")
