@@ -284,6 +284,11 @@ def huge_img_shape(data: dict[str, Any]) -> None:
     next(a for a in data["annotations"] if a["frame_dir"] == CLIP)["img_shape"] = (60000, 1)
 
 
+def wide_img_shape(data: dict[str, Any]) -> None:
+    """A side past what every reader of image sizes holds to (the subset's index.csv too)."""
+    next(a for a in data["annotations"] if a["frame_dir"] == CLIP)["img_shape"] = (240, 2**40)
+
+
 def long_clip(data: dict[str, Any]) -> None:
     ann = next(a for a in data["annotations"] if a["frame_dir"] == CLIP)
     ann["keypoint"] = np.resize(ann["keypoint"], (ann["keypoint"].shape[0], 3000, 17, 2))
@@ -561,6 +566,15 @@ CASES = [
         2,
         r"^error: params\.yaml: " + REGULAR_ONLY.format("a character device"),
         peak_mib=16,
+    ),
+    Case(
+        "img_shape wider than any image",
+        dataset(wide_img_shape),
+        ("extract",),
+        2,
+        rf"^error: {PKL}: clip '{CLIP}': img_shape must be \(height, width\), each in "
+        r"1\.\.2147483648, found \(240, 1099511627776\)$",
+        peak_mib=64,
     ),
     Case(
         "render of img_shape (60000, 1)",

@@ -238,9 +238,9 @@ def _broken(change: str) -> dict[str, Any]:
         ("negative label", "label must be an integer >= 0, found -1"),
         ("float label", "label must be an integer >= 0, found 1.0"),
         ("bool label", "label must be an integer >= 0, found True"),
-        ("img_shape", r"img_shape must be \(height, width\) > 0"),
-        ("img_shape zero", r"img_shape must be \(height, width\) > 0"),
-        ("img_shape 0-d", r"img_shape must be \(height, width\) > 0"),
+        ("img_shape", r"img_shape must be \(height, width\), each in 1\.\.2147483648,"),
+        ("img_shape zero", r"img_shape must be \(height, width\), each in 1\.\.2147483648,"),
+        ("img_shape 0-d", r"img_shape must be \(height, width\), each in 1\.\.2147483648,"),
         ("frame_dir", r"annotations\[7\].frame_dir: expected a non-empty string"),
     ],
 )

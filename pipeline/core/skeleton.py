@@ -1,4 +1,5 @@
-"""The COCO-17 skeleton, defined once: joint names, bones (child, parent) and left/right pairs."""
+"""The COCO-17 skeleton, defined once: joint names, bones (child, parent) and left/right pairs;
+and the largest image side a clip's `img_shape` may give."""
 
 from __future__ import annotations
 
@@ -22,6 +23,9 @@ JOINTS: tuple[str, ...] = (
     "right_ankle",
 )
 NUM_JOINTS = len(JOINTS)
+# Pixels. Every reader of a clip's image size (a pickle, an npz, the subset's index.csv) holds
+# it to 1..MAX_IMAGE_SIDE, so what one stage accepts the next reads back.
+MAX_IMAGE_SIDE = 2**31
 J = {name: i for i, name in enumerate(JOINTS)}
 
 # Each joint's parent in a tree rooted at the nose, as PYSKL's coco layout uses for bone

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.core.skeleton import NUM_JOINTS
+from pipeline.core.skeleton import MAX_IMAGE_SIDE, NUM_JOINTS
 from pipeline.files.atomic import atomic_dir
 from pipeline.files.readers import check_range, damaged, npy_layout, read_csv, read_json
 
@@ -238,8 +238,8 @@ class Subset:
             "persons": (1, rows),
             "offset": (0, rows),
             "target": (0, len(self.classes) - 1),
-            "img_h": (1, 2**31),
-            "img_w": (1, 2**31),
+            "img_h": (1, MAX_IMAGE_SIDE),
+            "img_w": (1, MAX_IMAGE_SIDE),
         }
         for column, (lo, hi) in limits.items():
             check_range(path, STAGE, index, column, lo, hi)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.core.errors import fail, opening
-from pipeline.core.skeleton import NUM_JOINTS
+from pipeline.core.skeleton import MAX_IMAGE_SIDE, NUM_JOINTS
 from pipeline.files.inputs import refuse_special
 from pipeline.files.unpickler import Refused, RestrictedUnpickler, clip
 
@@ -166,9 +166,13 @@ def check_annotation(ann: Any, source: str, position: int, labelled: bool = True
         isinstance(shape, tuple | list | np.ndarray)
         and np.ndim(shape) == 1  # not a 0-d array, which has no len()
         and len(shape) == 2
-        and all((as_int(s) or 0) > 0 for s in shape)
+        and all(0 < (as_int(s) or 0) <= MAX_IMAGE_SIDE for s in shape)
     ):
-        raise fail(source, f"{where}: img_shape must be (height, width) > 0, found {_show(shape)}")
+        raise fail(
+            source,
+            f"{where}: img_shape must be (height, width), each in 1..{MAX_IMAGE_SIDE}, "
+            f"found {_show(shape)}",
+        )
 
     kp, score = ann["keypoint"], ann["keypoint_score"]
     if not isinstance(kp, np.ndarray) or kp.dtype.kind != "f":
