@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml
 
 # One test process per core (pytest-xdist), each module's tests in one of them, so a module's
 # prepared workspace is built once. Modules are handed out in the order conftest.py sorts them
-# (longest first); xdist's default would reorder them by their number of tests.
+# (the end-to-end ones first); xdist's default would reorder them by their number of tests.
 TEST_WORKERS ?= auto
 
 test: $(STAMP)
