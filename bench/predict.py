@@ -12,6 +12,7 @@ There is no target; the figures are for the record.
 
 from __future__ import annotations
 
+import itertools
 import statistics
 import tempfile
 import time
@@ -46,6 +47,15 @@ def timed(call: Callable[[], Any], budget: float, least: int) -> float:
 
 
 def child_predict(
+    sections: list[str], threads: int | None, batches: list[int], budget: float, least: int
+) -> dict[str, dict[str, Any]]:
+    """Each section's figures, by section, measured one after the other in this process."""
+    return {
+        section: predict_section(section, threads, batches, budget, least) for section in sections
+    }
+
+
+def predict_section(
     section: str, threads: int | None, batches: list[int], budget: float, least: int
 ) -> dict[str, Any]:
     import dataclasses
@@ -129,21 +139,26 @@ def run(ctx: Context) -> list[Row]:
         raise BenchError("onnxruntime is not installed (pip install -e '.[export]')") from None
     budget, least = (0.1, 1) if ctx.quick else (3.0, 20)
     batches = QUICK_BATCHES if ctx.quick else BATCHES
+    # One child process per model, so each row's peak RSS is its model's own; --quick runs both
+    # models in one child (its RSS is the pair's), saving a start-up of torch and of its ONNX
+    # exporter in a smoke run whose figures are not for the record.
+    names = {section: name for name, section in STAGE_SECTION.items()}
+    groups = [list(names)] if ctx.quick else [[section] for section in names]
     rows = []
-    for threads in ctx.thread_counts():
-        for name, section in STAGE_SECTION.items():
-            got = measure(
-                "bench.predict:child_predict",
-                {
-                    "section": section,
-                    "threads": threads,
-                    "batches": list(batches),
-                    "budget": budget,
-                    "least": least,
-                },
-                timeout=900,
-            )
-            r = got.result
+    for threads, sections in itertools.product(ctx.thread_counts(), groups):
+        got = measure(
+            "bench.predict:child_predict",
+            {
+                "sections": sections,
+                "threads": threads,
+                "batches": list(batches),
+                "budget": budget,
+                "least": least,
+            },
+            timeout=900 * len(sections),
+        )
+        for section, r in got.result.items():
+            name = names[section]
             used, views = plural(r["threads"], "thread"), plural(r["views"], "view")
             for batch in batches:
                 ours, theirs = r[f"torch_{batch}"], r[f"onnx_{batch}"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -86,50 +87,6 @@ def test_a_bad_set_stops_with_one_line_before_any_work(
     assert not dest.exists() and not out.exists()
 
 
-def test_folds_hold_out_every_train_subject_once(tmp_path: Path) -> None:
-    # mime5's naming (p<subject>_<class>_<nn>, splits train/test), 5 train subjects
-    classes = ("boxing", "drums")
-    data = make_dataset(
-        labels=(0, 1),
-        groups=range(1, 8),
-        test_groups=(1, 2),
-        frames=(12, 20),
-        split_names=("train", "test"),
-        name=lambda label, g, c: f"p{g}_{classes[label]}_{c:02d}",
-    )
-    pkl = write_pkl(data, tmp_path / "mime5_2d.pkl")
-    dest, out = tmp_path / "ws", tmp_path / "out"
-    accuracy.main(
-        [
-            "--pkl",
-            str(pkl),
-            "--dest",
-            str(dest),
-            "--out",
-            str(out),
-            "--only",
-            "improved",
-            "--seeds",
-            "0",
-            "--folds",
-            "2",
-            "--set",
-            *TINY,
-        ]
-    )
-    runs = pd.read_csv(out / "results.csv")
-    assert runs["fold"].tolist() == [0, 1]
-    assert runs["val_clips"].sum() == 5 * 2 * 2  # every train clip validated exactly once
-    assert (runs["val_clips"] > 0).all()
-    # the workspace was left at the last fold, so extract did rerun for it
-    meta = json.loads((dest / "data" / "subset" / "meta.json").read_text())
-    assert meta["validation"] == "group, fold 1 of 2"
-    summary = (out / "summary.md").read_text()
-    assert "2-fold cross-validation by subject" in summary
-    assert summary.splitlines()[2].rstrip(" |").endswith("folds")
-    assert {"seed", "fold", "group"} <= set(pd.read_csv(out / "errors.csv").columns)
-
-
 def test_fewer_than_two_folds_is_a_usage_error(tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit) as exc:
         accuracy.main(["--pkl", str(tmp_path / "absent.pkl"), "--folds", "1"])
@@ -151,38 +108,57 @@ def five_subjects(folder: Path) -> Path:
     return write_pkl(data, folder / "mime5_2d.pkl")
 
 
-@pytest.mark.slow
-def test_the_backbones_table_runs_each_candidate_under_one_protocol(tmp_path: Path) -> None:
-    pkl = five_subjects(tmp_path)
-    out = tmp_path / "out"
-    only = ["stgcnpp", "tcn (improved)"]
-    args = ["--pkl", str(pkl), "--dest", str(tmp_path / "ws"), "--out", str(out)]
-    accuracy.main([*args, "--table", "backbones", "--only", *only, "--seeds", "0", "--set", *TINY])
-    runs = pd.read_csv(out / "results.csv")
-    assert runs["setup"].tolist() == only
-    assert (runs["train_wall_s"] > 0).all() and runs["test_accuracy"].between(0, 1).all()
-    assert "stgcnpp" in (out / "summary.md").read_text()
+# One cross-validated run of three setups feeds the tests below (a third of the cost of a run
+# each): a graph net, the improved model and the ensemble, whose streams are two of the four and
+# not in their usual order.
+SETUPS = ["stgcnpp", "tcn (improved)", "tcn ensemble"]
+STREAMS = [f"tcn ensemble: {s} alone" for s in ("bone", "motion")]
+ENSEMBLE_TINY = [
+    "ensemble.epochs=1",
+    "ensemble.hidden=8",
+    "ensemble.eval.clips=2",
+    "fusion.streams=[bone,motion]",
+]
 
 
-@pytest.mark.slow
-def test_the_ensemble_row_is_each_folds_fuse_with_its_streams_alone_beside_it(
-    tmp_path: Path,
-) -> None:
-    pkl = five_subjects(tmp_path)
-    dest, out = tmp_path / "ws", tmp_path / "out"
-    tiny = [
-        "ensemble.epochs=1",
-        "ensemble.hidden=8",
-        "shards.test_views=2",
-        "train.threads=1",
-        "ensemble.eval.clips=2",
-        "fusion.streams=[bone,motion]",  # two of the four, not in their usual order
-    ]
+@pytest.fixture(scope="module")
+def cv(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    tmp = tmp_path_factory.mktemp("accuracy")
+    pkl = five_subjects(tmp)
+    dest, out = tmp / "ws", tmp / "out"
     args = ["--pkl", str(pkl), "--dest", str(dest), "--out", str(out), "--table", "backbones"]
-    accuracy.main([*args, "--only", "tcn ensemble", "--seeds", "0", "--folds", "2", "--set", *tiny])
-    runs = pd.read_csv(out / "results.csv")
-    streams = [f"tcn ensemble: {s} alone" for s in ("bone", "motion")]
-    assert runs["setup"].tolist() == ["tcn ensemble", *streams] * 2
+    tiny = [*TINY, "shards.frames=16", *ENSEMBLE_TINY]
+    accuracy.main([*args, "--only", *SETUPS, "--seeds", "0", "--folds", "2", "--set", *tiny])
+    return {"dest": dest, "out": out, "runs": pd.read_csv(out / "results.csv")}
+
+
+def test_folds_hold_out_every_train_subject_once(cv: dict[str, Any]) -> None:
+    runs = cv["runs"][cv["runs"]["setup"] == "tcn (improved)"]
+    assert runs["fold"].tolist() == [0, 1]
+    assert runs["val_clips"].sum() == 4 * 2 * 2  # every train clip validated exactly once
+    assert (runs["val_clips"] > 0).all()
+    # the workspace was left at the last fold, so extract did rerun for it
+    meta = json.loads((cv["dest"] / "data" / "subset" / "meta.json").read_text())
+    assert meta["validation"] == "group, fold 1 of 2"
+    summary = (cv["out"] / "summary.md").read_text()
+    assert "2-fold cross-validation by subject" in summary
+    assert summary.splitlines()[2].rstrip(" |").endswith("folds")
+    assert {"seed", "fold", "group"} <= set(pd.read_csv(cv["out"] / "errors.csv").columns)
+
+
+def test_the_backbones_table_runs_each_candidate_under_one_protocol(cv: dict[str, Any]) -> None:
+    runs = cv["runs"]
+    assert runs["setup"].tolist() == [*SETUPS, *STREAMS] * 2  # seeds and folds outermost
+    assert runs["fold"].tolist() == [0] * 5 + [1] * 5
+    assert (runs["train_wall_s"] > 0).all() and runs["test_accuracy"].between(0, 1).all()
+    assert "| stgcnpp " in (cv["out"] / "summary.md").read_text()
+
+
+def test_the_ensemble_row_is_each_folds_fuse_with_its_streams_alone_beside_it(
+    cv: dict[str, Any],
+) -> None:
+    runs = cv["runs"][cv["runs"]["setup"].str.startswith("tcn ensemble")]
+    assert runs["setup"].tolist() == ["tcn ensemble", *STREAMS] * 2
     assert runs["fold"].tolist() == [0] * 3 + [1] * 3
     assert "weight_joint" not in runs and "weight_bone_motion" not in runs  # the listed alone
     for _, fold in runs.groupby("fold"):
@@ -194,8 +170,8 @@ def test_the_ensemble_row_is_each_folds_fuse_with_its_streams_alone_beside_it(
         assert (alone["val_clips"] == fused["val_clips"]).all()
     assert runs.loc[runs["setup"] == "tcn ensemble", "val_clips"].sum() == 4 * 2 * 2
     # the workspace holds the last fold's fuse: its figures are that fold's rows
-    metrics = json.loads((dest / "metrics" / "ensemble.json").read_text())
-    meta = json.loads((dest / "data" / "subset" / "meta.json").read_text())
+    metrics = json.loads((cv["dest"] / "metrics" / "ensemble.json").read_text())
+    meta = json.loads((cv["dest"] / "data" / "subset" / "meta.json").read_text())
     assert meta["validation"] == "group, fold 1 of 2"
     last = runs[runs["fold"] == 1].set_index("setup")
     assert last.loc["tcn ensemble", "val_accuracy"] == metrics["val_accuracy"]
@@ -207,8 +183,8 @@ def test_the_ensemble_row_is_each_folds_fuse_with_its_streams_alone_beside_it(
     for setup, g in runs.groupby("setup"):
         pooled = (g["val_accuracy"] * g["val_clips"]).sum() / g["val_clips"].sum()
         assert table.loc[setup, "val accuracy"] == f"{pooled:.3f}"
-    assert table.index.tolist() == ["tcn ensemble", *streams]
-    summary = (out / "summary.md").read_text()
+    assert table.index.tolist() == ["tcn ensemble", *STREAMS]
+    summary = (cv["out"] / "summary.md").read_text()
     assert all(f"| {setup} " in summary for setup in table.index)
 
 
