@@ -88,8 +88,14 @@ def interrupting(save):
     def wrapper(state, path):
         save(state, path)
         if os.environ.get("DDP_INTERRUPT") and state.get("epoch") == 1:
+            from pipeline.core import errors
+            noted = len(errors._received)  # the stop signals this process's handlers noted
             os.kill(os.getppid(), signal.SIGINT)
-            time.sleep(0.3)  # the stage passes it on to every process meanwhile
+            # Epoch 2 must not start before the stage has passed the signal on to this
+            # process, however long a loaded machine takes: wait for it, not a guessed time.
+            deadline = time.monotonic() + 60
+            while len(errors._received) == noted and time.monotonic() < deadline:
+                time.sleep(0.01)
     return wrapper
 
 def probed(fit):

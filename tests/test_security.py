@@ -175,7 +175,7 @@ def test_each_payload_really_runs_when_loaded_without_restriction(
         monkeypatch.setitem(sys.modules, "nt", types.SimpleNamespace(system=os.system))
     _, payload = payloads(marker)[name]
     pickle.loads(dumps(payload, protocol=2))
-    assert marker_appears(marker, wait=5), f"the {name} payload does not work"
+    assert marker_appears(marker, wait=30), f"the {name} payload does not work"
 
 
 @pytest.mark.parametrize("where", ["whole file", "inside an annotation"])
