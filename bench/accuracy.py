@@ -6,7 +6,7 @@ metrics/accuracy/summary.md (mean ± std per setup), the table the README quotes
 
 Usage: python -m bench.accuracy [--pkl PATH] [--seeds 0 1 2] [--table ablations|backbones]
                                 [--only NAME ...] [--dest DIR] [--set KEY=VALUE ...]
-                                [--folds K] [--out DIR]
+                                [--folds K [--only-folds F ...]] [--out DIR]
        python -m bench.accuracy --merge DIR [DIR ...] [--out DIR]
 
 `--table backbones` runs the candidate backbones instead of the ablations: the improved model
@@ -29,11 +29,13 @@ misclassified clips go to errors.csv, with the group (subject) each belongs to: 
 that errors come in whole blocks of one subject and one class.
 
 `--folds K` cross-validates by subject: each setup and seed runs K times, fold k of the train
-subjects held out for validation in run k (`data.folds`, `data.fold`), and the table's val
-accuracy is pooled over the K folds, so every train subject is judged once by a model that never
-saw them. On mime5 that is 27 subjects instead of the 6 of the test split, a way to compare ideas
-without looking at the test set. The selected epoch's val accuracy is optimistic (the epoch was
-picked on it); `--set model.select=last` removes that bias. With several seeds, two more
+subjects held out for validation in run k (`data.folds`, `data.fold`), and the table's val accuracy
+is pooled over the K folds, so every train subject is judged once by a model that never saw them. On
+mime5 that is 27 subjects instead of the 6 of the test split, a way to compare ideas without looking
+at the test set. `--only-folds 0 1` runs only those folds of the K, so a cross-validation can be
+shared out between cores or machines (`--only-folds 2 3 4` in another process, with its own `--dest`
+and `--out`) and summarized with `--merge`. The selected epoch's val accuracy is optimistic (the
+epoch was picked on it); `--set model.select=last` removes that bias. With several seeds, two more
 columns give the spread between seeds: each seed's pooled val accuracy and its fold models' mean
 test accuracy, as mean ± std over the seeds.
 
@@ -95,6 +97,7 @@ SETUPS: dict[str, tuple[str, dict[str, Any], int]] = {
     "- augmentation": ("improved", {"model.augment": plain(NO_AUGMENT)}, 2),
     "- stretch (x, y scaled apart)": ("improved", {"model.augment.stretch": 0.0}, 2),
     "- label smoothing": ("improved", {"model.label_smoothing": 0.0}, 2),
+    "- max pooling (mean only)": ("improved", {"model.tcn.frame_pool": "mean"}, 2),
     "- cosine schedule + warm-up": (
         "improved",
         {"model.schedule": "constant", "model.warmup_epochs": 0},
@@ -358,6 +361,13 @@ def main(argv: list[str] | None = None) -> None:
         metavar="K",
         help="cross-validate by subject: K runs per setup and seed, one per fold",
     )
+    parser.add_argument(
+        "--only-folds",
+        type=int,
+        nargs="+",
+        metavar="F",
+        help="with --folds K: run only these folds (0..K-1); --merge joins the parts",
+    )
     parser.add_argument("--out", type=Path, default=OUT_DIR, help="where the results go")
     parser.add_argument(
         "--merge",
@@ -367,6 +377,10 @@ def main(argv: list[str] | None = None) -> None:
         help="run nothing: summarize the runs of these earlier --out folders together",
     )
     args = parser.parse_args(argv)
+    if args.only_folds and not args.folds:
+        parser.error("--only-folds: expected --folds K beside it")
+    if args.only_folds and not set(args.only_folds) <= set(range(args.folds)):
+        parser.error(f"--only-folds: expected folds 0..{args.folds - 1}, found {args.only_folds}")
     if args.merge:
         print(merge(args.merge, args.out), end="")
         return
@@ -384,7 +398,7 @@ def main(argv: list[str] | None = None) -> None:
     base = workspace.apply_overrides(yaml.safe_load((repo / "params.yaml").read_text()), extra)
     configure(repo, base, {})
     groups = pd.read_csv(repo / SUBSET_DIR / "index.csv", usecols=["frame_dir", "group"])
-    folds = range(args.folds) if args.folds else [None]
+    folds = sorted(set(args.only_folds or range(args.folds))) if args.folds else [None]
     rows, wrong = [], []
     # Seeds, then folds, outermost, so an evaluation-only setup finds the improved model of its
     # seed and fold in place.

@@ -129,7 +129,8 @@ def cv(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     args = ["--pkl", str(pkl), "--dest", str(dest), "--out", str(out), "--table", "backbones"]
     tiny = [*TINY, "shards.frames=16", *ENSEMBLE_TINY]
     accuracy.main([*args, "--only", *SETUPS, "--seeds", "0", "--folds", "2", "--set", *tiny])
-    return {"dest": dest, "out": out, "runs": pd.read_csv(out / "results.csv")}
+    runs = pd.read_csv(out / "results.csv")
+    return {"pkl": pkl, "tiny": tiny, "dest": dest, "out": out, "runs": runs}
 
 
 def test_folds_hold_out_every_train_subject_once(cv: dict[str, Any]) -> None:
@@ -144,6 +145,41 @@ def test_folds_hold_out_every_train_subject_once(cv: dict[str, Any]) -> None:
     assert "2-fold cross-validation by subject" in summary
     assert summary.splitlines()[2].rstrip(" |").endswith("folds")
     assert {"seed", "fold", "group"} <= set(pd.read_csv(cv["out"] / "errors.csv").columns)
+
+
+def test_only_folds_runs_one_fold_as_the_whole_cross_validation_ran_it(
+    cv: dict[str, Any], tmp_path: Path
+) -> None:
+    # what a share of a cross-validation on another core measures: fold 1 alone, as in the full run
+    dest, out = tmp_path / "ws", tmp_path / "out"
+    args = ["--pkl", str(cv["pkl"]), "--dest", str(dest), "--out", str(out), "--table", "backbones"]
+    setup = ["--only", "tcn (improved)", "--seeds", "0", "--folds", "2", "--only-folds", "1"]
+    accuracy.main([*args, *setup, "--set", *cv["tiny"]])
+    alone = pd.read_csv(out / "results.csv")
+    assert alone["fold"].tolist() == [1]
+    whole = cv["runs"].set_index(["setup", "fold"]).loc[("tcn (improved)", 1)]
+    for column in ("val_clips", "val_accuracy", "test_accuracy", "macro_f1", "best_epoch"):
+        assert alone.loc[0, column] == whole[column], column
+    assert "2-fold cross-validation by subject" in (out / "summary.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (["--only-folds", "0"], "--only-folds: expected --folds K beside it"),
+        (
+            ["--folds", "3", "--only-folds", "1", "3"],
+            "--only-folds: expected folds 0..2, found [1, 3]",
+        ),
+    ],
+)
+def test_only_folds_outside_the_folds_is_a_usage_error(
+    extra: list[str], expected: str, tmp_path: Path, capsys
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        accuracy.main(["--pkl", str(tmp_path / "absent.pkl"), *extra])
+    assert exc.value.code == 2
+    assert expected in capsys.readouterr().err
 
 
 def test_the_backbones_table_runs_each_candidate_under_one_protocol(cv: dict[str, Any]) -> None:
