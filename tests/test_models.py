@@ -242,7 +242,8 @@ def test_a_model_section_needs_its_own_backbones_settings():
     del values["stgcnpp"]
     with pytest.raises(PipelineError, match=r"model\.stgcnpp is missing \(arch stgcnpp reads"):
         params.parse("model", {**values, "arch": "stgcnpp"})
-    assert params.parse("model", {**values, "arch": "tcn"}).net.frame_pool == "mean"
+    parsed = params.parse("model", {**values, "arch": "tcn"})
+    assert parsed.net.frame_pool == values["tcn"]["frame_pool"]
     with pytest.raises(PipelineError, match=r"model\.tcn\.frame_pool: expected one of"):
         params.parse("model", {**values, "tcn": {"frame_pool": "max"}})
     with pytest.raises(PipelineError, match=r"model\.lstm: unknown key 'frame_pool'"):
