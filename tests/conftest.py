@@ -26,6 +26,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -413,6 +414,30 @@ def shared_tmp(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path
     in it); without xdist, the run's base temp."""
     base = tmp_path_factory.getbasetemp()
     return base if worker_id == "master" else base.parent
+
+
+@pytest.fixture(scope="session", autouse=True)
+def temp_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The temporary folder of the tests and every process they start (TMPDIR): a folder of
+    this run's, so what a tool leaves in its temporary folder (torchrun's logs, for one) stays
+    with the run, and the run can show that ours leave nothing there."""
+    folder = tmp_path_factory.mktemp("TMPDIR")
+    before = os.environ.get("TMPDIR"), tempfile.tempdir
+    os.environ["TMPDIR"], tempfile.tempdir = str(folder), str(folder)
+    yield folder
+    if before[0] is None:
+        del os.environ["TMPDIR"]
+    else:
+        os.environ["TMPDIR"] = before[0]
+    tempfile.tempdir = before[1]
+    left = sorted(p.name for p in folder.iterdir() if not p.name.startswith(TOOLS_TEMP))
+    assert not left, f"temporary files left behind in {folder}: {left}"
+
+
+# What other tools keep in the temporary folder on purpose: torchrun's logs of each run (the
+# README's torchrun command), torch's compile cache, onnxruntime's telemetry session id (the
+# ONNX parity checks; it writes it whatever `disable_telemetry_events()` says).
+TOOLS_TEMP = ("torchelastic_", "torchinductor_", ".ses")
 
 
 @pytest.fixture(scope="session")
