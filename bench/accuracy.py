@@ -43,7 +43,8 @@ test accuracy, as mean ± std over the seeds.
 seeds of one protocol, run at different times) into `--out`, e.g. `python -m bench.accuracy
 --merge metrics/accuracy/a metrics/accuracy/b --out metrics/accuracy/ab`. Their summary.md
 headers must name one protocol (everything but the seeds and the count of runs), and no setup,
-seed and fold may be in two of them.
+seed and fold may be in two of them. A merged folder merges again (its header names the folders
+it came from), so one cross-validation can be shared out to cores or machines in rounds.
 """
 
 from __future__ import annotations
@@ -284,6 +285,7 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 HEADER = re.compile(r"mime5 test accuracy, mean ± std over seeds \[(.*)\] \((\d+) runs, (.*)\)")
+MERGED = "; merged from "
 BY_SEED_NOTE = (
     "By seed: mean ± std over the seeds of each seed's val accuracy (pooled over its folds) "
     "and of its fold models' mean test accuracy.\n\n"
@@ -310,16 +312,20 @@ def write_results(out: Path, runs: pd.DataFrame, wrong: pd.DataFrame, protocol: 
 
 def merge(sources: list[Path], out: Path) -> str:
     """Summarize the runs of earlier --out folders together into `out` (see the module doc)."""
-    protocols = []
+    protocols, origins = [], []
     for source in sources:
         path = source / "summary.md"
         first = path.read_text().splitlines()[0] if path.is_file() else ""
         found = HEADER.fullmatch(first)
         if not found:
             raise fail(str(path), f"first line: expected {HEADER.pattern!r}, found {first!r}")
-        protocols.append(found.group(3))
-        if found.group(3) != protocols[0]:
-            raise fail(str(path), f"protocol: expected {protocols[0]!r}, found {found.group(3)!r}")
+        # A merged table merges again (one cross-validation shared out in several rounds): its
+        # protocol is the part before MERGED, and its origins are named in place of it.
+        protocol, _, earlier = found.group(3).partition(MERGED)
+        protocols.append(protocol)
+        origins.append(earlier or str(source))
+        if protocol != protocols[0]:
+            raise fail(str(path), f"protocol: expected {protocols[0]!r}, found {protocol!r}")
     runs = pd.concat([pd.read_csv(source / "results.csv") for source in sources])
     twice = runs.duplicated(["setup", "seed", "fold"], keep=False)
     if twice.any():
@@ -330,7 +336,7 @@ def merge(sources: list[Path], out: Path) -> str:
             f"{first['seed']} fold {first['fold']} twice",
         )
     wrong = pd.concat([pd.read_csv(source / "errors.csv") for source in sources])
-    merged = f"{protocols[0]}; merged from {', '.join(str(source) for source in sources)}"
+    merged = f"{protocols[0]}{MERGED}{', '.join(origins)}"
     return write_results(out, runs.reset_index(drop=True), wrong, merged)
 
 

@@ -280,6 +280,15 @@ def test_merge_summarizes_earlier_runs_together_with_the_spread_between_seeds(
     assert row["test accuracy by seed"] == "0.912 ± 0.008"  # 0.902, 0.912, 0.922 (1/600 each)
     assert (row["seeds"], row["folds"]) == (3, 2)
     assert f"| tcn (improved) | {row['test accuracy']} " in summary
+    # a merged table merges again, naming the runs it came from
+    later = measured(tmp_path / "seed3", cv_runs((3,)))
+    again = tmp_path / "again"
+    accuracy.main(["--merge", str(out), str(later), "--out", str(again)])
+    assert pd.read_csv(again / "results.csv")["seed"].tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert (again / "summary.md").read_text().splitlines()[0] == (
+        f"mime5 test accuracy, mean ± std over seeds [0, 1, 2, 3] (8 runs, {PROTOCOL}; "
+        f"merged from {first}, {more}, {later})"
+    )
 
 
 @pytest.mark.parametrize(
