@@ -50,12 +50,14 @@ def test_choose_weighs_the_model_that_knows_more():
 
 
 def test_a_stream_model_is_the_ensemble_section_on_its_stream_with_its_overrides(tmp_path):
-    write_params(tmp_path, {"fusion.bone": {"epochs": 3, "tcn": {"frame_pool": "mean_max"}}})
+    ensemble = yaml.safe_load(PARAMS_YAML.read_text())["ensemble"]
+    other = {"mean": "mean_max", "mean_max": "mean"}[ensemble["tcn"]["frame_pool"]]
+    write_params(tmp_path, {"fusion.bone": {"epochs": 3, "tcn": {"frame_pool": other}}})
     _, joint = params.load_model("stream-joint", tmp_path / "params.yaml")
     _, bone = params.load_model("stream-bone", tmp_path / "params.yaml")
-    ensemble = yaml.safe_load(PARAMS_YAML.read_text())["ensemble"]
     assert joint.streams == ["joint"] and joint.epochs == ensemble["epochs"]
-    assert bone.streams == ["bone"] and bone.epochs == 3 and bone.net.frame_pool == "mean_max"
+    assert joint.net.frame_pool == ensemble["tcn"]["frame_pool"]
+    assert bone.streams == ["bone"] and bone.epochs == 3 and bone.net.frame_pool == other
 
 
 @pytest.mark.parametrize(
