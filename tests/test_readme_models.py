@@ -38,9 +38,12 @@ def test_backbones_and_late_fusion_in_the_demo(demo: Path) -> None:
     joint = md5(demo / "models" / "streams" / "joint.pt")
     assert ran(sh(bone, demo).stdout) == {"check", "stream@bone", "fuse"}  # one stream
     assert md5(demo / "models" / "streams" / "joint.pt") == joint
-    shown = sh(diff, demo).stdout
-    assert "metrics/ensemble.json" in shown and "metrics/improved.json" in shown
-    assert "metrics/baseline.json" not in shown
+    rows = [line.split() for line in sh(diff, demo).stdout.splitlines()[1:]]
+    models = ("metrics/baseline.json", "metrics/improved.json", "metrics/ensemble.json")
+    assert {row[0] for row in rows} == set(models)  # all three, changed or not (`--all`)
+    assert {row[1] for row in rows if row[0] == models[2]} >= {"accuracy", "weight_bone"}
+    # the baseline reads neither `model` nor `fusion`: not retrained, every change nothing
+    assert all(row[-1] in ("0", "0.0", "-") for row in rows if row[0] == models[0])
     ensemble = json.loads((demo / "metrics" / "ensemble.json").read_text())
     weights = {k.removeprefix("weight_"): v for k, v in ensemble.items() if k.startswith("weight_")}
     assert list(weights) == TINY["fusion.streams"]  # the listed streams, in their order
