@@ -9,7 +9,9 @@ alike. CPU time (not wall time) of the fastest of a few interleaved runs, so a d
 moment costs neither. A ratio more than 50 % above its recorded bound fails. `--record`
 measures and writes the bounds (on a quiet machine, after a deliberate change of speed);
 `--record shards` writes that hot path's bound alone and keeps the others as recorded.
-`make test` runs the check (tests/test_regress.py), a few seconds in all.
+`make test` runs the check (tests/test_regress.py), a few seconds in all, in a process of its
+own: in a long-lived process the allocator's state after earlier work (glibc's mmap threshold)
+can nearly double a ratio.
 """
 
 from __future__ import annotations
