@@ -34,10 +34,12 @@ is pooled over the K folds, so every train subject is judged once by a model tha
 mime5 that is 27 subjects instead of the 6 of the test split, a way to compare ideas without looking
 at the test set. `--only-folds 0 1` runs only those folds of the K, so a cross-validation can be
 shared out between cores or machines (`--only-folds 2 3 4` in another process, with its own `--dest`
-and `--out`) and summarized with `--merge`. The selected epoch's val accuracy is optimistic (the
-epoch was picked on it); `--set model.select=last` removes that bias. With several seeds, two more
-columns give the spread between seeds: each seed's pooled val accuracy and its fold models' mean
-test accuracy, as mean ± std over the seeds.
+and `--out`) and summarized with `--merge`. The tables are written after every run, so a
+stopped cross-validation keeps the runs it finished (the summary's first line counts them), and
+the rest can run with `--only-folds` and be merged. The selected epoch's val accuracy is
+optimistic (the epoch was picked on it); `--set model.select=last` removes that bias. With
+several seeds, two more columns give the spread between seeds: each seed's pooled val accuracy
+and its fold models' mean test accuracy, as mean ± std over the seeds.
 
 `--merge DIR ...` runs nothing: it summarizes the runs of earlier `--out` folders together (more
 seeds of one protocol, run at different times) into `--out`, e.g. `python -m bench.accuracy
@@ -387,6 +389,12 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--only-folds: expected --folds K beside it")
     if args.only_folds and not set(args.only_folds) <= set(range(args.folds)):
         parser.error(f"--only-folds: expected folds 0..{args.folds - 1}, found {args.only_folds}")
+    unknown = [name for name in args.only or [] if name not in TABLES[args.table]]
+    if unknown:
+        parser.error(
+            f"--only: expected setups of --table {args.table} ({', '.join(TABLES[args.table])}), "
+            f"found {', '.join(unknown)}"
+        )
     if args.merge:
         print(merge(args.merge, args.out), end="")
         return
@@ -405,6 +413,12 @@ def main(argv: list[str] | None = None) -> None:
     configure(repo, base, {})
     groups = pd.read_csv(repo / SUBSET_DIR / "index.csv", usecols=["frame_dir", "group"])
     folds = sorted(set(args.only_folds or range(args.folds))) if args.folds else [None]
+    extras = f", with {' '.join(args.set)}" if args.set else ""
+    if args.folds:
+        extras += (
+            f", {args.folds}-fold cross-validation by subject (val accuracy pooled over the folds)"
+        )
+    protocol = f"stage commands of this pipeline, CPU{extras}"
     rows, wrong = [], []
     # Seeds, then folds, outermost, so an evaluation-only setup finds the improved model of its
     # seed and fold in place.
@@ -430,13 +444,9 @@ def main(argv: list[str] | None = None) -> None:
                 )
             predictions = pd.read_csv(repo / "metrics" / stage / "predictions.csv")
             wrong.append(errors(predictions, groups).assign(setup=name, seed=seed, fold=fold))
-    extras = f", with {' '.join(args.set)}" if args.set else ""
-    if args.folds:
-        extras += (
-            f", {args.folds}-fold cross-validation by subject (val accuracy pooled over the folds)"
-        )
-    protocol = f"stage commands of this pipeline, CPU{extras}"
-    text = write_results(args.out, pd.DataFrame(rows), pd.concat(wrong), protocol)
+            # After every run, so a run stopped hours into a cross-validation keeps what it
+            # finished (the summary's first line counts the runs; --merge joins the rest later).
+            text = write_results(args.out, pd.DataFrame(rows), pd.concat(wrong), protocol)
     print()
     print(text, end="")
 

@@ -163,6 +163,45 @@ def test_only_folds_runs_one_fold_as_the_whole_cross_validation_ran_it(
     assert "2-fold cross-validation by subject" in (out / "summary.md").read_text()
 
 
+def test_a_stopped_cross_validation_keeps_the_runs_it_finished(
+    cv: dict[str, Any], tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """Ctrl-C during fold 1's run: fold 0's run is in --out as the whole run measured it."""
+    real, calls = accuracy.measure, []
+
+    def stopped_at_the_second(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        calls.append(args)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(accuracy, "measure", stopped_at_the_second)
+    dest, out = tmp_path / "ws", tmp_path / "out"
+    args = ["--pkl", str(cv["pkl"]), "--dest", str(dest), "--out", str(out), "--table", "backbones"]
+    setup = ["--only", "tcn (improved)", "--seeds", "0", "--folds", "2"]
+    with pytest.raises(SystemExit) as exc:
+        accuracy.main([*args, *setup, "--set", *cv["tiny"]])
+    assert exc.value.code == 130 and len(calls) == 2
+    kept = pd.read_csv(out / "results.csv")
+    assert kept["fold"].tolist() == [0]
+    whole = cv["runs"].set_index(["setup", "fold"]).loc[("tcn (improved)", 0)]
+    for column in ("val_clips", "val_accuracy", "test_accuracy", "best_epoch"):
+        assert kept.loc[0, column] == whole[column], column
+    assert "(1 runs," in (out / "summary.md").read_text().splitlines()[0]
+    assert set(pd.read_csv(out / "errors.csv")["fold"]) <= {0}
+
+
+def test_an_unknown_setup_is_a_usage_error_naming_the_tables_setups(tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        accuracy.main(
+            ["--pkl", str(tmp_path / "absent.pkl"), "--table", "backbones", "--only", "tcn"]
+        )
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--only: expected setups of --table backbones (stgcn, stgcnpp," in err
+    assert err.rstrip().endswith("found tcn")
+
+
 @pytest.mark.parametrize(
     ("extra", "expected"),
     [
