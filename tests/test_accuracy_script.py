@@ -164,7 +164,7 @@ def test_only_folds_runs_one_fold_as_the_whole_cross_validation_ran_it(
 
 
 def test_a_stopped_cross_validation_keeps_the_runs_it_finished(
-    cv: dict[str, Any], tmp_path: Path, monkeypatch, capsys
+    cv: dict[str, Any], tmp_path: Path, monkeypatch
 ) -> None:
     """Ctrl-C during fold 1's run: fold 0's run is in --out as the whole run measured it."""
     real, calls = accuracy.measure, []
