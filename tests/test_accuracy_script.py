@@ -147,26 +147,12 @@ def test_folds_hold_out_every_train_subject_once(cv: dict[str, Any]) -> None:
     assert {"seed", "fold", "group"} <= set(pd.read_csv(cv["out"] / "errors.csv").columns)
 
 
-def test_only_folds_runs_one_fold_as_the_whole_cross_validation_ran_it(
-    cv: dict[str, Any], tmp_path: Path
-) -> None:
-    # what a share of a cross-validation on another core measures: fold 1 alone, as in the full run
-    dest, out = tmp_path / "ws", tmp_path / "out"
-    args = ["--pkl", str(cv["pkl"]), "--dest", str(dest), "--out", str(out), "--table", "backbones"]
-    setup = ["--only", "tcn (improved)", "--seeds", "0", "--folds", "2", "--only-folds", "1"]
-    accuracy.main([*args, *setup, "--set", *cv["tiny"]])
-    alone = pd.read_csv(out / "results.csv")
-    assert alone["fold"].tolist() == [1]
-    whole = cv["runs"].set_index(["setup", "fold"]).loc[("tcn (improved)", 1)]
-    for column in ("val_clips", "val_accuracy", "test_accuracy", "macro_f1", "best_epoch"):
-        assert alone.loc[0, column] == whole[column], column
-    assert "2-fold cross-validation by subject" in (out / "summary.md").read_text()
-
-
-def test_a_stopped_cross_validation_keeps_the_runs_it_finished(
+def test_only_folds_runs_one_fold_as_the_whole_run_did_and_a_stopped_run_keeps_it(
     cv: dict[str, Any], tmp_path: Path, monkeypatch
 ) -> None:
-    """Ctrl-C during fold 1's run: fold 0's run is in --out as the whole run measured it."""
+    """What a share of a cross-validation on another core measures: fold 1 alone, as in the
+    whole run. Then Ctrl-C during the next run (seed 1's): the finished run stays in --out.
+    (One test, so one training serves both.)"""
     real, calls = accuracy.measure, []
 
     def stopped_at_the_second(*args: Any, **kwargs: Any) -> dict[str, Any]:
@@ -178,17 +164,19 @@ def test_a_stopped_cross_validation_keeps_the_runs_it_finished(
     monkeypatch.setattr(accuracy, "measure", stopped_at_the_second)
     dest, out = tmp_path / "ws", tmp_path / "out"
     args = ["--pkl", str(cv["pkl"]), "--dest", str(dest), "--out", str(out), "--table", "backbones"]
-    setup = ["--only", "tcn (improved)", "--seeds", "0", "--folds", "2"]
+    setup = ["--only", "tcn (improved)", "--seeds", "0", "1", "--folds", "2", "--only-folds", "1"]
     with pytest.raises(SystemExit) as exc:
         accuracy.main([*args, *setup, "--set", *cv["tiny"]])
     assert exc.value.code == 130 and len(calls) == 2
-    kept = pd.read_csv(out / "results.csv")
-    assert kept["fold"].tolist() == [0]
-    whole = cv["runs"].set_index(["setup", "fold"]).loc[("tcn (improved)", 0)]
-    for column in ("val_clips", "val_accuracy", "test_accuracy", "best_epoch"):
-        assert kept.loc[0, column] == whole[column], column
-    assert "(1 runs," in (out / "summary.md").read_text().splitlines()[0]
-    assert set(pd.read_csv(out / "errors.csv")["fold"]) <= {0}
+    alone = pd.read_csv(out / "results.csv")
+    assert alone["fold"].tolist() == [1] and alone["seed"].tolist() == [0]
+    whole = cv["runs"].set_index(["setup", "fold"]).loc[("tcn (improved)", 1)]
+    for column in ("val_clips", "val_accuracy", "test_accuracy", "macro_f1", "best_epoch"):
+        assert alone.loc[0, column] == whole[column], column
+    summary = (out / "summary.md").read_text()
+    assert "(1 runs," in summary.splitlines()[0]
+    assert "2-fold cross-validation by subject" in summary
+    assert set(pd.read_csv(out / "errors.csv")["seed"]) <= {0}
 
 
 def test_an_unknown_setup_is_a_usage_error_naming_the_tables_setups(tmp_path: Path, capsys) -> None:
