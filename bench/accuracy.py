@@ -37,7 +37,10 @@ shared out between cores or machines (`--only-folds 2 3 4` in another process, w
 and `--out`) and summarized with `--merge`. The tables are written after every run, so a
 stopped cross-validation keeps the runs it finished (the summary's first line counts them), and
 the rest can run with `--only-folds` and be merged. The selected epoch's val accuracy is
-optimistic (the epoch was picked on it); `--set model.select=last` removes that bias. With
+optimistic (the epoch was picked on it, and the noisier a model's validation curve, the more
+so); the final epoch's is not, and every run records it too (`final_val_accuracy`, pooled in the
+summary's "val accuracy, final epoch"): training does not depend on `model.select`, so one run
+gives both, and `--set model.select=last` only changes which weights are tested. With
 several seeds, two more columns give the spread between seeds: each seed's pooled val accuracy
 and its fold models' mean test accuracy, as mean ± std over the seeds.
 
@@ -181,6 +184,12 @@ def train(repo: Path, name: str) -> tuple[float, float]:
     return round(cpu, 1), round(time.monotonic() - start, 1)
 
 
+def curves_summary(repo: Path, name: str) -> dict[str, Any]:
+    """The train stage's summary of model `name`'s curves: the final epoch's values (`val`,
+    `step`) and the selected epoch."""
+    return json.loads((repo / curves_path(name) / "metrics.json").read_text())
+
+
 def measure(repo: Path, stage: str, seed: int, train_it: bool = True) -> dict[str, Any]:
     cpu, wall = train(repo, stage) if train_it else (float("nan"), float("nan"))
     run_stage(repo, "pipeline.evaluate", stage)
@@ -191,6 +200,7 @@ def measure(repo: Path, stage: str, seed: int, train_it: bool = True) -> dict[st
         {
             "test_accuracy": metrics["accuracy"],
             "val_accuracy": metrics["val_accuracy"],
+            "final_val_accuracy": curves_summary(repo, stage)["val"]["acc"],
             "macro_f1": metrics["macro_f1"],
             "best_epoch": metrics["best_epoch"],
             "epochs": metrics["epochs_run"],
@@ -208,10 +218,9 @@ def measure_ensemble(repo: Path, seed: int) -> dict[str | None, dict[str, Any]]:
     listed = load("fusion", path=repo / "params.yaml")["fusion"].streams
     for stream in listed:
         cpu, wall = train(repo, STREAM_MODEL + stream)
-        summary = json.loads(
-            (repo / curves_path(STREAM_MODEL + stream) / "metrics.json").read_text()
-        )
+        summary = curves_summary(repo, STREAM_MODEL + stream)
         streams[stream] = {
+            "final_val_accuracy": summary["val"]["acc"],
             "best_epoch": summary["selected_epoch"],
             "epochs": summary["step"],
             "train_cpu_s": cpu,
@@ -226,6 +235,7 @@ def measure_ensemble(repo: Path, seed: int) -> dict[str | None, dict[str, Any]]:
             {
                 "test_accuracy": fused["accuracy"],
                 "val_accuracy": fused["val_accuracy"],
+                "final_val_accuracy": float("nan"),  # weights chosen on validation: no epochs
                 "macro_f1": fused["macro_f1"],
                 "best_epoch": float("nan"),  # one per stream: see their rows
                 "epochs": max(s["epochs"] for s in streams.values()),
@@ -245,9 +255,12 @@ def measure_ensemble(repo: Path, seed: int) -> dict[str | None, dict[str, Any]]:
     return rows
 
 
-def _pooled(runs: pd.DataFrame) -> float:
-    """The val accuracy over all the runs' validation clips (every train clip once a seed)."""
-    return (runs["val_accuracy"] * runs["val_clips"]).sum() / runs["val_clips"].sum()
+def _pooled(runs: pd.DataFrame, column: str = "val_accuracy") -> float:
+    """The val accuracy over all the runs' validation clips (every train clip once a seed);
+    nan where a run lacks it (a fused row's final epoch, tables from before the column)."""
+    if runs[column].isna().any():
+        return float("nan")
+    return (runs[column] * runs["val_clips"]).sum() / runs["val_clips"].sum()
 
 
 def _mean_std(values: pd.Series) -> str:
@@ -255,6 +268,8 @@ def _mean_std(values: pd.Series) -> str:
 
 
 def summarize(runs: pd.DataFrame) -> pd.DataFrame:
+    if "final_val_accuracy" not in runs:  # a table from before the column, merged
+        runs = runs.assign(final_val_accuracy=float("nan"))
     order = list(dict.fromkeys(runs["setup"]))
     grouped = runs.groupby("setup", sort=False)
     table = pd.DataFrame(
@@ -263,6 +278,9 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
             # pooled over the runs' validation clips: with --folds, every train clip once per seed
             "val accuracy": grouped[["val_accuracy", "val_clips"]].apply(
                 lambda g: f"{_pooled(g):.3f}"
+            ),
+            "val accuracy, final epoch": grouped[["final_val_accuracy", "val_clips"]].apply(
+                lambda g: f"{_pooled(g, 'final_val_accuracy'):.3f}"
             ),
             "macro F1": grouped["macro_f1"].agg(lambda s: f"{s.mean():.3f}"),
             "best epoch": grouped["best_epoch"].agg(lambda s: f"{s.mean():.0f}"),

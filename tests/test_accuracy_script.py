@@ -16,6 +16,7 @@ import pytest
 from conftest import make_dataset, write_pkl
 
 from bench import accuracy
+from pipeline.core.paths import curves_path
 
 pytestmark = pytest.mark.slow  # stages in subprocesses or trained workspaces
 
@@ -138,6 +139,8 @@ def test_folds_hold_out_every_train_subject_once(cv: dict[str, Any]) -> None:
     assert runs["fold"].tolist() == [0, 1]
     assert runs["val_clips"].sum() == 4 * 2 * 2  # every train clip validated exactly once
     assert (runs["val_clips"] > 0).all()
+    # one epoch: the final epoch is the selected one, so the two val accuracies are one
+    assert runs["final_val_accuracy"].tolist() == runs["val_accuracy"].tolist()
     # the workspace was left at the last fold, so extract did rerun for it
     meta = json.loads((cv["dest"] / "data" / "subset" / "meta.json").read_text())
     assert meta["validation"] == "group, fold 1 of 2"
@@ -241,6 +244,10 @@ def test_the_ensemble_row_is_each_folds_fuse_with_its_streams_alone_beside_it(
     assert last.loc["tcn ensemble", "test_accuracy"] == metrics["accuracy"]
     assert last.loc["tcn ensemble: bone alone", "val_accuracy"] == metrics["val_accuracy_bone"]
     assert last.loc["tcn ensemble: motion alone", "test_accuracy"] == metrics["accuracy_motion"]
+    # a stream's final epoch as its training logged it; the fused row has no epochs
+    curves = json.loads((cv["dest"] / curves_path("stream-bone") / "metrics.json").read_text())
+    assert last.loc["tcn ensemble: bone alone", "final_val_accuracy"] == curves["val"]["acc"]
+    assert runs.loc[runs["setup"] == "tcn ensemble", "final_val_accuracy"].isna().all()
     # the table pools each row's val accuracy over the folds, the streams' too
     table = accuracy.summarize(runs)
     for setup, g in runs.groupby("setup"):
@@ -262,6 +269,7 @@ def cv_runs(seeds: tuple[int, ...], folds: int = 2) -> pd.DataFrame:
             "val_clips": 10 + fold,
             "test_accuracy": 0.9 + seed / 100 + fold / 300,
             "val_accuracy": (8 + seed) / (10 + fold),
+            "final_val_accuracy": (7 + seed) / (10 + fold),
             "macro_f1": 0.9,
             "best_epoch": 20,
             "epochs": 30,
@@ -305,6 +313,7 @@ def test_merge_summarizes_earlier_runs_together_with_the_spread_between_seeds(
     spread = pd.Series([16 / 21, 18 / 21, 20 / 21]).std(ddof=0)
     assert row["val accuracy by seed"] == f"{18 / 21:.3f} ± {spread:.3f}"
     assert row["test accuracy by seed"] == "0.912 ± 0.008"  # 0.902, 0.912, 0.922 (1/600 each)
+    assert row["val accuracy, final epoch"] == f"{16 / 21:.3f}"  # (14 + 16 + 18) / 63
     assert (row["seeds"], row["folds"]) == (3, 2)
     assert f"| tcn (improved) | {row['test accuracy']} " in summary
     # a merged table merges again, naming the runs it came from
@@ -315,6 +324,14 @@ def test_merge_summarizes_earlier_runs_together_with_the_spread_between_seeds(
     assert (again / "summary.md").read_text().splitlines()[0] == (
         f"mime5 test accuracy, mean ± std over seeds [0, 1, 2, 3] (8 runs, {PROTOCOL}; "
         f"merged from {first}, {more}, {later})"
+    )
+
+
+def test_runs_from_before_the_final_epoch_column_pool_to_nan_not_to_a_part() -> None:
+    runs = pd.concat([cv_runs((0,)).drop(columns="final_val_accuracy"), cv_runs((1,))])
+    assert accuracy.summarize(runs).loc["tcn (improved)", "val accuracy, final epoch"] == "nan"
+    assert accuracy.summarize(cv_runs((1,))).loc["tcn (improved)", "val accuracy, final epoch"] == (
+        f"{16 / 21:.3f}"
     )
 
 
