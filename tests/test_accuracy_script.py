@@ -16,7 +16,7 @@ import pytest
 from conftest import make_dataset, write_pkl
 
 from bench import accuracy
-from pipeline.core.paths import curves_path
+from pipeline.core.paths import STREAM_MODEL, curves_path
 
 pytestmark = pytest.mark.slow  # stages in subprocesses or trained workspaces
 
@@ -245,7 +245,8 @@ def test_the_ensemble_row_is_each_folds_fuse_with_its_streams_alone_beside_it(
     assert last.loc["tcn ensemble: bone alone", "val_accuracy"] == metrics["val_accuracy_bone"]
     assert last.loc["tcn ensemble: motion alone", "test_accuracy"] == metrics["accuracy_motion"]
     # a stream's final epoch as its training logged it; the fused row has no epochs
-    curves = json.loads((cv["dest"] / curves_path("stream-bone") / "metrics.json").read_text())
+    bone = cv["dest"] / curves_path(STREAM_MODEL + "bone") / "metrics.json"
+    curves = json.loads(bone.read_text())
     assert last.loc["tcn ensemble: bone alone", "final_val_accuracy"] == curves["val"]["acc"]
     assert runs.loc[runs["setup"] == "tcn ensemble", "final_val_accuracy"].isna().all()
     # the table pools each row's val accuracy over the folds, the streams' too
