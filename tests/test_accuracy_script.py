@@ -16,7 +16,7 @@ import pytest
 from conftest import make_dataset, write_pkl
 
 from bench import accuracy
-from pipeline.core.paths import STREAM_MODEL, curves_path
+from pipeline.core.paths import STREAM_MODEL, SUBSET_DIR, curves_path
 
 pytestmark = pytest.mark.slow  # stages in subprocesses or trained workspaces
 
@@ -355,3 +355,19 @@ def test_merge_refuses_other_protocols_and_runs_counted_twice(
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and expected in err and err.startswith("error: ")
     assert not out.exists()
+
+
+def test_the_final_epochs_val_accuracy_is_read_from_the_curves_not_the_selected_one(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """A run whose selected epoch (0.95) is not its final one (0.90): each column gets its own."""
+    monkeypatch.setattr(accuracy, "run_stage", lambda repo, *args: 0.0)  # the stages "ran"
+    (tmp_path / SUBSET_DIR).mkdir(parents=True)
+    (tmp_path / SUBSET_DIR / "meta.json").write_text(json.dumps({"counts": {"val": 20}}))
+    (tmp_path / curves_path("improved")).mkdir(parents=True)
+    curves = {"val": {"acc": 0.90}, "step": 30, "selected_epoch": 12, "selected_val_acc": 0.95}
+    (tmp_path / curves_path("improved") / "metrics.json").write_text(json.dumps(curves))
+    metrics = {"accuracy": 0.8, "val_accuracy": 0.95, "macro_f1": 0.8, "best_epoch": 12}
+    (tmp_path / "metrics" / "improved.json").write_text(json.dumps({**metrics, "epochs_run": 30}))
+    row = accuracy.measure(tmp_path, "improved", seed=0)
+    assert (row["val_accuracy"], row["final_val_accuracy"]) == (0.95, 0.90)
