@@ -7,15 +7,23 @@ Usage: python -m bench.regress [--record [NAME ...]]
 Ratios, not times: this machine is shared, and a busy core slows a hot path and its reference
 alike. CPU time (not wall time) of the fastest of 15 interleaved runs, so a descheduled
 moment costs neither. A ratio more than 50 % above its recorded bound fails. `--record`
-measures and writes the bounds (on a quiet machine, after a deliberate change of speed);
-`--record shards` writes that hot path's bound alone and keeps the others as recorded.
-`make test` runs the check (tests/test_regress.py), a few seconds in all, in a process of its
-own: in a long-lived process the allocator's state after earlier work (glibc's mmap threshold)
-can nearly double a ratio.
+measures (each path's least of ROUNDS rounds) and writes the bounds (on a quiet machine, after
+a deliberate change of speed); `--record shards` writes that hot path's bound alone and keeps
+the others as recorded. `make test` runs the check (tests/test_regress.py), a few seconds in
+all, in a process of its own.
+
+The allocator is pinned before timing (`steady_allocator`): how often a hot path's temporaries
+come back as fresh, page-faulting memory is glibc's choice (its mmap threshold moves with what
+the process freed before, and `MALLOC_*` variables fix it), and it moved the shards ratio from
+11 to 20 on one machine, more than any busy core did. A hot path over its bound is measured
+again (up to ROUNDS rounds, its least ratio kept): a moment of contention passes, a slower
+path stays over in every round.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import pickle
 import sys
@@ -31,6 +39,10 @@ from bench.context import load_params
 BOUNDS = Path(__file__).resolve().parent / "regression.json"
 SLACK = 1.5  # a ratio may exceed its recorded bound by 50 % before the check fails
 REPEAT = 15  # 5 gave the shards ratio 8.7-12.8 beside a busy core, 15 gave 8.3-9.6
+ROUNDS = 4  # a hot path over its bound is timed again, up to this many rounds in all
+
+# glibc's mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
 
 
 @dataclass(frozen=True)
@@ -142,11 +154,27 @@ def _extract(folder: Path) -> HotPath:
     )
 
 
+def steady_allocator() -> bool:
+    """Have glibc's malloc serve every block from its heap and never give the heap back, so
+    that memory freed by one timed call is reused, not faulted in afresh, by the next, whatever
+    the process did before and whatever `MALLOC_*` says. False where there is no glibc."""
+    name = ctypes.util.find_library("c")
+    try:
+        mallopt = ctypes.CDLL(name).mallopt if name else None
+    except (OSError, AttributeError):
+        mallopt = None
+    if mallopt is None:
+        return False
+    return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 1 << 30))
+
+
 def hot_paths(folder: Path) -> list[HotPath]:
     """Every hot path, its inputs made (under `folder`) and each run once, so that first-call
-    costs (imports, allocations) are not timed."""
+    costs (imports, allocations) are not timed. Pins the process's allocator and torch's
+    threads first."""
     import torch
 
+    steady_allocator()
     torch.set_num_threads(1)
     paths = [_shards(), _features(), _extract(folder)]
     for path in paths:
@@ -161,6 +189,23 @@ def ratios(paths: list[HotPath]) -> dict[str, float]:
         run, reference = cpu_best(path.run, path.reference)
         out[path.name] = run / max(reference, 1e-9)
     return out
+
+
+def settled(
+    paths: list[HotPath],
+    bounds: dict[str, Any],
+    measure: Callable[[list[HotPath]], dict[str, float]] = ratios,
+) -> dict[str, float]:
+    """Each hot path's ratio; one over its bound is timed again, up to ROUNDS rounds in all,
+    and its least ratio kept."""
+    best = measure(paths)
+    for _ in range(ROUNDS - 1):
+        over = [p for p in paths if p.name in bounds and check({p.name: best[p.name]}, bounds)]
+        if not over:
+            break
+        for name, ratio in measure(over).items():
+            best[name] = min(best[name], ratio)
+    return best
 
 
 def check(measured: dict[str, float], bounds: dict[str, Any]) -> list[str]:
@@ -201,10 +246,16 @@ def record(paths: list[HotPath], measured: dict[str, float], names: list[str]) -
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    bounds = json.loads(BOUNDS.read_text()) if BOUNDS.exists() else {}
+    recording = "--record" in args
     with tempfile.TemporaryDirectory(prefix="bench-regress-") as tmp:
         paths = hot_paths(Path(tmp))
-        measured = ratios(paths)
-    if "--record" in args:
+        # a recording takes every path's least of ROUNDS rounds, as the check takes for one over
+        measured = settled(paths, {} if recording else bounds)
+        for _ in range(ROUNDS - 1 if recording else 0):
+            again = ratios(paths)
+            measured = {name: min(ratio, again[name]) for name, ratio in measured.items()}
+    if recording:
         names = [a for a in args if a != "--record"]
         unknown = sorted(set(names) - {p.name for p in paths})
         if unknown:
