@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -76,6 +77,17 @@ STAGES = {
 def paths(entries: list) -> set[str]:
     """Paths of a deps/outs/metrics list (an entry may be `path` or `{path: options}`)."""
     return {entry if isinstance(entry, str) else next(iter(entry)) for entry in entries or []}
+
+
+def code_files(deps: set[str]) -> set[str]:
+    """The pipeline's .py files among deps, a folder dep standing for every .py file in it."""
+    found = set()
+    for dep in deps:
+        if dep.startswith("pipeline/"):
+            folder = REPO / dep
+            inside = folder.rglob("*.py") if folder.is_dir() else [folder]
+            found |= {str(path.relative_to(REPO)) for path in inside}
+    return found
 
 
 def module_file(module: str) -> Path:
@@ -146,28 +158,53 @@ def stage_module(stage: dict) -> str:
     return stage["cmd"].split()[2].removeprefix("pipeline.")  # python -m pipeline.<module>
 
 
-# Modules a stage imports by the name a param gives (not seen in its imports): the default's.
-NAMED_BY_PARAMS = {"pose": [PARAMS["pose"]["estimator"].split(":")[0].removeprefix("pipeline.")]}
+# Modules a stage imports at run time, not in its import statements: pose the estimator a param
+# names (the default's), check the backbone registry (`params.backbones()`, which the data
+# stages, importing params too, never call).
+IMPORTED_AT_RUN = {
+    "pose": [PARAMS["pose"]["estimator"].split(":")[0].removeprefix("pipeline.")],
+    "check": ["models"],
+}
 
 
 @pytest.mark.parametrize("name", sorted(STAGES))
 def test_the_code_deps_of_a_stage_are_exactly_what_it_imports(name: str) -> None:
     stage = STAGES[name]
     module = stage_module(stage)
-    needed = set().union(code_deps(module), *map(code_deps, NAMED_BY_PARAMS.get(module, [])))
-    listed = {dep for dep in paths(stage["deps"]) if dep.startswith("pipeline/")}
+    needed = set().union(code_deps(module), *map(code_deps, IMPORTED_AT_RUN.get(module, [])))
+    listed = code_files(paths(stage["deps"]))
     missing = sorted(needed - listed)
     assert not missing, f"dvc.yaml: stage {name} imports but does not list {missing}"
     # a module listed but not used reruns the stage for nothing
     assert not listed - needed, f"dvc.yaml: stage {name} lists unused {sorted(listed - needed)}"
 
 
+def test_check_imports_the_backbone_registry_as_it_runs() -> None:
+    """What IMPORTED_AT_RUN says of `check`: it reads the model sections through the registry,
+    which none of its import statements names."""
+    code = """
+import sys
+from pipeline import check
+check.main([])
+print(sorted(m for m in sys.modules if m.startswith("pipeline.models")))
+"""
+    assert "models" not in closure("check")
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert "'pipeline.models.registry'" in done.stdout, done.stdout
+
+
 def test_the_closure_catches_a_deleted_dep_line() -> None:
-    """The check above is not vacuous: drop one listed module and it reports it."""
+    """The check above is not vacuous: drop one listed module, or the models folder, and it
+    reports what is missing."""
     stage = STAGES["evaluate@improved"]
-    listed = paths(stage["deps"]) - {"pipeline/learning/inference.py"}
+    listed = code_files(paths(stage["deps"]) - {"pipeline/learning/inference.py"})
     needed = code_deps("evaluate")
     assert needed - listed == {"pipeline/learning/inference.py"}
+    assert needed - code_files(paths(stage["deps"]) - {"pipeline/models"}) == {
+        str(path.relative_to(REPO)) for path in (PIPELINE / "models").glob("*.py")
+    }
 
 
 @pytest.mark.parametrize(("key", "section"), [("baseline", "baseline"), ("improved", "model")])

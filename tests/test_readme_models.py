@@ -71,6 +71,22 @@ def test_a_stream_added_to_the_list_is_trained_alone_and_fused(demo: Path) -> No
     assert sh("dvc status", demo).stdout.strip() == "Data and pipelines are up to date."
 
 
+def test_a_backbone_file_added_reruns_the_model_stages_and_bytecode_nothing(demo: Path) -> None:
+    """The model stages depend on the folder pipeline/models, so a backbone added there needs no
+    line in dvc.yaml; the bytecode Python writes beside it is in .dvcignore, or every new Python
+    (or first import of a module) would make them look changed. In a copy of the demo."""
+    models = demo / "pipeline" / "models"
+    (models / "__pycache__").mkdir(exist_ok=True)  # none where PYTHONDONTWRITEBYTECODE is set
+    (models / "__pycache__" / "tcn.cpython-399.pyc").write_bytes(b"bytecode")
+    assert sh("dvc status", demo).stdout.strip() == "Data and pipelines are up to date."
+    (models / "mynet.py").write_text('"""A new backbone."""\n')
+    streams = {f"stream@{s}" for s in TINY["fusion.streams"]}
+    stale = {"check", "fuse", *streams} | {
+        f"{s}@{m}" for s in ("train", "evaluate") for m in ("baseline", "improved")
+    }
+    assert set(json.loads(sh("dvc status --json", demo).stdout)) == stale
+
+
 def test_see_what_the_model_does_in_the_demo(demo: Path) -> None:
     errors, one_clip = readme.block("See what the model does")
     predictions = pd.read_csv(demo / "metrics" / "improved" / "predictions.csv")

@@ -3,7 +3,8 @@ the typed settings section it reads (`model.<name>` in params.yaml) and a one-li
 
 A new backbone is one file whose class carries `@register(...)` and a `build` classmethod, one
 import line in `pipeline/models/__init__.py`, and its settings in params.yaml: the `arch` rule,
-`build_model`, the checks of params.yaml's comments and the model tests all read this registry.
+`build_model`, the checks of params.yaml's comments and the model tests all read this registry,
+and dvc.yaml's model stages depend on the whole folder.
 """
 
 from __future__ import annotations
