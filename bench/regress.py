@@ -191,6 +191,17 @@ def ratios(paths: list[HotPath]) -> dict[str, float]:
     return out
 
 
+def least(
+    paths: list[HotPath], measure: Callable[[list[HotPath]], dict[str, float]] = ratios
+) -> dict[str, float]:
+    """Each hot path's least ratio of ROUNDS rounds: what a recording writes."""
+    best = measure(paths)
+    for _ in range(ROUNDS - 1):
+        again = measure(paths)
+        best = {name: min(ratio, again[name]) for name, ratio in best.items()}
+    return best
+
+
 def settled(
     paths: list[HotPath],
     bounds: dict[str, Any],
@@ -250,11 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     recording = "--record" in args
     with tempfile.TemporaryDirectory(prefix="bench-regress-") as tmp:
         paths = hot_paths(Path(tmp))
-        # a recording takes every path's least of ROUNDS rounds, as the check takes for one over
-        measured = settled(paths, {} if recording else bounds)
-        for _ in range(ROUNDS - 1 if recording else 0):
-            again = ratios(paths)
-            measured = {name: min(ratio, again[name]) for name, ratio in measured.items()}
+        measured = least(paths) if recording else settled(paths, bounds)
     if recording:
         names = [a for a in args if a != "--record"]
         unknown = sorted(set(names) - {p.name for p in paths})
